@@ -1,0 +1,38 @@
+"""Every error gradviz raises on purpose: one base class, a few precise kinds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["GradvizError", "ArgumentError", "SpecError", "TraceError", "DataError"]
+
+
+class GradvizError(Exception):
+    """Base of every error gradviz raises on purpose."""
+
+
+class ArgumentError(GradvizError, ValueError):
+    """An argument has a value gradviz cannot use; the message names it and the fix."""
+
+    def __init__(self, argument: str, value: Any, fix: str) -> None:
+        self.argument = argument
+        self.value = value
+        self.fix = fix
+        super().__init__(f"{argument}={_short(value)}: {fix}")
+
+
+class SpecError(GradvizError, ValueError):
+    """A network spec (layer list) cannot be built; names the layer, the shapes and the fix."""
+
+
+class TraceError(GradvizError, ValueError):
+    """What was passed to trace()/capture() cannot be traced."""
+
+
+class DataError(GradvizError, ValueError):
+    """A data file or array is malformed; names the file/row and what was expected."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
