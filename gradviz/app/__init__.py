@@ -1,0 +1,93 @@
+"""Streamlit glue shared by the pages: cached tracing and drawing, error display.
+
+This is the only part of gradviz that imports Streamlit; the pages call these helpers
+and the library, and hold no math of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import streamlit as st
+
+from ..errors import GradvizError
+from ..examples import examples, trace_example
+from ..export import layout
+from ..graph import Graph
+
+__all__ = ["graph_sources", "traced", "svg_of", "png_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
+
+# Session-state key under which the Build & Train page hands its model to the others.
+MODEL_KEY = "gradviz.built_model"
+
+
+def graph_sources() -> dict[str, str]:
+    """Label shown in the picker → source key understood by `traced`."""
+    out = {f"{e.name} — {e.description}": f"example:{e.name}" for e in examples().values()}
+    try:
+        from ..presets import presets
+    except ImportError:  # presets land with the builder issue
+        return out
+    for p in presets().values():
+        out[f"{p.name} — {p.description}"] = f"preset:{p.name}"
+    return out
+
+
+@st.cache_resource(max_entries=24, show_spinner="Tracing…")
+def traced(source: str, seed: int = 0) -> Graph:
+    """Trace an example or preset once per process; the Graph is frozen, so sharing is safe."""
+    kind, _, name = source.partition(":")
+    if kind == "example":
+        return trace_example(name, seed=seed)
+    if kind == "preset":
+        from ..presets import trace_preset
+
+        return trace_preset(name, seed=seed)
+    raise GradvizError(f"unknown graph source {source!r}")
+
+
+@st.cache_data(max_entries=64, show_spinner="Laying out with Graphviz…")
+def svg_of(dot_source: str) -> str:
+    return layout(dot_source, "svg").decode("utf-8")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def png_of(dot_source: str) -> bytes:
+    return layout(dot_source, "png")
+
+
+def show_svg(svg: str, height: int = 720) -> None:
+    """Show Graphviz's SVG in the page (scrollable), so the browser does no layout work."""
+    start = svg.find("<svg")
+    # st.html sanitises SVG away; markdown with raw HTML keeps Graphviz's SVG as DOM nodes.
+    st.markdown(
+        f'<div class="gradviz-graph" style="overflow:auto;max-height:{height}px;'
+        f'border:1px solid #e9ecef;border-radius:6px;background:white">{svg[start:]}</div>',
+        unsafe_allow_html=True,
+    )
+
+
+@contextlib.contextmanager
+def guard(what: str) -> Iterator[None]:
+    """Show a library error as an st.error that says what to change, never a traceback."""
+    try:
+        yield
+    except GradvizError as exc:
+        st.error(f"{what}: {exc}")
+
+
+def node_rows(graph: Graph) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": n.id,
+            "kind": n.kind,
+            "label": n.label,
+            "shape": "×".join(map(str, n.shape)) if n.shape else ("scalar" if n.shape == () else ""),
+            "dtype": n.dtype or "",
+            "module": n.module or "",
+            "saved": ", ".join(s.describe() for s in n.saved),
+        }
+        for n in graph.nodes
+    ]

@@ -1,0 +1,43 @@
+"""gradviz app entry: the page list and the home page."""
+
+import pathlib
+
+import streamlit as st
+
+st.set_page_config(page_title="gradviz", page_icon="🔁", layout="wide")
+HERE = pathlib.Path(__file__).parent
+PAGES = (
+    ("pages/1_Graph.py", "Graph", "graph", "Draw the MNIST CNN's autograd graph"),
+    ("pages/2_Build_and_Train.py", "Build & Train", "build", "Build and train one of the 21 tutorial presets"),
+    ("pages/3_Backward.py", "Backward", "backward", "Step through backward, checked against NumPy"),
+    ("pages/4_Function_Lab.py", "Function Lab", "lab", "Property-test a custom autograd Function"),
+)
+present = [p for p in PAGES if (HERE / p[0]).is_file()]
+
+
+def home() -> None:
+    st.title("gradviz — see and check PyTorch's autograd")
+    st.markdown(
+        """
+Backprop is hard to see. gradviz makes it visible and checkable:
+
+- **Graph** — trace any program's autograd graph (ops, parameters by name, saved tensors,
+  shapes, module clusters); export DOT, SVG, PNG or JSON. Big models stay readable: modules
+  collapse and long runs fold within a node budget.
+- **Build & Train** — the tutorial networks as 21 presets, or your own layer list; train
+  offline with a loss curve and decision boundary.
+- **Backward** — step through backward node by node in the order autograd runs it, each
+  gradient checked against an independent NumPy computation.
+- **Function Lab** — property-test a custom `torch.autograd.Function` with Hypothesis:
+  shrunk counterexamples, and kinks (a ReLU at 0) are not bugs.
+"""
+    )
+    st.subheader("Where to start")
+    for _, title, path, text in present:
+        st.page_link(pages[path], label=f"{title}: {text}")
+    st.caption("The same library runs from Python: `import gradviz; gradviz.trace(loss, model=model)`.")
+
+
+pages = {path: st.Page(str(HERE / file), title=title, url_path=path) for file, title, path, _ in present}
+nav = st.navigation([st.Page(home, title="Home", default=True), *pages.values()])
+nav.run()
