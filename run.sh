@@ -9,6 +9,8 @@ mode="${1:-}"
 [[ $mode == app || $mode == test ]] || { echo "usage: ./run.sh app|test [args...]" >&2; exit 2; }
 shift
 
+# pip repeats a warning per package for index folders some machines configure; hide those.
+quiet() { grep -v "^WARNING: Location '" || true; }
 say() { printf '\033[1m[gradviz]\033[0m %s\n' "$*"; }
 
 find_python() {
@@ -42,13 +44,13 @@ if ! $PY -c 'import torch' 2>/dev/null; then
   # A bare 'torch' requirement resolved from scratch can pull a multi-GB CUDA build; this
   # pin takes the CPU wheel these machines keep on disk (pip's find-links).
   say "installing torch 2.13.0 (CPU)"
-  $PY -m pip install -q torch==2.13.0
+  $PY -m pip install -q torch==2.13.0 2>&1 | quiet
 fi
 extras=""; [[ $mode == test ]] && extras="[test]"
 stamp=".venv/.gradviz-$mode-$(sha1sum pyproject.toml | cut -c1-12)"
 if [[ ! -f $stamp ]]; then
   say "installing gradviz$extras and its dependencies"
-  $PY -m pip install -q -e ".$extras"
+  $PY -m pip install -q -e ".$extras" 2>&1 | quiet
   touch "$stamp"
 fi
 

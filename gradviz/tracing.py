@@ -22,7 +22,7 @@ from torch import nn
 from .errors import ArgumentError, TraceError
 from .graph import Graph, Node, SavedTensor
 
-__all__ = ["trace", "capture", "ensure_deep_graph_stack", "MODULE_TAG"]
+__all__ = ["trace", "trace_with_ids", "capture", "ensure_deep_graph_stack", "run_with_big_stack", "MODULE_TAG"]
 
 # Key under which capture() stores a node's module path in `grad_fn.metadata`.
 MODULE_TAG = "gradviz.module"
@@ -160,6 +160,16 @@ def trace(
     no-grad parts are not in an autograd graph, so they are absent. `saved=False` skips
     reading saved tensors (faster on very large graphs).
     """
+    return trace_with_ids(*outputs, model=model, params=params, saved=saved)[0]
+
+
+def trace_with_ids(
+    *outputs: Any,
+    model: nn.Module | None = None,
+    params: Mapping[str, torch.Tensor] | None = None,
+    saved: bool = True,
+) -> tuple[Graph, dict[Any, str]]:
+    """`trace`, plus the map from each live autograd node (AccumulateGrad too) to its id."""
     tensors = _validate_outputs(outputs)
     names = _param_names(model, params)
     nodes: list[Node] = []
@@ -238,7 +248,8 @@ def trace(
         ensure_deep_graph_stack()
     # Edges were found from outputs backwards; store them in a stable forward order.
     edges.reverse()
-    return Graph(tuple(nodes), tuple(edges), tuple(sorted(modules.items())))
+    graph = Graph(tuple(nodes), tuple(edges), tuple(sorted(modules.items())))
+    return graph, {k: v for k, v in ids.items() if not isinstance(k, tuple)}
 
 
 # Freeing an autograd graph whose nodes Python has touched recurses once per node in C++
