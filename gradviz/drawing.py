@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import graphviz
 
 from .errors import ArgumentError
-from .graph import Graph, Node
+from .graph import Graph, Node, gc_paused
 
 __all__ = ["DEFAULT_BUDGET", "View", "ViewItem", "plan_view", "to_dot", "STYLES"]
 
@@ -345,7 +345,8 @@ def to_dot(
     """
     if rankdir not in ("TB", "BT", "LR", "RL"):
         raise ArgumentError("rankdir", rankdir, "use 'TB', 'BT', 'LR' or 'RL'")
-    view = plan_view(graph, depth=depth, budget=budget, fold=fold)
+    with gc_paused():
+        view = plan_view(graph, depth=depth, budget=budget, fold=fold)
     highlight = set(highlight)
     annotations = dict(annotations or {})
     colors = dict(colors or {})

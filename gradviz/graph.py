@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import gc
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,11 +13,27 @@ from .errors import ArgumentError
 if TYPE_CHECKING:
     import graphviz
 
-__all__ = ["Graph", "Node", "SavedTensor", "NODE_KINDS"]
+__all__ = ["Graph", "Node", "SavedTensor", "NODE_KINDS", "gc_paused"]
 
 NODE_KINDS = ("op", "param", "leaf", "output")
 JSON_FORMAT = "gradviz.graph"
 JSON_VERSION = 1
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic GC while building big graphs.
+
+    Building 100k small objects triggers repeated full collections that traverse every
+    live object (a third of the time on a 25k-node chain); nothing built here is cyclic.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)

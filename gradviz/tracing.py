@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import ArgumentError, TraceError
-from .graph import Graph, Node, SavedTensor
+from .graph import Graph, Node, SavedTensor, gc_paused
 
 __all__ = ["trace", "trace_with_ids", "capture", "ensure_deep_graph_stack", "run_with_big_stack", "MODULE_TAG"]
 
@@ -171,6 +171,16 @@ def trace_with_ids(
 ) -> tuple[Graph, dict[Any, str]]:
     """`trace`, plus the map from each live autograd node (AccumulateGrad too) to its id."""
     tensors = _validate_outputs(outputs)
+    with gc_paused():
+        return _walk(tensors, model, params, saved)
+
+
+def _walk(
+    tensors: list[torch.Tensor],
+    model: nn.Module | None,
+    params: Mapping[str, torch.Tensor] | None,
+    saved: bool,
+) -> tuple[Graph, dict[Any, str]]:
     names = _param_names(model, params)
     nodes: list[Node] = []
     edges: list[tuple[str, str]] = []
