@@ -61,7 +61,13 @@ def test_rule_matches_torch(name, data):
     ref = reference_for(ctx)
     assert ref is not None
     assert len(ref) == len(seen["in"])
-    max_abs, max_rel = compare(ref, seen["in"])
+    # A gradient sent along an absent edge (an input that needs none) is dropped by the
+    # engine; some nodes (CatBackward0) still compute it, so it is not compared.
+    actual = [
+        None if f is None else g
+        for (f, _), g in zip(node.next_functions, seen["in"], strict=True)
+    ]
+    max_abs, max_rel = compare(ref, actual)
     assert max_rel <= 1e-7 or max_abs <= 1e-10, (name, max_abs, max_rel)
 
 
