@@ -1,4 +1,4 @@
-"""gradviz app entry: the page list and the home page."""
+"""gradviz home page: what it does and where to start (pages/ holds the tools)."""
 
 import pathlib
 
@@ -6,19 +6,10 @@ import streamlit as st
 
 st.set_page_config(page_title="gradviz", page_icon="🔁", layout="wide")
 HERE = pathlib.Path(__file__).parent
-PAGES = (
-    ("pages/1_Graph.py", "Graph", "graph", "Draw the MNIST CNN's autograd graph"),
-    ("pages/2_Build_and_Train.py", "Build & Train", "build", "Build and train one of the 21 tutorial presets"),
-    ("pages/3_Backward.py", "Backward", "backward", "Step through backward, checked against NumPy"),
-    ("pages/4_Function_Lab.py", "Function Lab", "lab", "Property-test a custom autograd Function"),
-)
-present = [p for p in PAGES if (HERE / p[0]).is_file()]
 
-
-def home() -> None:
-    st.title("gradviz — see and check PyTorch's autograd")
-    st.markdown(
-        """
+st.title("gradviz — see and check PyTorch's autograd")
+st.markdown(
+    """
 Backprop is hard to see. gradviz makes it visible and checkable:
 
 - **Graph** — trace any program's autograd graph (ops, parameters by name, saved tensors,
@@ -31,13 +22,14 @@ Backprop is hard to see. gradviz makes it visible and checkable:
 - **Function Lab** — property-test a custom `torch.autograd.Function` with Hypothesis:
   shrunk counterexamples, and kinks (a ReLU at 0) are not bugs.
 """
-    )
-    st.subheader("Where to start")
-    for _, title, path, text in present:
-        st.page_link(pages[path], label=f"{title}: {text}")
-    st.caption("The same library runs from Python: `import gradviz; gradviz.trace(loss, model=model)`.")
-
-
-pages = {path: st.Page(str(HERE / file), title=title, url_path=path) for file, title, path, _ in present}
-nav = st.navigation([st.Page(home, title="Home", default=True), *pages.values()])
-nav.run()
+)
+st.subheader("Where to start")
+for file, text in (
+    ("pages/1_Graph.py", "Graph: draw the MNIST CNN's autograd graph"),
+    ("pages/2_Build_and_Train.py", "Build & Train: build and train one of the 21 tutorial presets"),
+    ("pages/3_Backward.py", "Backward: step through backward, checked against NumPy"),
+    ("pages/4_Function_Lab.py", "Function Lab: property-test a custom autograd Function"),
+):
+    if (HERE / file).is_file():
+        st.page_link(file, label=text)
+st.caption("The same library runs from Python: `import gradviz; gradviz.trace(loss, model=model)`.")

@@ -117,18 +117,24 @@ class ResNet50Like(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def _like(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x in the model's floating dtype, so an example runs in float64 after model.double()."""
+    p = next(model.parameters(), None)
+    return x.to(p.dtype) if p is not None and x.is_floating_point() else x
+
+
 def _two_layer(seed: int):
     torch.manual_seed(seed)
     model = TwoLayerNet()
     x, y = torch.randn(64, 1000), torch.randn(64, 10)
-    return model, lambda m: F.mse_loss(m(x), y, reduction="sum")
+    return model, lambda m: F.mse_loss(m(_like(m, x)), _like(m, y), reduction="sum")
 
 
 def _mnist(seed: int):
     torch.manual_seed(seed)
     model = MnistNet()
     x, target = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    return model, lambda m: F.nll_loss(m(x), target)
+    return model, lambda m: F.nll_loss(m(_like(m, x)), target)
 
 
 def _transformer(layers: int, d_model: int = 256, heads: int = 8):
@@ -137,7 +143,7 @@ def _transformer(layers: int, d_model: int = 256, heads: int = 8):
         layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=4 * d_model, batch_first=True)
         model = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         x = torch.randn(2, 16, d_model)
-        return model, lambda m: m(x).pow(2).mean()
+        return model, lambda m: m(_like(m, x)).pow(2).mean()
 
     return make
 
@@ -146,7 +152,7 @@ def _resnet(seed: int):
     torch.manual_seed(seed)
     model = ResNet50Like()
     x, target = torch.randn(2, 3, 64, 64), torch.tensor([1, 2])
-    return model, lambda m: F.cross_entropy(m(x), target)
+    return model, lambda m: F.cross_entropy(m(_like(m, x)), target)
 
 
 def _chain(nodes: int):
@@ -155,7 +161,7 @@ def _chain(nodes: int):
         torch.manual_seed(seed)
         model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(max(1, nodes // 4))])
         x = torch.randn(1, 2)
-        return model, lambda m: m(x).sum()
+        return model, lambda m: m(_like(m, x)).sum()
 
     return make
 

@@ -24,11 +24,20 @@ from .graph import Graph, Node
 from .numpy_ref import RULES, compare, context_from_node, reference_for, to_numpy
 from .tracing import trace_with_ids
 
-__all__ = ["BackwardStepper", "Step", "TOLERANCE"]
+__all__ = ["BackwardStepper", "Step", "TOLERANCE", "PROGRESS_COLORS"]
 
 # Relative error under which a NumPy reference "agrees" (float64 runs reach ~1e-15).
 TOLERANCE = {"float64": 1e-7, "float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
+PROGRESS_COLORS = {
+    "agrees": "#b2f2bb",
+    "disagrees": "#ffa8a8",
+    "finite differences": "#ffd8a8",
+    "no reference": "#a5d8ff",
+    "current": "#ffec99",
+}
 _FD_EPS = 1e-6
+# Central differences in float64 with eps 1e-6 are good to about 1e-8 absolute, not 1e-15.
+_FD_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class Step:
         if self.max_rel_error is None:
             return None
         tol = TOLERANCE.get(self.node.dtype or "float32", 1e-4)
+        if self.reference_kind == "finite differences":
+            tol = max(tol, _FD_TOLERANCE)
         return self.max_rel_error <= tol or (self.max_abs_error or 0.0) <= tol * 1e-3
 
     @property
@@ -275,6 +286,24 @@ class BackwardStepper(Sequence[Step]):
             "missing": sorted({s.node.grad_fn or s.node.label for s in ops if s.reference is None}),
             "coverage": self.coverage,
         }
+
+    def colors_at(self, position: int) -> dict[str, str]:
+        """Fill colours for drawing the walk at `position`: finished nodes by their NumPy
+        check (green agrees, red disagrees, orange finite differences, blue no reference),
+        the current node yellow; nodes still to run keep their normal colour."""
+        colors: dict[str, str] = {}
+        for s in self._steps[: position + 1]:
+            if s.agrees is None:
+                colors[s.node.id] = PROGRESS_COLORS["no reference"]
+            elif not s.agrees:
+                colors[s.node.id] = PROGRESS_COLORS["disagrees"]
+            elif s.reference_kind == "finite differences":
+                colors[s.node.id] = PROGRESS_COLORS["finite differences"]
+            else:
+                colors[s.node.id] = PROGRESS_COLORS["agrees"]
+        if 0 <= position < len(self._steps):
+            colors[self._steps[position].node.id] = PROGRESS_COLORS["current"]
+        return colors
 
     def find(self, *, label: str | None = None, module: str | None = None, start: int = 0) -> int | None:
         """Index of the first step at or after `start` whose op label or module matches."""

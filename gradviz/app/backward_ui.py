@@ -1,0 +1,109 @@
+"""Streamlit glue for the Backward page: cached steppers and the step panel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from ..sources import step_source
+from ..stepper import PROGRESS_COLORS, BackwardStepper, Step
+
+__all__ = ["stepper_for", "show_step", "show_param_table", "legend_markdown", "coverage_badge"]
+
+_MAX_CELLS = 12  # rows/columns of a gradient shown as numbers
+
+
+@st.cache_resource(max_entries=16, show_spinner="Running backward and the NumPy checks…")
+def stepper_for(source: str, seed: int = 0) -> BackwardStepper:
+    """A recorded backward in float64; plain data once built, so sessions can share it."""
+    return step_source(source, seed)
+
+
+def legend_markdown() -> str:
+    return " ".join(
+        f'<span style="background:{c};padding:2px 6px;border-radius:4px;margin-right:4px">{k}</span>'
+        for k, c in PROGRESS_COLORS.items()
+    )
+
+
+def coverage_badge(stepper: BackwardStepper) -> None:
+    summary = stepper.summary()
+    colour = "green" if summary["coverage"] == 1.0 else ("orange" if summary["coverage"] >= 0.95 else "red")
+    agree = f"{summary['agreeing']}/{summary['numpy'] + summary['finite_differences']} agree"
+    st.markdown(f":{colour}-badge[NumPy coverage {summary['coverage']:.0%}] :gray-badge[{agree}]")
+
+
+def _table(arr: np.ndarray) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    if a.ndim == 1:
+        return a[:_MAX_CELLS].reshape(1, -1)
+    a = a.reshape(-1, a.shape[-1])
+    return a[:_MAX_CELLS, :_MAX_CELLS]
+
+
+def _shape(arr: Any) -> str:
+    return "—" if arr is None else ("scalar" if np.ndim(arr) == 0 else "×".join(map(str, np.shape(arr))))
+
+
+def _show_grads(title: str, torch_grads: tuple, numpy_grads: tuple | None, names: tuple) -> None:
+    for i, g in enumerate(torch_grads):
+        if g is None:
+            continue
+        ref = None if numpy_grads is None or i >= len(numpy_grads) else numpy_grads[i]
+        head = f"**{title} {i}** → {names[i] if i < len(names) and names[i] else 'edge'} · shape {_shape(g)}"
+        st.markdown(head + ("" if np.size(g) <= _MAX_CELLS**2 else " (first rows/columns)"))
+        cols = st.columns(3 if ref is not None else 1)
+        cols[0].caption("torch")
+        cols[0].dataframe(_table(g), hide_index=True)
+        if ref is not None and np.shape(ref) == np.shape(g):
+            cols[1].caption("NumPy")
+            cols[1].dataframe(_table(ref), hide_index=True)
+            cols[2].caption("|torch − NumPy|")
+            cols[2].dataframe(_table(np.abs(np.asarray(g) - np.asarray(ref))), hide_index=True)
+
+
+def show_step(step: Step, stepper: BackwardStepper) -> None:
+    node = step.node
+    st.subheader(f"Step {step.index + 1}/{len(stepper)}: {node.label}")
+    st.markdown(
+        f'<div class="gradviz-current" data-node="{node.id}">node <code>{node.id}</code>'
+        f"{' in module <code>' + node.module + '</code>' if node.module else ''} · kind {node.kind}</div>",
+        unsafe_allow_html=True,
+    )
+    if step.summed:
+        st.info(f"Gradients summed here: {step.summed}.")
+    if step.formula:
+        st.latex(step.formula)
+        shapes = ", ".join(_shape(g) for g in step.grad_outputs if g is not None)
+        st.caption(f"incoming gradient shape {shapes or '—'}; outgoing: " + ", ".join(_shape(g) for g in step.grad_inputs))
+    if step.reference_kind:
+        ok = "agrees" if step.agrees else "DISAGREES"
+        st.markdown(
+            f'<div class="gradviz-check">NumPy check ({step.reference_kind}): {ok} — '
+            f"max abs error {step.max_abs_error:.2e}, max rel error {step.max_rel_error:.2e}</div>",
+            unsafe_allow_html=True,
+        )
+    elif node.kind == "op":
+        st.warning("No NumPy reference for this op yet.")
+    names = tuple(stepper.graph.node(n).label if n else None for n in step.next_ids)
+    with st.expander("Incoming gradients (grad_outputs)", expanded=False):
+        _show_grads("grad_output", step.grad_outputs, None, ())
+    with st.expander("Outgoing gradients (grad_inputs): torch vs NumPy", expanded=True):
+        if step.grad_inputs:
+            _show_grads("grad_input", step.grad_inputs, step.reference, names)
+        else:
+            st.write("A parameter: the incoming gradient is accumulated into `.grad`.")
+
+
+def show_param_table(stepper: BackwardStepper, numpy_grads: dict[str, np.ndarray] | None = None) -> None:
+    rows = []
+    for name, g in stepper.param_grads.items():
+        row = {"parameter": name, "shape": _shape(g), "|grad| max": float(np.max(np.abs(g))) if g.size else 0.0}
+        if numpy_grads is not None and name in numpy_grads:
+            row["max |torch − NumPy|"] = float(np.max(np.abs(g - numpy_grads[name])))
+        rows.append(row)
+    st.dataframe(rows, hide_index=True)

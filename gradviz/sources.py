@@ -1,0 +1,92 @@
+"""One name for every program the app and the CLI can trace or step: examples and presets.
+
+A source key is ``"example:NAME"`` or ``"preset:NAME"``. `build_source` builds the model and
+runs its forward under `capture`, optionally in float64 (where NumPy references agree to
+1e-7); `trace_source` and `step_source` return frozen results only, built in a thread with
+a large stack so freeing deep graphs is safe from any thread.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+from torch import nn
+
+from .errors import ArgumentError
+from .examples import examples
+from .graph import Graph
+from .stepper import BackwardStepper
+from .tracing import capture, run_with_big_stack, trace
+
+__all__ = ["source_labels", "build_source", "trace_source", "step_source"]
+
+
+def _presets():
+    from .presets import presets
+
+    return presets()
+
+
+def source_labels(include_big: bool = True) -> dict[str, str]:
+    """Label for a picker → source key; presets first (the tutorial programs), then examples."""
+    out = {f"{p.name} — {p.description}": f"preset:{p.name}" for p in _presets().values()}
+    for e in examples().values():
+        if include_big or not e.big:
+            out[f"{e.name} — {e.description}"] = f"example:{e.name}"
+    return out
+
+
+def _split(key: str) -> tuple[str, str]:
+    kind, _, name = str(key).partition(":")
+    table = {"example": examples(), "preset": _presets()}.get(kind)
+    if table is None:
+        raise ArgumentError("source", key, "use 'preset:NAME' or 'example:NAME'")
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=1)
+        hint = f"did you mean {kind}:{close[0]}? " if close else ""
+        raise ArgumentError("source", key, f"{hint}known {kind}s: {', '.join(table)}")
+    return kind, name
+
+
+def build_source(key: str, seed: int = 0, *, float64: bool = False) -> tuple[nn.Module, torch.Tensor]:
+    """Build source `key` and run its forward under `capture`; returns (model, loss)."""
+    kind, name = _split(key)
+    if kind == "example":
+        model, loss_fn = examples()[name].make(seed)
+        if float64:
+            model = model.double()
+        with capture(model):
+            return model, loss_fn(model)
+    from .presets import seeded_global_rng
+
+    preset = _presets()[name]
+    model = preset.build(seed)
+    if float64:
+        model = model.double()
+    data = preset.data(seed)
+    with seeded_global_rng(seed), capture(model):
+        loss = preset.forward_loss(model, (data.X[:8], data.y[:8]))
+    return model, loss
+
+
+def trace_source(key: str, seed: int = 0) -> Graph:
+    """The autograd graph of source `key`."""
+    _split(key)
+
+    def run() -> Graph:
+        model, loss = build_source(key, seed)
+        return trace(loss, model=model)
+
+    return run_with_big_stack(run)
+
+
+def step_source(key: str, seed: int = 0, *, float64: bool = True) -> BackwardStepper:
+    """A recorded backward of source `key` with NumPy references (float64 by default)."""
+    _split(key)
+
+    def run() -> BackwardStepper:
+        model, loss = build_source(key, seed, float64=float64)
+        return BackwardStepper(loss, model=model)
+
+    return run_with_big_stack(run)

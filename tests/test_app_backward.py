@@ -1,0 +1,62 @@
+"""The Backward page: AppTest of the controls, and stepping the MNIST CNN in Chromium."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from gradviz.sources import step_source
+
+PAGE = str(pathlib.Path(__file__).resolve().parents[1] / "pages" / "3_Backward.py")
+
+
+def _current(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if "gradviz-current" in m.value)
+
+
+def test_backward_page_steps_and_breakpoints():
+    at = AppTest.from_file(PAGE, default_timeout=180).run()
+    assert not at.exception and not at.error
+    steps = step_source("preset:mnist-cnn")
+    assert at.subheader[0].value == f"Step 1/{len(steps)}: {steps[0].node.label}"
+    assert "NumPy coverage 100%" in at.markdown[0].value
+    at.button(key="bw_next").click().run()
+    assert at.subheader[0].value.startswith(f"Step 2/{len(steps)}: {steps[1].node.label}")
+    assert f'data-node="{steps[1].node.id}"' in _current(at)
+    at.text_input(key="bw_break").input("Convolution").run()
+    at.button(key="bw_run").click().run()
+    first_conv = steps.find(label="Convolution")
+    assert at.subheader[0].value.startswith(f"Step {first_conv + 1}/")
+    check = next(m.value for m in at.markdown if "gradviz-check" in m.value)
+    assert "agrees" in check
+    assert any("\\bar" in latex.value for latex in at.latex)
+    at.button(key="bw_prev").click().run()
+    assert at.subheader[0].value.startswith(f"Step {first_conv}/")
+    at.text_input(key="bw_break").input("NoSuchOp").run()
+    at.button(key="bw_run").click().run()
+    assert at.error and "No later step matches" in at.error[0].value
+    assert at.subheader[0].value.startswith(f"Step {first_conv}/")  # nothing lost
+
+
+@pytest.mark.browser
+def test_step_through_mnist_cnn_in_chromium(app_url, page, screenshot):
+    steps = step_source("preset:mnist-cnn")
+    page.goto(f"{app_url}/Backward")
+    page.wait_for_selector(".gradviz-current")
+    target = next(i for i, s in enumerate(steps) if i >= 3 and s.node.kind == "op")
+    for i in range(1, target + 1):
+        page.get_by_role("button", name="Next ▶").click()
+        page.wait_for_selector(f'.gradviz-current[data-node="{steps[i].node.id}"]')
+    # The highlighted node in the SVG is the current step's node.
+    highlighted = page.eval_on_selector_all(
+        ".gradviz-graph svg g.node",
+        "gs => gs.filter(g => [...g.querySelectorAll('polygon,path,ellipse')].some(s => s.getAttribute('stroke') === '#e03131'))"
+        ".map(g => g.querySelector('title').textContent)",
+    )
+    assert highlighted == [steps[target].node.id]
+    check = page.locator(".gradviz-check").inner_text()
+    assert "NumPy check" in check and "agrees" in check
+    assert page.get_by_text("|torch − NumPy|").count() >= 1
+    screenshot(page, "backward")
