@@ -53,7 +53,7 @@ def test_graph_page_big_program_default_view():
 @pytest.mark.browser
 def test_graph_page_in_chromium_shows_svg_with_expected_node_count(app_url, page, screenshot):
     graph = trace_example("mnist-cnn")
-    page.goto(f"{app_url}/graph")
+    page.goto(f"{app_url}/Graph")
     page.wait_for_selector(".gradviz-graph svg g.node")
     titles = page.eval_on_selector_all(".gradviz-graph svg g.node > title", "els => els.map(e => e.textContent)")
     graph_nodes = [t for t in titles if re.fullmatch(r"n\d+", t)]
