@@ -12,7 +12,8 @@ saved tensors afterwards; parameters' ``.grad`` are restored to what they were.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,8 +55,10 @@ class Step:
 
     index: int
     node: Node
-    grad_outputs: tuple[np.ndarray | None, ...]
-    grad_inputs: tuple[np.ndarray | None, ...]
+    # What the hooks recorded, as torch tensors: converting thousands of gradients to
+    # NumPy up front doubled the cost of a recording, so it happens on first access.
+    raw_outputs: tuple[torch.Tensor | None, ...] = field(repr=False, compare=False)
+    raw_inputs: tuple[torch.Tensor | None, ...] = field(repr=False, compare=False)
     reference: tuple[np.ndarray | None, ...] | None
     max_abs_error: float | None
     max_rel_error: float | None
@@ -64,6 +67,14 @@ class Step:
     frontier: tuple[str, ...] = ()
     contributions: int = 1
     reference_kind: str | None = None
+
+    @functools.cached_property
+    def grad_outputs(self) -> tuple[np.ndarray | None, ...]:
+        return tuple(None if g is None else to_numpy(g) for g in self.raw_outputs)
+
+    @functools.cached_property
+    def grad_inputs(self) -> tuple[np.ndarray | None, ...]:
+        return tuple(None if g is None else to_numpy(g) for g in self.raw_inputs)
 
     @property
     def agrees(self) -> bool | None:
@@ -95,7 +106,9 @@ class _Recorder:
 
 
 def _snap(grads: Sequence[Any]) -> tuple[torch.Tensor | None, ...]:
-    return tuple(None if g is None else g.detach().clone() for g in grads)
+    # Keeping a reference (no clone) is enough: the engine accumulates into a gradient
+    # buffer in place only when nothing else holds that tensor (use_count == 1).
+    return tuple(grads)
 
 
 def _make_prehook(rec: _Recorder, i: int):
@@ -141,8 +154,10 @@ class BackwardStepper(Sequence[Step]):
             )
         if grad is not None and (not isinstance(grad, torch.Tensor) or grad.shape != loss.shape):
             raise ArgumentError("grad", getattr(grad, "shape", grad), f"pass a tensor of the loss's shape {tuple(loss.shape)}")
-        traced, ids = trace_with_ids(loss, model=model, params=params)
-        if graph is not None and [(n.id, n.label) for n in graph.nodes] != [(n.id, n.label) for n in traced.nodes]:
+        # Saved-tensor descriptions are for drawings; a caller who wants them passes graph=.
+        traced, ids = trace_with_ids(loss, model=model, params=params, saved=False)
+        self._param_grads: dict[str, np.ndarray] | None = None
+        if graph is not None and [(n.id, n.label) for n in graph.nodes] != [(n.id, n.label) for n in traced.nodes]:  # noqa: E501
             raise ArgumentError("graph", f"{len(graph)} nodes", "pass the Graph traced from this same loss, or leave graph=None")
         self.graph = graph or traced
         fns = list(ids)  # autograd nodes in id order; only this stepper holds them
@@ -159,8 +174,8 @@ class BackwardStepper(Sequence[Step]):
             for leaf in leaves:
                 leaf.grad = None
             torch.autograd.backward(loss, grad, retain_graph=True)
-            self._param_grads = {
-                self.graph.node(ids[fn]).label: to_numpy(fn.variable.grad)
+            self._raw_param_grads = {
+                self.graph.node(ids[fn]).label: fn.variable.grad
                 for fn in fns
                 if hasattr(fn, "variable") and fn.variable.grad is not None
             }
@@ -205,19 +220,18 @@ class BackwardStepper(Sequence[Step]):
             fn = fns[i]
             node = graph.node(ids[fn])
             ready.pop(node.id, None)
-            grad_outputs = tuple(None if g is None else to_numpy(g) for g in (rec.grad_outputs[i] or ()))
+            raw_outputs = rec.grad_outputs[i] or ()
             if hasattr(fn, "variable"):
                 next_ids: tuple[str | None, ...] = ()
-                grad_inputs: tuple[np.ndarray | None, ...] = ()
+                raw_inputs: tuple[torch.Tensor | None, ...] = ()
                 reference, kind, formula = None, None, r"\bar{\theta} \mathrel{+}= \sum_k \bar{y}_k"
                 errs: tuple[float | None, float | None] = (None, None)
             else:
                 next_ids = tuple(None if nxt is None else ids.get(nxt) for nxt, _ in fn.next_functions)
                 raw_inputs = rec.grad_inputs[i] or ()
-                grad_inputs = tuple(None if g is None else to_numpy(g) for g in raw_inputs)
                 reference, kind, formula = (None, None, None)
                 if references:
-                    reference, kind, formula = _reference(fn, rec.grad_outputs[i] or (), raw_inputs)
+                    reference, kind, formula = _reference(fn, raw_outputs, raw_inputs)
                 errs = compare(reference, _present(fn, raw_inputs)) if reference is not None else (None, None)
                 for nxt_id in next_ids:
                     if nxt_id is not None and nxt_id in pending:
@@ -228,8 +242,8 @@ class BackwardStepper(Sequence[Step]):
                 Step(
                     index=step_no,
                     node=node,
-                    grad_outputs=grad_outputs,
-                    grad_inputs=grad_inputs,
+                    raw_outputs=raw_outputs,
+                    raw_inputs=raw_inputs,
                     reference=reference,
                     max_abs_error=errs[0],
                     max_rel_error=errs[1],
@@ -259,6 +273,8 @@ class BackwardStepper(Sequence[Step]):
     @property
     def param_grads(self) -> dict[str, np.ndarray]:
         """Each parameter's (or leaf's) gradient from this backward, by name."""
+        if self._param_grads is None:
+            self._param_grads = {k: to_numpy(v) for k, v in self._raw_param_grads.items()}
         return dict(self._param_grads)
 
     def op_steps(self) -> tuple[Step, ...]:
