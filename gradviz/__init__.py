@@ -7,27 +7,51 @@ property-test custom autograd Functions.
 
 from __future__ import annotations
 
+from .builder import Network, build_network, layer_table, parse_spec, spec_to_text
+from .data import TrainData, load_mnist_csv, load_mnist_idx
 from .drawing import plan_view, to_dot
 from .errors import ArgumentError, DataError, GradvizError, SpecError, TraceError
 from .examples import example_names, trace_example
 from .export import render
 from .graph import Graph, Node, SavedTensor
+from .presets import Preset, get_preset, presets
+from .stepper import BackwardStepper, Step
 from .tracing import capture, trace
+from .training import Checkpoint, StopTraining, TrainResult, load_checkpoint, save_checkpoint, train
 
 __all__ = [
     "ArgumentError",
+    "BackwardStepper",
+    "Checkpoint",
     "DataError",
     "GradvizError",
     "Graph",
+    "Network",
     "Node",
+    "Preset",
     "SavedTensor",
     "SpecError",
+    "Step",
+    "StopTraining",
     "TraceError",
+    "TrainData",
+    "TrainResult",
+    "build_network",
     "capture",
     "example_names",
+    "get_preset",
+    "layer_table",
+    "load_checkpoint",
+    "load_mnist_csv",
+    "load_mnist_idx",
+    "parse_spec",
     "plan_view",
+    "presets",
     "render",
+    "save_checkpoint",
+    "spec_to_text",
     "to_dot",
     "trace",
     "trace_example",
+    "train",
 ]

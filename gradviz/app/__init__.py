@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from ..errors import GradvizError
-from ..examples import examples, trace_example
+from ..sources import source_labels, trace_source
 from ..export import layout
 from ..graph import Graph
 
@@ -24,28 +24,17 @@ MODEL_KEY = "gradviz.built_model"
 
 
 def graph_sources() -> dict[str, str]:
-    """Label shown in the picker → source key understood by `traced`."""
-    out = {f"{e.name} — {e.description}": f"example:{e.name}" for e in examples().values()}
-    try:
-        from ..presets import presets
-    except ImportError:  # presets land with the builder issue
-        return out
-    for p in presets().values():
-        out[f"{p.name} — {p.description}"] = f"preset:{p.name}"
-    return out
+    """Label shown in the picker → source key: the examples first, then the 21 presets."""
+    labels = source_labels()
+    examples_first = {k: v for k, v in labels.items() if v.startswith("example:")}
+    examples_first.update((k, v) for k, v in labels.items() if v.startswith("preset:"))
+    return examples_first
 
 
 @st.cache_resource(max_entries=24, show_spinner="Tracing…")
 def traced(source: str, seed: int = 0) -> Graph:
     """Trace an example or preset once per process; the Graph is frozen, so sharing is safe."""
-    kind, _, name = source.partition(":")
-    if kind == "example":
-        return trace_example(name, seed=seed)
-    if kind == "preset":
-        from ..presets import trace_preset
-
-        return trace_preset(name, seed=seed)
-    raise GradvizError(f"unknown graph source {source!r}")
+    return trace_source(source, seed)
 
 
 @st.cache_data(max_entries=64, show_spinner="Laying out with Graphviz…")
