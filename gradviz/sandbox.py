@@ -69,6 +69,7 @@ __all__ = [
 # the JSON payload and returns JSON data. Register a task with one line here.
 TASKS: dict[str, str] = {
     "exec": "gradviz._sandbox_child:exec_task",
+    "lab.check": "gradviz.lab:check_source",
 }
 
 DISABLE_ENV_VAR = "GRADVIZ_DISABLE_USER_CODE"

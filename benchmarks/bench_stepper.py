@@ -1,0 +1,79 @@
+"""Cost of recording backward step by step, and of one step's NumPy reference.
+
+Compares, in one run: a plain forward + backward; forward + BackwardStepper recording
+every node (references off); and the same with every NumPy reference computed. Models: a
+12-layer TransformerEncoder, the ResNet-50-like net, and the 25k-node chain (report).
+Target (issue 4): recording ≤ 1.5× plain forward+backward on the first two.
+
+Run: python benchmarks/bench_stepper.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from gradviz.examples import examples
+from gradviz.numpy_ref import context_from_node, reference_for
+from gradviz.stepper import BackwardStepper
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(name: str, repeat: int) -> tuple[float, float, float, int]:
+    model, loss_fn = examples()[name].make(0)
+
+    def plain() -> None:
+        model.zero_grad()
+        loss_fn(model).backward()
+
+    def record() -> None:
+        BackwardStepper(loss_fn(model), model=model, references=False)
+
+    def record_with_numpy() -> None:
+        BackwardStepper(loss_fn(model), model=model, references=True)
+
+    plain()  # warm-up
+    record()
+    steps = len(BackwardStepper(loss_fn(model), model=model, references=False))
+    return median_time(plain, repeat), median_time(record, repeat), median_time(record_with_numpy, 1), steps
+
+
+def one_reference_time() -> tuple[str, float]:
+    """Time of the NumPy reference of one AddmmBackward0 (64×1000 · 1000×100) step."""
+    x = torch.randn(64, 1000, dtype=torch.float64)
+    lin = torch.nn.Linear(1000, 100).double()
+    out = lin(x)
+    grads = (torch.randn_like(out),)
+    node = out.grad_fn
+
+    def ref() -> None:
+        reference_for(context_from_node(node, grads))
+
+    return type(node).__name__, median_time(ref, 20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(f"{'model':16} {'steps':>7} {'fwd+bwd':>9} {'recording':>10} {'ratio':>6} {'+ NumPy refs':>13}")
+    for name in ("transformer-12", "resnet50", "chain-25k"):
+        plain, rec, full, steps = run(name, args.repeat)
+        print(f"{name:16} {steps:>7,} {plain * 1000:>7.0f}ms {rec * 1000:>8.0f}ms {rec / plain:>5.2f}× {full * 1000:>11.0f}ms")
+    op, t = one_reference_time()
+    print(f"\none step's NumPy reference ({op}, 64×1000·1000×100, float64): {t * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
