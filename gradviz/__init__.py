@@ -7,7 +7,9 @@ property-test custom autograd Functions.
 
 from __future__ import annotations
 
+from . import strategies
 from .builder import Network, build_network, layer_table, parse_spec, spec_to_text
+from .checking import Failure, FunctionReport, assert_function_ok, check_function
 from .data import TrainData, load_mnist_csv, load_mnist_idx
 from .drawing import plan_view, to_dot
 from .errors import ArgumentError, DataError, GradvizError, SpecError, TraceError
@@ -24,6 +26,8 @@ __all__ = [
     "BackwardStepper",
     "Checkpoint",
     "DataError",
+    "Failure",
+    "FunctionReport",
     "GradvizError",
     "Graph",
     "Network",
@@ -36,8 +40,10 @@ __all__ = [
     "TraceError",
     "TrainData",
     "TrainResult",
+    "assert_function_ok",
     "build_network",
     "capture",
+    "check_function",
     "example_names",
     "get_preset",
     "layer_table",
@@ -50,6 +56,7 @@ __all__ = [
     "render",
     "save_checkpoint",
     "spec_to_text",
+    "strategies",
     "to_dot",
     "trace",
     "trace_example",
