@@ -14,8 +14,9 @@ quiet() { grep -v "^WARNING: Location '" || true; }
 say() { printf '\033[1m[gradviz]\033[0m %s\n' "$*"; }
 
 find_python() {
-  for py in python3.13 python3.12 python3.11 python3; do
-    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  # The machine's default python3 first: the local torch wheel is built for it.
+  for py in python3 python3.11 python3.12 python3.13; do
+    if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       echo "$py"; return
     fi
   done
