@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ._sandbox_child import run_user_code
+from .check_cli import parse_shapes as parse_cli_shapes
 from .checking import FunctionReport, check_function
 from .errors import ArgumentError, GradvizError
 from .graph import Graph
@@ -28,22 +29,13 @@ LAB_LIMITS = Limits(cpu_seconds=60, wall_seconds=90, memory_mb=4096)
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """"4x3, 3" → [(4, 3), (3,)]; "scalar" or "()" is a 0-d input."""
+    """"4x3, 3" → [(4, 3), (3,)] (the CLI's syntax), kept small enough for a browser run."""
     if not isinstance(text, str) or not text.strip():
         raise ArgumentError("shapes", text, "give one shape per input, e.g. '5' or '4x3, 3'")
-    shapes = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if part in ("()", "scalar"):
-            shapes.append(())
-            continue
-        try:
-            dims = tuple(int(d) for d in part.replace("×", "x").split("x"))
-        except ValueError:
-            raise ArgumentError("shapes", text, f"{part!r} is not a shape: write sizes joined by x, e.g. 4x3") from None
+    shapes = parse_cli_shapes(text.replace("×", "x"))
+    for dims in shapes:
         if any(d < 1 or d > 64 for d in dims) or len(dims) > 4:
-            raise ArgumentError("shapes", text, f"{part!r}: use 1 to 4 sizes between 1 and 64")
-        shapes.append(dims)
+            raise ArgumentError("shapes", text, f"{dims}: use up to 4 sizes between 1 and 64")
     return shapes
 
 

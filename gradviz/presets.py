@@ -28,6 +28,7 @@ from torch import nn
 from . import data as gdata
 from .builder import build_network, init_parameters, on_meta, spec_to_text
 from .errors import ArgumentError
+from .examples import Net
 from .numpy_programs import NeuralNetWork, TwoLayerNumpy
 
 __all__ = [
@@ -152,25 +153,7 @@ class TwoLayerSigmoid(nn.Module):
 # ----------------------------------------------------------------------- seed 001 model
 
 
-class Net(nn.Module):
-    """Seed 001's MNIST CNN (its class name kept)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.conv2_drop = nn.Dropout2d()
-        self.fc1 = nn.Linear(320, 50)
-        self.fc2 = nn.Linear(50, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = x.view(-1, 320)
-        x = F.relu(self.fc1(x))
-        x = F.dropout(x, training=self.training)
-        x = self.fc2(x)
-        return F.log_softmax(x, dim=1)
+# Net (seed 001's CNN, its class name kept) lives in examples.py; one definition serves both.
 
 
 # ----------------------------------------------------------------------- seed 002 models

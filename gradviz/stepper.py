@@ -192,9 +192,10 @@ class BackwardStepper(Sequence[Step]):
     def _build_steps(self, fns, ids, index, rec: _Recorder, references: bool) -> tuple[Step, ...]:
         graph = self.graph
         executed = set(rec.order)
-        # Backward dependencies: a node may run once every executed user has run.
-        pending: dict[str, int] = {}
+        # Backward dependencies: a node may run once every executed user has run, and it
+        # receives one gradient per edge from an executed user (summed when several).
         contributions: dict[str, int] = {}
+        users: dict[str, set[str]] = {}
         for i in executed:
             fn = fns[i]
             if hasattr(fn, "variable"):
@@ -203,16 +204,7 @@ class BackwardStepper(Sequence[Step]):
                 if nxt is not None and index.get(nxt) in executed:
                     nid = ids[nxt]
                     contributions[nid] = contributions.get(nid, 0) + 1
-        for s, d in graph.edges:
-            pending.setdefault(s, 0)
-        users: dict[str, set[str]] = {}
-        for i in executed:
-            fn = fns[i]
-            if hasattr(fn, "variable"):
-                continue
-            for nxt, _ in fn.next_functions:
-                if nxt is not None and index.get(nxt) in executed:
-                    users.setdefault(ids[nxt], set()).add(ids[fn])
+                    users.setdefault(nid, set()).add(ids[fn])
         pending = {k: len(v) for k, v in users.items()}
         ready: dict[str, None] = {}
         steps = []

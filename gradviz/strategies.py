@@ -119,10 +119,13 @@ def function_inputs(
         raise ArgumentError("ties", ties, "pass True or False")
     fresh = st.floats(low, high, allow_nan=False, allow_infinity=False,
                       allow_subnormal=False, width=width)
-    # Kind 0..5 is a fresh float, then zeros, then ties: shrinking lowers the kind, so a
-    # counterexample keeps a zero or a tie only when the bug needs it.
+    # Per element, kind 0..5 is a fresh float, then zeros, then ties. Most examples mix the
+    # kinds; the rest (and every example the shrinker can make so) draw fresh floats only.
+    # Shrinking lowers kinds, so a counterexample keeps a zero or a tie only when the bug
+    # needs it, and a plain example has half the choices left to shrink.
     kinds = 6 + (2 if zeros else 0) + (2 if ties else 0)
     kind_of = st.integers(0, kinds - 1)
+    mixed_of = st.integers(0, 9)
     pool_of = st.lists(fresh, min_size=1, max_size=3)
 
     @st.composite
@@ -130,11 +133,12 @@ def function_inputs(
         concrete = [check_shape("shape", draw(s)) if isinstance(s, SearchStrategy) else s
                     for s in fixed]
         total = sum(math.prod(s) for s in concrete)
-        pool = draw(pool_of, label="tie values") if ties else []
-        tie = st.sampled_from(pool) if ties else None
+        mixed = kinds > 6 and draw(mixed_of, label="zeros and ties") >= 3
+        pool = draw(pool_of, label="tie values") if mixed and ties else []
+        tie = st.sampled_from(pool) if pool else None
         values = []
         for _ in range(total):
-            kind = draw(kind_of) if kinds > 6 else 0
+            kind = draw(kind_of) if mixed else 0
             if kind < 6:
                 values.append(draw(fresh))
             elif zeros and kind < 8:

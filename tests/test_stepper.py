@@ -15,6 +15,7 @@ from torch import nn
 import gradviz.stepper as stepper_mod
 from gradviz import GradvizError, capture
 from gradviz.examples import examples
+from gradviz.presets import MyReLU
 from gradviz.stepper import BackwardStepper
 
 
@@ -128,19 +129,6 @@ def test_param_grad_restored_and_no_hooks_left(monkeypatch):
 
 
 def test_custom_function_gets_finite_difference_reference():
-    class MyReLU(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, i):
-            ctx.save_for_backward(i)
-            return i.clamp(min=0)
-
-        @staticmethod
-        def backward(ctx, g):
-            (i,) = ctx.saved_tensors
-            g = g.clone()
-            g[i < 0] = 0
-            return g
-
     class Wrong(MyReLU):
         @staticmethod
         def backward(ctx, g):

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradviz import GradvizError, Graph, TraceError, capture, trace
+from gradviz.presets import MyReLU
 
 # -- random layer stacks: the graph's ops and params equal what the layers must create --
 
@@ -187,19 +188,6 @@ def test_saved_tensors_do_not_keep_the_graph_alive():
 
 
 def test_custom_function_labelled_by_class_name():
-    class MyReLU(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, i):
-            ctx.save_for_backward(i)
-            return i.clamp(min=0)
-
-        @staticmethod
-        def backward(ctx, g):
-            (i,) = ctx.saved_tensors
-            g = g.clone()
-            g[i < 0] = 0
-            return g
-
     x = torch.randn(5, requires_grad=True)
     graph = trace(MyReLU.apply(x).sum())
     node = next(n for n in graph.nodes if n.label == "MyReLU")

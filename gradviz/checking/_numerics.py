@@ -310,6 +310,7 @@ class Violation:
     row: int
     column: int | None  # the input entry, for axis directions
     kink: bool  # whether the one-sided slopes differ here
+    tie: bool = False  # a joint direction over entries with equal values
 
 
 @dataclass
@@ -386,7 +387,9 @@ def compare_jacobian(
         column = d if axis_found else None
         label = _direction_label(directions[d], layout)
         where = f"d {layout.row(i)} / d {label}" if axis_found else f"d {layout.row(i)} along {label}"
-        result.violations.append(Violation(where, value, c, lo, hi, t, ex, i, column, kinked))
+        entries = x[directions[d] != 0]
+        tie = not axis_found and len(entries) > 1 and bool(np.all(entries == entries[0]))
+        result.violations.append(Violation(where, value, c, lo, hi, t, ex, i, column, kinked, tie))
     result.violations.sort(key=lambda v: -v.excess)
     return result
 

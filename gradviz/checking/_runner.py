@@ -634,7 +634,8 @@ class _Example:
         if found:
             v = found[0]
             raise self.fail("jvp", (
-                f"jvp gives {v.where} = {v.actual:.6g}, but finite differences give {v.central:.6g} "
+                f"for a random tangent, jvp gives {v.where.removeprefix('d ').split(' along ')[0]} a tangent "
+                f"of {v.actual:.6g}, but finite differences along that tangent give {v.central:.6g} "
                 f"(one-sided {v.low:.6g} .. {v.high:.6g})"), entries=[_entry(f) for f in found])
 
     def check_vmap(self, layout: Layout) -> None:
@@ -803,15 +804,17 @@ def _entry(v: Violation) -> Entry:
 def _jacobian_message(violations: Sequence[Violation], nearby: int, layout: Layout, x: np.ndarray) -> str:
     v = violations[0]
     count = f"{len(violations)} entr{'y' if len(violations) == 1 else 'ies'} outside tolerance"
-    seen = f" (and at {nearby} points nearby)" if nearby else ""
     if v.column is not None:
         at = f"at {layout.column(v.column)} = {x[v.column]:.6g}"
         if v.kink:
-            return (f"backward gives {v.where} = {v.actual:.6g} {at}, a kink or tie, but a gradient at a "
-                    f"kink must lie between the one-sided slopes, here {v.low:.6g} .. {v.high:.6g}{seen} "
-                    f"({count})")
+            seen = f" (or the slopes at {nearby} nearby points)" if nearby else ""
+            return (f"backward gives {v.where} = {v.actual:.6g} {at}, a kink or tie, but a gradient there "
+                    f"must lie between the one-sided slopes {v.low:.6g} .. {v.high:.6g}{seen}; {count}")
+        seen = f" (the same at {nearby} nearby points)" if nearby else ""
         return (f"backward gives {v.where} = {v.actual:.6g} {at}, but the function's slope there is "
-                f"{v.central:.6g}{seen} ({count})")
-    return (f"backward gives {v.where} = {v.actual:.6g} (the sum of its gradient entries that way), but "
-            f"the function changes at a rate between {v.low:.6g} and {v.high:.6g} in that direction{seen}; "
-            f"e.g. a tie rule that hands the full gradient to every tied input ({count})")
+                f"{v.central:.6g}{seen}; {count}")
+    seen = f" (also at {nearby} nearby points)" if nearby else ""
+    tie = (": the inputs tie here, and a tie rule must not hand the full gradient to every tied input"
+           if v.tie else "")
+    return (f"backward gives {v.where} = {v.actual:.6g} (its gradient entries summed along that direction), "
+            f"but the function changes at a rate of {v.low:.6g} .. {v.high:.6g} that way{seen}{tie}; {count}")
