@@ -976,6 +976,27 @@ def _erfc(ctx: RuleContext):
     return (-ctx.grad * (2.0 / math.sqrt(math.pi)) * np.exp(-x * x),)
 
 
+def _erfinv(x: np.ndarray) -> np.ndarray:
+    """Inverse error function by Newton's method on erf (NumPy has no erfinv)."""
+    y = np.arctanh(np.clip(x, -0.999999, 0.999999)) * 0.9  # rough start, right sign
+    for _ in range(60):
+        step = (_erf(y) - x) / (2.0 / math.sqrt(math.pi) * np.exp(-y * y))
+        y = y - step
+        if np.all(np.abs(step) <= 1e-15 * np.maximum(1.0, np.abs(y))):
+            break
+    return y
+
+
+_erfinv_example = _unary_example(torch.erfinv, -0.95, 0.95)
+
+
+@rule("ErfinvBackward0", formula=r"y = \operatorname{erf}^{-1}(x):\quad \bar{x} = \bar{y} \odot \tfrac{\sqrt{\pi}}{2} e^{y^{2}}",
+      example=_erfinv_example)
+def _erfinv_rule(ctx: RuleContext):
+    y = _erfinv(ctx["self"])
+    return (ctx.grad * (math.sqrt(math.pi) / 2.0) * np.exp(y * y),)
+
+
 def _logit_example(draw) -> Case:
     eps = draw(st.sampled_from([None, 0.05]))
     x = tensor(draw, shape(draw, min_dims=0), low=0.01, high=0.99,
@@ -1119,6 +1140,26 @@ def _leaky_relu_inplace_example(draw) -> Case:
 def _leaky_relu_inplace(ctx: RuleContext):
     g = ctx.grad
     return (np.where(ctx["result"] > 0, g, g * ctx["negative_slope"]),)
+
+
+def _rrelu_example(draw) -> Case:
+    lower, upper = draw(st.sampled_from([(0.125, 1 / 3), (0.1, 0.5), (0.2, 0.2)]))
+    training = draw(st.booleans())
+    torch.manual_seed(draw(st.integers(0, 1000)))
+    return _unary_example(lambda x: F.rrelu(x, lower, upper, training=training),
+                          away_from=0.0)(draw)
+
+
+@rule("RreluWithNoiseBackward0",
+      formula=r"\bar{x} = \bar{y} \odot \begin{cases} 1 & x > 0 \\ a & x \le 0 \end{cases},\ "
+              r"a \sim U(l, u) \text{ drawn in training (saved as noise), } a = \tfrac{l + u}{2} \text{ in eval}",
+      example=_rrelu_example)
+def _rrelu(ctx: RuleContext):
+    g, x = ctx.grad, ctx["self"]
+    lower, upper = ctx["lower"], ctx["upper"]
+    if ctx["training"] and upper - lower > 1e-6:
+        return (g * ctx["noise"],)
+    return (np.where(x > 0, g, g * (lower + upper) / 2.0),)
 
 
 def _elu_example(draw) -> Case:
@@ -1318,8 +1359,7 @@ def _threshold_inplace_example(draw) -> Case:
       formula=r"\text{(in place)}\quad \bar{x} = \bar{y} \odot \mathbb{1}[x > t]",
       example=_threshold_inplace_example)
 def _threshold_inplace(ctx: RuleContext):
-    # The saved "self" of the in-place op is its output; output > t exactly where x > t
-    # when the fill value is not above t, as in every example here.
+    # The in-place op saves a copy of its input, so the test reads x, not the output.
     return (np.where(ctx["self"] <= ctx["threshold"], 0.0, ctx.grad),)
 
 

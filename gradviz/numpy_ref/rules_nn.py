@@ -68,12 +68,12 @@ def _softmax_example(op):
     return example
 
 
-_softmax_example_fn = _softmax_example(F.softmax)
+_plain_softmax_example = _softmax_example(F.softmax)
 
 
 @rule("SoftmaxBackward0",
       formula=r"y = \operatorname{softmax}(x):\quad \bar{x} = y \odot \big(\bar{y} - \textstyle\sum_{d} \bar{y} \odot y\big)",
-      example=_softmax_example_fn)
+      example=_plain_softmax_example)
 def _softmax(ctx: RuleContext):
     y, g = ctx["result"], ctx.grad
     axis = _axis(ctx["dim"], y.ndim)
@@ -294,7 +294,7 @@ def _bce_logits(ctx: RuleContext):
     g = _loss_scale(ctx, x.size)
     w = 1.0 if ctx["weight"] is None else ctx["weight"]
     q = 1.0 if ctx["pos_weight"] is None else ctx["pos_weight"]
-    sig = np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+    sig = np.exp(_log_sigmoid(x))
     qt = q * t
     gx = g * w * ((qt + 1.0 - t) * sig - qt)
     gt = None
@@ -357,10 +357,10 @@ def _multi_margin(ctx: RuleContext):
 def _conv_cols(xp: np.ndarray, k, stride, dilation, out) -> np.ndarray:
     """Patches of a padded input (N, C, *L): (N, C, *out, *k), one kernel footprint per output."""
     nd = len(k)
-    span = tuple((kk - 1) * d + 1 for kk, d in zip(k, dilation))
+    span = tuple((kk - 1) * d + 1 for kk, d in zip(k, dilation, strict=True))
     win = sliding_window_view(xp, span, axis=tuple(range(2, 2 + nd)))
     picks = (slice(None), slice(None))
-    picks += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, stride))
+    picks += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, stride, strict=True))
     picks += tuple(slice(None, None, d) for d in dilation)
     return win[picks]
 
@@ -396,6 +396,21 @@ def _conv_weight_grad(x, gy, k, stride, padding, dilation, groups):
     return gw.reshape(gy.shape[1], cg, *k)
 
 
+def _col2im(gcols: np.ndarray, in_spatial, stride, padding, dilation) -> np.ndarray:
+    """Adjoint of `_conv_cols`: add each patch entry (N, C, *out, *k) back where it was read."""
+    nd = len(in_spatial)
+    out, k = gcols.shape[2:2 + nd], gcols.shape[2 + nd:]
+    padded = tuple(s + 2 * p for s, p in zip(in_spatial, padding, strict=True))
+    gxp = np.zeros(gcols.shape[:2] + padded)
+    for kk in np.ndindex(*k):
+        dst = (slice(None), slice(None)) + tuple(
+            slice(ki * d, ki * d + (o - 1) * s + 1, s)
+            for ki, d, o, s in zip(kk, dilation, out, stride, strict=True))
+        gxp[dst] += gcols[(Ellipsis,) + kk]
+    crop = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, in_spatial, strict=True))
+    return gxp[crop]
+
+
 def _conv_input_grad(gy, w, in_shape, stride, padding, dilation, groups):
     """dL/dx for y = conv(x, w): spread each output gradient back over its patch (col2im)."""
     k = w.shape[2:]
@@ -405,15 +420,7 @@ def _conv_input_grad(gy, w, in_shape, stride, padding, dilation, groups):
     gyg = _grouped(gy, g).reshape(n, g, w.shape[0] // g, math.prod(out))
     wg = w.reshape(g, w.shape[0] // g, cg, math.prod(k))
     gcols = np.einsum("ngop,gock->ngcpk", gyg, wg).reshape(n, g * cg, *out, *k)
-    padded = tuple(s + 2 * p for s, p in zip(in_shape[2:], padding))
-    gxp = np.zeros((n, g * cg) + padded)
-    for kk in np.ndindex(*k):
-        dst = (slice(None), slice(None)) + tuple(
-            slice(ki * d, ki * d + (o - 1) * s + 1, s)
-            for ki, d, o, s in zip(kk, dilation, out, stride))
-        gxp[dst] += gcols[(Ellipsis,) + kk]
-    crop = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, in_shape[2:]))
-    return gxp[crop]
+    return _col2im(gcols, in_shape[2:], stride, padding, dilation)
 
 
 def _conv_example(draw) -> Case:
@@ -429,7 +436,7 @@ def _conv_example(draw) -> Case:
     padding = tuple(draw(st.integers(0, kk // 2 + 1)) for kk in k)
     if transposed:
         # Output padding must stay below stride or dilation.
-        output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+        output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation, strict=True))
         lengths = []
         for i in range(nd):
             lo = 1
@@ -474,6 +481,9 @@ def _convolution(ctx: RuleContext):
         # same weight, so its gradients are the plain convolution and its weight gradient.
         if ctx.input_shapes[0] is not None:
             gx = _conv_forward(gy, w, stride, padding, dilation, groups)
+            # With output_padding >= stride the plain convolution yields extra trailing
+            # positions that no input entry fed: drop them.
+            gx = gx[(slice(None), slice(None)) + tuple(slice(0, n) for n in x.shape[2:])]
         if ctx.input_shapes[1] is not None:
             gw = _conv_weight_grad(gy, x, k, stride, padding, dilation, groups)
     else:
@@ -485,6 +495,69 @@ def _convolution(ctx: RuleContext):
     if len(ctx.input_shapes) > 2 and ctx.input_shapes[2] is not None:
         gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim)))
     return _edge(ctx, 0, gx), _edge(ctx, 1, gw), _edge(ctx, 2, gb)
+
+
+def _unfold_example(draw) -> Case:
+    k = tuple(draw(st.integers(1, 3)) for _ in range(2))
+    stride = tuple(draw(st.integers(1, 2)) for _ in range(2))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(2))
+    padding = tuple(draw(st.integers(0, 1)) for _ in range(2))
+    lengths = tuple(max(1, d * (kk - 1) + 1 - 2 * p) + draw(st.integers(0, 3))
+                    for kk, d, p in zip(k, dilation, padding, strict=True))
+    batch = draw(st.sampled_from([(), (1,), (2,)]))
+    x = tensor(draw, batch + (draw(st.integers(1, 3)),) + lengths)
+    return Case(inputs=(x,), fn=lambda x: F.unfold(x, k, dilation, padding, stride))
+
+
+@rule("Im2ColBackward0",
+      formula=r"Y_{(c,k),\,p} = x_{c,\,sp + dk - \text{pad}}:\quad \bar{x}_{c,\,sp+dk-\text{pad}} \mathrel{+}= \bar{Y}_{(c,k),\,p}",
+      example=_unfold_example)
+def _im2col(ctx: RuleContext):
+    x_shape = ctx.input_shapes[0]
+    k, stride = ctx["kernel_size"], ctx["stride"]
+    padding, dilation = ctx["padding"], ctx["dilation"]
+    g = ctx.grad
+    g = g.reshape((-1,) + g.shape[-2:])  # an unbatched input gets a batch of one
+    spatial = x_shape[-2:]
+    out = tuple((n + 2 * p - d * (kk - 1) - 1) // s + 1
+                for n, p, d, kk, s in zip(spatial, padding, dilation, k, stride, strict=True))
+    c = g.shape[1] // math.prod(k)
+    # Rows are ordered (channel, kernel offset); columns are output positions.
+    gcols = g.reshape(g.shape[0], c, *k, *out)
+    gcols = np.moveaxis(gcols, (2, 3), (4, 5))
+    return (_col2im(gcols, spatial, stride, padding, dilation).reshape(x_shape),)
+
+
+def _fold_example(draw) -> Case:
+    k = tuple(draw(st.integers(1, 3)) for _ in range(2))
+    stride = tuple(draw(st.integers(1, 2)) for _ in range(2))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(2))
+    padding = tuple(draw(st.integers(0, 1)) for _ in range(2))
+    size = tuple(max(1, d * (kk - 1) + 1 - 2 * p) + draw(st.integers(0, 3))
+                 for kk, d, p in zip(k, dilation, padding, strict=True))
+    blocks = math.prod((n + 2 * p - d * (kk - 1) - 1) // s + 1
+                       for n, p, d, kk, s in zip(size, padding, dilation, k, stride, strict=True))
+    c = draw(st.integers(1, 2))
+    batch = draw(st.sampled_from([(), (2,)]))
+    x = tensor(draw, batch + (c * math.prod(k), blocks))
+    return Case(inputs=(x,), fn=lambda x: F.fold(x, size, k, dilation, padding, stride))
+
+
+@rule("Col2ImBackward0",
+      formula=r"y_{c,\,sp+dk-\text{pad}} \mathrel{+}= X_{(c,k),\,p}:\quad \bar{X}_{(c,k),\,p} = \bar{y}_{c,\,sp + dk - \text{pad}}",
+      example=_fold_example)
+def _col2im_rule(ctx: RuleContext):
+    x_shape = ctx.input_shapes[0]
+    k, stride = ctx["kernel_size"], ctx["stride"]
+    padding, dilation = ctx["padding"], ctx["dilation"]
+    g = ctx.grad
+    g = g.reshape((-1,) + g.shape[-3:])
+    gp = np.pad(g, [(0, 0), (0, 0)] + [(p, p) for p in padding])
+    out = tuple((n - d * (kk - 1) - 1) // s + 1
+                for n, d, kk, s in zip(gp.shape[2:], dilation, k, stride, strict=True))
+    cols = _conv_cols(gp, k, stride, dilation, out)  # (N, C, *out, *k)
+    cols = np.moveaxis(cols, (4, 5), (2, 3))
+    return (cols.reshape(x_shape),)
 
 
 # ---------------------------------------------------------------------------------------
@@ -520,8 +593,10 @@ def _max_pool_example(nd: int):
         dilation = tuple(draw(st.integers(1, 2)) for _ in range(nd))
         padding = tuple(draw(st.integers(0, kk // 2)) for kk in k)
         ceil_mode = draw(st.booleans())
-        lengths = tuple(draw(st.integers(max(1, d * (kk - 1) + 1 - 2 * p), d * (kk - 1) + 5))
-                        for kk, d, p in zip(k, dilation, padding))
+        # Every side at least the dilated kernel, so no window falls wholly in the padding:
+        # max pooling reads out of bounds there (a torch bug, not a derivative question).
+        lengths = tuple(draw(st.integers(d * (kk - 1) + 1, d * (kk - 1) + 4))
+                        for kk, d in zip(k, dilation, strict=True))
         batch = draw(st.sampled_from([(), (1,), (2,)]))
         x = tensor(draw, batch + (draw(st.integers(1, 3)),) + lengths)
         _no_ties(x, draw)
@@ -598,7 +673,7 @@ def _adaptive_avg(ctx: RuleContext, nd: int):
     # Bin o covers [floor(o L / O), ceil((o + 1) L / O)); bins may overlap.
     for o in np.ndindex(*out):
         window = tuple(
-            slice((oi * li) // oo, -((-(oi + 1) * li) // oo)) for oi, li, oo in zip(o, lengths, out))
+            slice((oi * li) // oo, -((-(oi + 1) * li) // oo)) for oi, li, oo in zip(o, lengths, out, strict=True))
         size = math.prod(s.stop - s.start for s in window)
         gx[(Ellipsis,) + window] += g[(Ellipsis,) + o][(Ellipsis,) + (None,) * nd] / size
     return (gx,)
@@ -632,21 +707,21 @@ def _avg_pool(ctx: RuleContext, nd: int):
     out = g.shape[-nd:]
     gx = np.zeros(x_shape)
     for o in np.ndindex(*out):
-        starts = [oi * s - p for oi, s, p in zip(o, stride, padding)]
-        ends = [min(st_ + kk, n + p) for st_, kk, n, p in zip(starts, k, lengths, padding)]
+        starts = [oi * s - p for oi, s, p in zip(o, stride, padding, strict=True)]
+        ends = [min(st_ + kk, n + p) for st_, kk, n, p in zip(starts, k, lengths, padding, strict=True)]
         # The divisor counts padded cells that lie inside the padded input...
-        padded_size = math.prod(e - s for s, e in zip(starts, ends))
+        padded_size = math.prod(e - s for s, e in zip(starts, ends, strict=True))
         starts = [max(s, 0) for s in starts]
-        ends = [min(e, n) for e, n in zip(ends, lengths)]
+        ends = [min(e, n) for e, n in zip(ends, lengths, strict=True)]
         # ...unless count_include_pad is off, then only real cells count.
-        real_size = math.prod(e - s for s, e in zip(starts, ends))
+        real_size = math.prod(e - s for s, e in zip(starts, ends, strict=True))
         if ctx["divisor_override"]:
             div = ctx["divisor_override"]
         elif ctx["count_include_pad"]:
             div = padded_size
         else:
             div = real_size
-        window = tuple(slice(s, e) for s, e in zip(starts, ends))
+        window = tuple(slice(s, e) for s, e in zip(starts, ends, strict=True))
         gx[(Ellipsis,) + window] += g[(Ellipsis,) + o][(Ellipsis,) + (None,) * nd] / div
     return (gx,)
 
@@ -661,7 +736,7 @@ def _avg_pool_example(nd: int):
         divisor = draw(st.sampled_from([None, None, 2]))
         # avg_pool3d wants every side at least the kernel, padding aside.
         lengths = tuple(draw(st.integers(max(1, kk - (2 * p if nd == 2 else 0)), kk + 4))
-                        for kk, p in zip(k, padding))
+                        for kk, p in zip(k, padding, strict=True))
         batch = draw(st.sampled_from([(), (2,)]))
         x = tensor(draw, batch + (draw(st.integers(1, 3)),) + lengths)
         if nd == 2 and not batch and draw(st.booleans()):
