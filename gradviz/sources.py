@@ -19,7 +19,7 @@ from .graph import Graph
 from .stepper import BackwardStepper
 from .tracing import capture, run_with_big_stack, trace
 
-__all__ = ["source_labels", "build_source", "trace_source", "step_source"]
+__all__ = ["source_labels", "build_source", "trace_source", "step_source", "whole_network_check"]
 
 
 def _presets():
@@ -90,3 +90,23 @@ def step_source(key: str, seed: int = 0, *, float64: bool = True) -> BackwardSte
         return BackwardStepper(loss, model=model)
 
     return run_with_big_stack(run)
+
+
+def whole_network_check(key: str, seed: int = 0) -> list[dict] | None:
+    """Per-parameter rows: torch's gradients beside a whole-network NumPy backprop written
+    layer by layer (float64, eval mode so dropout is off). None for examples, whose data
+    the app does not hold."""
+    kind, name = _split(key)
+    if kind != "preset":
+        return None
+    from .numpy_backprop import autograd_grads, numpy_backprop
+
+    preset = _presets()[name]
+    model = preset.build(seed).double().eval()
+    if hasattr(model, "fixed_depth"):
+        model.fixed_depth = 2  # DynamicNet: NumPy must run the same depth as torch
+    data = preset.data(seed)
+    x, y = data.X[:8], data.y[:8]
+    result = numpy_backprop(model, x, y, preset.loss)
+    _, torch_grads = autograd_grads(model, x, y, preset.loss)
+    return result.compare(torch_grads)

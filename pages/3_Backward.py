@@ -50,5 +50,5 @@ if stepper is not None:
             show_step(step, stepper)
 
     walk()
-    with st.expander("Parameter gradients"):
-        show_param_table(stepper)
+    with st.expander("Parameter gradients: torch vs whole-network NumPy backprop"):
+        show_param_table(stepper, sources[label], int(seed))

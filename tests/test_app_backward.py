@@ -38,6 +38,10 @@ def test_backward_page_steps_and_breakpoints():
     at.button(key="bw_run").click().run()
     assert at.error and "No later step matches" in at.error[0].value
     assert at.subheader[0].value.startswith(f"Step {first_conv}/")  # nothing lost
+    table = at.dataframe[-1].value
+    assert set(table["parameter"]) == {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+                                       "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert table["relative"].max() < 1e-10
 
 
 @pytest.mark.browser

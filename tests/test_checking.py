@@ -355,10 +355,11 @@ def test_str_shows_worst_entries_tolerances_and_a_reproduction():
     report = _check("linear_wrong_transpose")
     text = str(report)
     assert "FAILED jacobian" in text
-    assert "allowed" in text and "expected" in text
+    assert "analytical" in text and "numerical" in text and "tolerance" in text and "allowed" in text
     assert "@example(inputs=(torch.tensor(" in text
     assert "reproduce: check_function(LinearWrongTranspose, shapes=[(2, 3), (3, 3), (3,)], max_examples=60, seed=0)" in text
     assert len(text.splitlines()) < 30  # worst entries only, never the whole Jacobian
+    assert text.isascii()  # printed to terminals of any encoding
 
 
 def test_example_line_replays_the_failure():

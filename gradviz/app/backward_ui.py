@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from ..sources import step_source
+from ..sources import step_source, whole_network_check
 from ..stepper import PROGRESS_COLORS, BackwardStepper, Step
 
 __all__ = ["stepper_for", "show_step", "show_param_table", "legend_markdown", "coverage_badge"]
@@ -99,11 +99,25 @@ def show_step(step: Step, stepper: BackwardStepper) -> None:
             st.write("A parameter: the incoming gradient is accumulated into `.grad`.")
 
 
-def show_param_table(stepper: BackwardStepper, numpy_grads: dict[str, np.ndarray] | None = None) -> None:
-    rows = []
-    for name, g in stepper.param_grads.items():
-        row = {"parameter": name, "shape": _shape(g), "|grad| max": float(np.max(np.abs(g))) if g.size else 0.0}
-        if numpy_grads is not None and name in numpy_grads:
-            row["max |torch − NumPy|"] = float(np.max(np.abs(g - numpy_grads[name])))
-        rows.append(row)
-    st.dataframe(rows, hide_index=True)
+@st.cache_data(max_entries=32, show_spinner="Whole-network NumPy backprop…")
+def _whole_network(source: str, seed: int) -> list[dict] | None:
+    rows = whole_network_check(source, seed)
+    return None if rows is None else [{k: r[k] for k in ("name", "shape", "max_abs_diff", "max_rel_diff")} for r in rows]
+
+
+def show_param_table(stepper: BackwardStepper, source: str, seed: int) -> None:
+    """Each parameter's gradient: torch beside a whole-network NumPy backprop."""
+    rows = _whole_network(source, seed)
+    if rows is None:
+        st.caption("Whole-network NumPy backprop runs on the presets (their data is known); "
+                   "for this program the per-node checks above are the reference.")
+        st.dataframe([{"parameter": k, "shape": _shape(v), "|grad| max": float(np.max(np.abs(v))) if v.size else 0.0}
+                      for k, v in stepper.param_grads.items()], hide_index=True)
+        return
+    st.caption("torch.autograd vs a NumPy forward and backward written layer by layer "
+               "(float64, dropout off, first 8 samples of the preset's data).")
+    st.dataframe(
+        [{"parameter": r["name"], "shape": "×".join(map(str, r["shape"])),
+          "max |torch − NumPy|": r["max_abs_diff"], "relative": r["max_rel_diff"]} for r in rows],
+        hide_index=True,
+    )

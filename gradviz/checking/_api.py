@@ -18,7 +18,8 @@ from .. import strategies as gst
 from ..errors import ArgumentError
 from ._numerics import as_outputs
 from ._report import CHECKS, Failure, FunctionReport
-from ._runner import CheckFailed, Runner, _attempt, _describe
+from ._runner import Runner
+from ._util import CheckFailed, attempt, describe
 
 __all__ = ["ALL_CHECKS", "DEFAULT_CHECKS", "assert_function_ok", "check_function"]
 
@@ -151,7 +152,7 @@ def _search(runner: Runner, strategy: SearchStrategy[Any], *, max_examples: int,
         if others:  # not a property failing: a strategy problem, or a bug of ours
             other = others[0]
             if isinstance(other, HypothesisException):
-                raise ArgumentError("inputs", strategy, f"Hypothesis could not draw inputs: {_describe(other)}") from other
+                raise ArgumentError("inputs", strategy, f"Hypothesis could not draw inputs: {describe(other)}") from other
             if other is error:
                 raise
             raise other from error
@@ -237,7 +238,8 @@ def _check_shapes(fn: type[torch.autograd.Function], shapes: Any, names: Sequenc
     required = [p for p in params if p.default is p.empty]
     if shapes is None:
         if var or not required:
-            raise ArgumentError("shapes", None, f"{fn.__name__}.forward takes *args; pass one shape per input, "
+            what = "takes *args" if var else "has no required inputs"
+            raise ArgumentError("shapes", None, f"{fn.__name__}.forward {what}; pass one shape per input, "
                                 "e.g. shapes=[(3,), (3,)]")
         return None
     if isinstance(shapes, (str, bytes)) or not isinstance(shapes, (list, tuple)):
@@ -308,9 +310,9 @@ def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
     """Calls forward once on random inputs, so a shape mistake is an argument error, not a 'bug'."""
     generator = torch.Generator().manual_seed(0)
     args = [torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True) for s in shapes]
-    outs, error = _attempt(lambda: as_outputs(fn.apply(*args)))
+    outs, error = attempt(lambda: as_outputs(fn.apply(*args)))
     if error is not None:
-        raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {_describe(error)} on random "
+        raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {describe(error)} on random "
                             "inputs of these shapes; pass the shapes forward expects")
     diff = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad]
     if not diff:

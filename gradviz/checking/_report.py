@@ -35,6 +35,7 @@ CHECKS: dict[str, str] = {
 }
 
 _WORST = 5  # entries shown per failure in str(report)
+_DERIVATIVES = {"jacobian", "jvp", "double_backward"}  # entries compare backward with finite differences
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Entry:
     def allowed(self) -> str:
         if self.low is not None and self.high is not None:
             return f"[{_num(self.low - self.tolerance)}, {_num(self.high + self.tolerance)}]"
-        return f"{_num(self.expected)} ± {_num(self.tolerance)}"
+        return f"[{_num(self.expected - self.tolerance)}, {_num(self.expected + self.tolerance)}]"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,18 +122,18 @@ class Failure:
         )
 
     def describe(self, indent: str = "  ") -> str:
-        mark = "!" if self.severity == "warning" else "✗"
-        kind = " (warning)" if self.severity == "warning" else ""
-        lines = [f"{mark} {self.check}{kind}: {self.message}"]
+        # Plain ASCII: the report goes to terminals of any encoding (gradviz check).
+        mark = "WARN" if self.severity == "warning" else "FAIL"
+        lines = [f"{mark} {self.check}: {self.message}"]
         if self.entries:
             width = max(len(e.where) for e in self.entries[:_WORST])
-            lines.append(f"{indent}  {'entry':<{width}}  {'got':>12}  {'expected':>12}  allowed")
+            got, want = ("analytical", "numerical") if self.check in _DERIVATIVES else ("got", "expected")
+            lines.append(f"{indent}  {'entry':<{width}}  {got:>12}  {want:>12}  {'tolerance':>10}  allowed")
             for e in self.entries[:_WORST]:
-                lines.append(
-                    f"{indent}  {e.where:<{width}}  {_num(e.actual):>12}  {_num(e.expected):>12}  {e.allowed()}"
-                )
+                lines.append(f"{indent}  {e.where:<{width}}  {_num(e.actual):>12}  {_num(e.expected):>12}  "
+                             f"{e.tolerance:>10.2g}  {e.allowed()}")
             if len(self.entries) > _WORST:
-                lines.append(f"{indent}  … {len(self.entries) - _WORST} more")
+                lines.append(f"{indent}  ... {len(self.entries) - _WORST} more")
         shown = ", ".join(_array_text(a) for a in self.inputs)
         lines.append(f"{indent}shrunk inputs: ({shown})")
         if self.example:
