@@ -84,7 +84,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
+        import torch
+
         from .check_cli import check_command
+
+        # Checks run thousands of tiny ops: extra threads only spin (this is our own process).
+        torch.set_num_threads(1)
 
         return check_command(argv[1:])
     parser = _parser()
