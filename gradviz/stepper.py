@@ -35,6 +35,7 @@ PROGRESS_COLORS = {
     "finite differences": "#ffd8a8",
     "no reference": "#a5d8ff",
     "current": "#ffec99",
+    "upcoming": "#e9ecef",
 }
 _FD_EPS = 1e-6
 # Central differences in float64 with eps 1e-6 are good to about 1e-8 absolute, not 1e-15.
@@ -298,8 +299,9 @@ class BackwardStepper(Sequence[Step]):
     def colors_at(self, position: int) -> dict[str, str]:
         """Fill colours for drawing the walk at `position`: finished nodes by their NumPy
         check (green agrees, red disagrees, orange finite differences, blue no reference),
-        the current node yellow; nodes still to run keep their normal colour."""
-        colors: dict[str, str] = {}
+        the current node yellow, nodes still to run grey."""
+        # Everything not yet run is grey, whatever its kind, so progress reads at a glance.
+        colors: dict[str, str] = {n.id: PROGRESS_COLORS["upcoming"] for n in self.graph.nodes if n.kind != "output"}
         for s in self._steps[: position + 1]:
             if s.agrees is None:
                 colors[s.node.id] = PROGRESS_COLORS["no reference"]
