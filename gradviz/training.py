@@ -567,7 +567,10 @@ def _train(
         _load_model_state(model, ckpt.model_state)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(opt_name, params, lr, hyper, momentum) if style == "optimizer" else None
-    if ckpt is not None and ckpt.optimizer_state is not None and opt is not None:
+    # Another optimizer starts from fresh state: SGD's state loaded into Adam replaces its
+    # param groups (no betas) and the first step fails.
+    same_optimizer = ckpt is not None and ckpt.settings.get("optimizer") in (None, opt_name)
+    if ckpt is not None and ckpt.optimizer_state is not None and opt is not None and same_optimizer:
         try:
             opt.load_state_dict(copy.deepcopy(dict(ckpt.optimizer_state)))
         except (ValueError, KeyError, RuntimeError) as exc:

@@ -316,3 +316,13 @@ def test_overlapping_runs_replay_and_restore_the_thread_setting():
     for key, losses in results.items():
         assert losses == alone[key.rsplit("-", 1)[0]]
     assert torch.get_num_threads() == threads
+
+
+def test_resume_with_another_optimizer_starts_its_state_fresh():
+    from gradviz import train
+
+    first = train("quadrant-sgd", steps=5, seed=0)
+    cont = train("quadrant-sgd", steps=5, seed=0, resume=first, optimizer="adam", lr=0.01)
+    assert cont.steps_done == 10 or len(cont.losses) == 10
+    assert all(math.isfinite(v) for v in cont.losses)
+    assert type(cont.optimizer).__name__ == "Adam"
