@@ -19,7 +19,7 @@ from .graph import Graph
 from .stepper import BackwardStepper
 from .tracing import capture, run_with_big_stack, trace
 
-__all__ = ["source_labels", "build_source", "trace_source", "step_source", "whole_network_check"]
+__all__ = ["source_labels", "build_source", "trace_source", "step_source", "step_model", "whole_network_check"]
 
 
 def _presets():
@@ -110,3 +110,25 @@ def whole_network_check(key: str, seed: int = 0) -> list[dict] | None:
     result = numpy_backprop(model, x, y, preset.loss)
     _, torch_grads = autograd_grads(model, x, y, preset.loss)
     return result.compare(torch_grads)
+
+
+def step_model(model: nn.Module, preset: str, seed: int = 0) -> BackwardStepper:
+    """A recorded backward of a model the user built or trained (a float64 copy of it),
+    on the first samples of `preset`'s data."""
+    import copy
+
+    from .presets import seeded_global_rng
+
+    _split(f"preset:{preset}")
+    if not isinstance(model, nn.Module):
+        raise ArgumentError("model", type(model).__name__, "pass the nn.Module built on the Build & Train page")
+
+    def run() -> BackwardStepper:
+        net = copy.deepcopy(model).double()
+        p = _presets()[preset]
+        data = p.data(seed)
+        with seeded_global_rng(seed), capture(net):
+            loss = p.forward_loss(net, (data.X[:8], data.y[:8]))
+        return BackwardStepper(loss, model=net)
+
+    return run_with_big_stack(run)

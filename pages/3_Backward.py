@@ -3,20 +3,22 @@
 import streamlit as st
 
 from gradviz.app import guard, show_svg, svg_of
-from gradviz.app.backward_ui import coverage_badge, legend_markdown, show_param_table, show_step, stepper_for
+from gradviz.app.backward_ui import (
+    coverage_badge, legend_markdown, program_choices, show_param_table, show_step, stepper_for_choice,
+)
 from gradviz.sources import source_labels
 
 st.set_page_config(page_title="gradviz · Backward", layout="wide")
 st.title("Step through backward")
 
-sources = source_labels(include_big=False)
+sources = program_choices(source_labels(include_big=False))
 with st.sidebar:
     label = st.selectbox("Program (float64)", list(sources), index=list(sources.values()).index("preset:mnist-cnn"), key="bw_source")
     seed = st.number_input("Seed", 0, 10_000, 0, key="bw_seed")
 
 stepper = None
 with guard("Could not run backward on this program"):
-    stepper = stepper_for(sources[label], int(seed))
+    stepper = stepper_for_choice(sources[label], int(seed))
 if stepper is not None:
     if st.session_state.get("bw_for") != (label, seed):
         st.session_state.bw_for, st.session_state.bw_pos = (label, seed), 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -64,3 +65,27 @@ def test_step_through_mnist_cnn_in_chromium(app_url, page, screenshot):
     assert "NumPy check" in check and "agrees" in check
     page.get_by_text("|torch − NumPy|").first.wait_for()  # the difference table is shown
     screenshot(page, "backward")
+
+
+def test_backward_page_starts_from_the_model_built_on_the_build_page():
+    from gradviz import train
+    from gradviz.app import MODEL_KEY
+
+    result = train("quadrant-sgd", steps=50)
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state[MODEL_KEY] = {"source": "preset:quadrant-sgd", "model": result.model, "preset": "quadrant-sgd"}
+    at.run()
+    built = next(o for o in at.sidebar.selectbox(key="bw_source").options if o.startswith("Built on Build & Train"))
+    at.sidebar.selectbox(key="bw_source").set_value(built).run()
+    assert not at.exception and not at.error
+    from gradviz.sources import step_model, step_source
+
+    trained = step_model(result.model, "quadrant-sgd")
+    fresh = step_source("preset:quadrant-sgd")
+    assert at.subheader[0].value.startswith(f"Step 1/{len(trained)}:")
+    assert "NumPy coverage 100%" in at.markdown[0].value
+    # The page stepped the trained weights, not a freshly built network.
+    name = next(iter(trained.param_grads))
+    assert not np.allclose(trained.param_grads[name], fresh.param_grads[name])
+    table = at.dataframe[-1].value
+    assert set(table["parameter"]) == set(trained.param_grads)

@@ -7,10 +7,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from ..sources import step_source, whole_network_check
+from ..sources import step_model, step_source, whole_network_check
+from . import MODEL_KEY
 from ..stepper import PROGRESS_COLORS, BackwardStepper, Step
 
-__all__ = ["stepper_for", "show_step", "show_param_table", "legend_markdown", "coverage_badge"]
+__all__ = ["BUILT", "program_choices", "stepper_for", "stepper_for_choice", "show_step", "show_param_table", "legend_markdown", "coverage_badge"]
 
 _MAX_CELLS = 12  # rows/columns of a gradient shown as numbers
 
@@ -19,6 +20,30 @@ _MAX_CELLS = 12  # rows/columns of a gradient shown as numbers
 def stepper_for(source: str, seed: int = 0) -> BackwardStepper:
     """A recorded backward in float64; plain data once built, so sessions can share it."""
     return step_source(source, seed)
+
+
+BUILT = "built:"  # source key prefix of the model handed over by the Build & Train page
+
+
+def program_choices(labels: dict[str, str]) -> dict[str, str]:
+    """The programs to pick from: the Build page's model first when there is one."""
+    built = st.session_state.get(MODEL_KEY)
+    if not built:
+        return labels
+    what = built.get("spec") or built.get("preset")
+    return {f"Built on Build & Train: {what}": BUILT + str(id(built["model"])), **labels}
+
+
+def stepper_for_choice(source: str, seed: int) -> BackwardStepper:
+    if not source.startswith(BUILT):
+        return stepper_for(source, seed)
+    built = st.session_state[MODEL_KEY]
+    memo = st.session_state.setdefault("bw_built_steppers", {})
+    key = (source, seed)
+    if key not in memo:
+        memo.clear()  # one built model at a time per session
+        memo[key] = step_model(built["model"], built["preset"], seed)
+    return memo[key]
 
 
 def legend_markdown() -> str:
@@ -107,7 +132,7 @@ def _whole_network(source: str, seed: int) -> list[dict] | None:
 
 def show_param_table(stepper: BackwardStepper, source: str, seed: int) -> None:
     """Each parameter's gradient: torch beside a whole-network NumPy backprop."""
-    rows = _whole_network(source, seed)
+    rows = None if source.startswith(BUILT) else _whole_network(source, seed)
     if rows is None:
         st.caption("Whole-network NumPy backprop runs on the presets (their data is known); "
                    "for this program the per-node checks above are the reference.")
