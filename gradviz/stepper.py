@@ -121,7 +121,11 @@ def _make_prehook(rec: _Recorder, i: int):
 
 
 def _make_hook(rec: _Recorder, i: int):
+    # An op's post-hook sees what it received and what it sent; on the CPU engine nodes
+    # run one at a time, so post-hook order is the engine's order.
     def hook(grad_inputs, grad_outputs):
+        rec.order.append(i)
+        rec.grad_outputs[i] = _snap(grad_outputs)
         rec.grad_inputs[i] = _snap(grad_inputs)
 
     return hook
@@ -169,8 +173,9 @@ class BackwardStepper(Sequence[Step]):
         handles = []
         try:
             for i, fn in enumerate(fns):
-                handles.append(fn.register_prehook(_make_prehook(rec, i)))
-                if not hasattr(fn, "variable"):
+                if hasattr(fn, "variable"):  # AccumulateGrad has no post-hook gradients
+                    handles.append(fn.register_prehook(_make_prehook(rec, i)))
+                else:
                     handles.append(fn.register_hook(_make_hook(rec, i)))
             for leaf in leaves:
                 leaf.grad = None
