@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one repeat, skip the chain")
     parser.add_argument("--layout-timeout", type=float, default=60.0)
     args = parser.parse_args()
-    repeat = 1 if args.quick else 3
+    repeat = 1 if args.quick else 7  # medians of 7: the machine is shared
     # Warm up: first calls pay for imports and per-op-type lookups, in every tool.
     for name in ("two-layer-relu", "transformer-2"):
         model, loss = build_example(name)
