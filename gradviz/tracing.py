@@ -250,9 +250,12 @@ def _walk(
                 edges.append((visit(nxt), dst))
     if model is not None:
         # Parameters name their module even when forward ran without capture().
-        param_modules = {n.module for n in nodes if n.kind == "param" and n.module}
+        # Containers that make no ops themselves (ModuleList, a Block) are named too, so
+        # clusters and rolled runs say "TransformerEncoderLayer", not just "layers.0".
+        used = {n.module for n in nodes if n.module} | set(modules)
+        wanted = {".".join(p.split(".")[:i]) for p in used for i in range(1, p.count(".") + 2)}
         for path, mod in model.named_modules():
-            if path in param_modules:
+            if path in wanted:
                 modules.setdefault(path, type(mod).__name__)
     if len(keep) > _DEEP_GRAPH:
         ensure_deep_graph_stack()

@@ -170,8 +170,12 @@ def test_plain_trace_rolls_blocks_of_unknown_type_too():
     model = nn.Sequential(Block(3), Block(3), Block(3))
     with capture(model):
         loss = model(torch.randn(2, 4)).sum()
-    [run] = ex.repeated_runs(trace(loss, model=model))  # trace() names no container types
+    # Without the model, nothing names the container modules.
+    [run] = ex.repeated_runs(trace(loss, params=dict(model.named_parameters())))
     assert run.paths == ("0", "1", "2") and run.title == "module × 3"
+    # With it, trace() names containers too.
+    [named] = ex.repeated_runs(trace(loss, model=model))
+    assert named.paths == ("0", "1", "2") and named.title == "Block × 3"
 
 
 # -- opening, closing, breadcrumb ------------------------------------------------------
