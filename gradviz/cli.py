@@ -34,14 +34,14 @@ def _cmd_app(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .examples import example_names, trace_example
     from .export import render
     from .programs import trace_program
+    from .sources import source_labels, trace_source
 
-    if args.program in example_names():
-        graph = trace_example(args.program, seed=args.seed)
-    else:
-        graph = trace_program(args.program)
+    keys = set(source_labels().values())
+    key = args.program if args.program in keys else next(
+        (k for k in (f"example:{args.program}", f"preset:{args.program}") if k in keys), None)
+    graph = trace_source(key, seed=args.seed) if key else trace_program(args.program)
     options = {}
     if not args.output.endswith(".json"):
         options = {
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--address", default="127.0.0.1")
     app.add_argument("--no-user-code", action="store_true", help="turn off pages that run code typed in the browser")
     render = sub.add_parser("render", help="draw a program's autograd graph")
-    render.add_argument("program", help="an example name (see `gradviz examples`) or file.py[:name]")
+    render.add_argument("program", help="an example or preset name (see `gradviz examples`) or file.py[:name]")
     render.add_argument("-o", "--output", required=True, help="out.svg, out.png, out.dot or out.json")
     render.add_argument("--format", choices=("dot", "svg", "png", "json"), help="default: from the output's suffix")
     render.add_argument("--saved", action="store_true", help="list saved tensors in each op")
@@ -102,10 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "render":
             return _cmd_render(args)
         if args.command == "examples":
-            from .examples import examples
+            from .sources import source_labels
 
-            for e in examples().values():
-                print(f"{e.name:16} {e.description}")
+            for label in source_labels():
+                print(label)
             return 0
     except GradvizError as exc:
         print(f"gradviz {args.command}: {exc}", file=sys.stderr)

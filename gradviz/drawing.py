@@ -350,16 +350,7 @@ def to_dot(
     highlight = set(highlight)
     annotations = dict(annotations or {})
     colors = dict(colors or {})
-    dot = graphviz.Digraph(
-        "gradviz",
-        graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "fontsize": "11", "newrank": "true"},
-        node_attr={"fontname": "Helvetica", "fontsize": "10", "margin": "0.08,0.04", "height": "0.3"},
-        edge_attr={"arrowsize": "0.6", "color": "#495057"},
-    )
-    caption = [title] if title else []
-    caption.extend(view.notes)
-    if caption:
-        dot.attr(label=_esc("\n".join(caption)).replace("\n", "\\n"), labelloc="t", labeljust="l")
+    dot = new_digraph(rankdir, ([title] if title else []) + list(view.notes))
 
     # Group drawn items by the module cluster they sit in.
     clusters: dict[str | None, list[str]] = {}
@@ -372,6 +363,24 @@ def to_dot(
         dot.edge(a, b, **attrs)
     if legend:
         _add_legend(dot, view)
+    return dot
+
+
+# Op nodes are most nodes: their style is the DOT default, so each statement carries
+# only what differs (graphviz's quoting of every attribute dominated to_dot's time).
+NODE_DEFAULTS = {"fontname": "Helvetica", "fontsize": "10", "margin": "0.08,0.04", "height": "0.3", **STYLES["op"]}
+
+
+def new_digraph(rankdir: str, caption: list[str]) -> graphviz.Digraph:
+    """An empty drawing with gradviz's graph, node and edge defaults and a caption."""
+    dot = graphviz.Digraph(
+        "gradviz",
+        graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "fontsize": "11", "newrank": "true"},
+        node_attr=NODE_DEFAULTS,
+        edge_attr={"arrowsize": "0.6", "color": "#495057"},
+    )
+    if caption:
+        dot.attr(label=_esc("\n".join(caption)).replace("\n", "\\n"), labelloc="t", labeljust="l")
     return dot
 
 
@@ -407,8 +416,7 @@ def _node_stmt(
     if item.id in highlight or any(m in highlight for m in item.members if item.kind != "fold"):
         style.update(penwidth="3", color="#e03131")
     style["label"] = "\\n".join(_esc(line) for line in lines)
-    style["tooltip"] = _esc(item.id)
-    return item.id, style
+    return item.id, {k: v for k, v in style.items() if NODE_DEFAULTS.get(k) != v}
 
 
 def _emit_clusters(

@@ -592,15 +592,7 @@ def draw(
     highlight = set(highlight)
     annotations = dict(annotations or {})
     colors = dict(colors or {})
-    dot = graphviz.Digraph(
-        "gradviz",
-        graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "fontsize": "11", "newrank": "true"},
-        node_attr={"fontname": "Helvetica", "fontsize": "10", "margin": "0.08,0.04", "height": "0.3"},
-        edge_attr={"arrowsize": "0.6", "color": "#495057"},
-    )
-    caption = ([title] if title else []) + list(view.notes)
-    if caption:
-        dot.attr(label=drawing._esc("\n".join(caption)).replace("\n", "\\n"), labelloc="t", labeljust="l")
+    dot = drawing.new_digraph(rankdir, ([title] if title else []) + list(view.notes))
     runs = {i.id: _run_for(graph, i.id) for i in view.items if i.kind == "roll"}
     clusters: dict[str | None, list[tuple[str, dict[str, str]]]] = {}
     for item in view.items:
@@ -630,7 +622,6 @@ def _roll_stmt(item: ViewItem, run: Run, highlight: set[str], annotations: Mappi
     if item.id in highlight or any(m in highlight for m in item.members):
         style.update(penwidth="3", color="#e03131")
     style["label"] = "\\n".join(drawing._esc(line) for line in lines)
-    style["tooltip"] = drawing._esc(item.id)
     return item.id, style
 
 

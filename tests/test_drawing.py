@@ -182,6 +182,9 @@ def test_cli_render_example_and_user_file(tmp_path, capsys):
     assert cli_main(["render", f"{program}:missing", "-o", str(dot)]) == 2
     assert "missing" in capsys.readouterr().err
     assert cli_main(["render", str(tmp_path / "nope.py"), "-o", str(dot)]) == 2
+    preset = tmp_path / "q.dot"
+    assert cli_main(["render", "quadrant-sgd", "-o", str(preset)]) == 0
+    assert "SigmoidBackward0" in preset.read_text()
 
 
 def test_cli_as_a_subprocess(tmp_path):
