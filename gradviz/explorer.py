@@ -23,6 +23,7 @@ from . import drawing
 from .drawing import DEFAULT_BUDGET, STYLES, View, ViewItem
 from .errors import ArgumentError
 from .graph import Graph, Node, gc_paused
+from .tracing import is_accumulate
 
 if TYPE_CHECKING:
     from .stepper import BackwardStepper
@@ -757,7 +758,7 @@ def saved_stats(ids: Mapping[Any, str]) -> dict[str, dict[str, TensorStats]]:
 
     keep: list[Any] = []  # saved-tensor reads make new wrappers; keep them so id() stays unique
     for fn, node_id in ids.items():
-        if hasattr(fn, "variable"):
+        if is_accumulate(fn):
             out[node_id] = {"value": stats(fn.variable)}
             continue
         cls = type(fn)
@@ -791,11 +792,20 @@ def saved_stats(ids: Mapping[Any, str]) -> dict[str, dict[str, TensorStats]]:
     return out
 
 
-def trace_with_stats(*outputs: Any, model: Any = None, params: Any = None) -> tuple[Graph, dict[str, dict[str, TensorStats]]]:
-    """`trace`, plus statistics of every saved tensor and leaf value (see `saved_stats`)."""
+# Above this many nodes statistics are skipped: on a 25k-node chain they cost a third of
+# the page's first view, and nobody inspects 25k saved tensors.
+STATS_MAX_NODES = 10_000
+
+
+def trace_with_stats(*outputs: Any, model: Any = None, params: Any = None,
+                     max_nodes: int | None = STATS_MAX_NODES) -> tuple[Graph, dict[str, dict[str, TensorStats]]]:
+    """`trace`, plus statistics of every saved tensor and leaf value (see `saved_stats`);
+    none when the graph has more than `max_nodes` nodes."""
     from .tracing import trace_with_ids
 
     graph, ids = trace_with_ids(*outputs, model=model, params=params, saved=True)
+    if max_nodes is not None and len(graph) > max_nodes:
+        return _with_container_types(graph, model), {}
     with gc_paused():
         stats = saved_stats(ids)
     return _with_container_types(graph, model), stats

@@ -11,8 +11,8 @@ saved tensors afterwards; parameters' ``.grad`` are restored to what they were.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
 import functools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch import nn
 from .errors import ArgumentError, TraceError
 from .graph import Graph, Node
 from .numpy_ref import RULES, compare, context_from_node, reference_for, to_numpy
-from .tracing import trace_with_ids
+from .tracing import is_accumulate, trace_with_ids
 
 __all__ = ["BackwardStepper", "Step", "TOLERANCE", "PROGRESS_COLORS"]
 
@@ -168,12 +168,12 @@ class BackwardStepper(Sequence[Step]):
         fns = list(ids)  # autograd nodes in id order; only this stepper holds them
         index = {fn: i for i, fn in enumerate(fns)}
         rec = _Recorder(len(fns))
-        leaves = [fn.variable for fn in fns if hasattr(fn, "variable")]
+        leaves = [fn.variable for fn in fns if is_accumulate(fn)]
         saved_grads = [leaf.grad for leaf in leaves]
         handles = []
         try:
             for i, fn in enumerate(fns):
-                if hasattr(fn, "variable"):  # AccumulateGrad has no post-hook gradients
+                if is_accumulate(fn):  # AccumulateGrad has no post-hook gradients
                     handles.append(fn.register_prehook(_make_prehook(rec, i)))
                 else:
                     handles.append(fn.register_hook(_make_hook(rec, i)))
@@ -183,7 +183,7 @@ class BackwardStepper(Sequence[Step]):
             self._raw_param_grads = {
                 self.graph.node(ids[fn]).label: fn.variable.grad
                 for fn in fns
-                if hasattr(fn, "variable") and fn.variable.grad is not None
+                if is_accumulate(fn) and fn.variable.grad is not None
             }
             self._steps = self._build_steps(fns, ids, index, rec, references)
         finally:
@@ -204,7 +204,7 @@ class BackwardStepper(Sequence[Step]):
         users: dict[str, set[str]] = {}
         for i in executed:
             fn = fns[i]
-            if hasattr(fn, "variable"):
+            if is_accumulate(fn):
                 continue
             for nxt, _ in fn.next_functions:
                 if nxt is not None and index.get(nxt) in executed:
@@ -219,7 +219,7 @@ class BackwardStepper(Sequence[Step]):
             node = graph.node(ids[fn])
             ready.pop(node.id, None)
             raw_outputs = rec.grad_outputs[i] or ()
-            if hasattr(fn, "variable"):
+            if is_accumulate(fn):
                 next_ids: tuple[str | None, ...] = ()
                 raw_inputs: tuple[torch.Tensor | None, ...] = ()
                 reference, kind, formula = None, None, r"\bar{\theta} \mathrel{+}= \sum_k \bar{y}_k"
@@ -366,7 +366,7 @@ def _finite_difference(fn: Any, grad_outputs: Sequence[Any]) -> tuple[np.ndarray
     for nxt, i in fn.next_functions:
         if nxt is None:
             shapes.append(None)
-        elif hasattr(nxt, "variable"):
+        elif is_accumulate(nxt):
             shapes.append(tuple(nxt.variable.shape))
         else:
             shapes.append(tuple(nxt._input_metadata[i].shape))

@@ -22,10 +22,18 @@ from torch import nn
 from .errors import ArgumentError, TraceError
 from .graph import Graph, Node, SavedTensor, gc_paused
 
-__all__ = ["trace", "trace_with_ids", "capture", "ensure_deep_graph_stack", "run_with_big_stack", "MODULE_TAG"]
+__all__ = ["trace", "trace_with_ids", "is_accumulate", "capture", "ensure_deep_graph_stack", "run_with_big_stack", "MODULE_TAG"]
 
 # Key under which capture() stores a node's module path in `grad_fn.metadata`.
 MODULE_TAG = "gradviz.module"
+# The type of leaf-accumulating nodes; isinstance is far cheaper than hasattr(fn, "variable"),
+# which raises (and swallows) an AttributeError for every other node.
+_ACCUMULATE = torch._C._functions.AccumulateGrad
+
+
+def is_accumulate(fn: Any) -> bool:
+    """Whether an autograd node is a leaf's AccumulateGrad (its tensor is `fn.variable`)."""
+    return type(fn) is _ACCUMULATE
 
 # Attributes an autograd node type saves, looked up once per type: dir() is slow.
 _SAVED_ATTRS: dict[type, tuple[str, ...]] = {}
@@ -215,7 +223,7 @@ def _walk(
         found = ids.get(fn)
         if found is not None:
             return found
-        if hasattr(fn, "variable"):  # AccumulateGrad: the leaf tensor itself is the node
+        if type(fn) is _ACCUMULATE:  # the leaf tensor itself is the node
             node_id = leaf_node(fn.variable)
             ids[fn] = node_id
             keep.append(fn)
@@ -364,15 +372,16 @@ def capture(model: nn.Module) -> Iterator[nn.Module]:
             return
         start = stack.pop()
         tag = (path, type(module).__name__)
-        pending = _grad_fns(output)
+        if isinstance(output, torch.Tensor):  # the common case, without flattening
+            pending = [output.grad_fn] if output.grad_fn is not None else []
+        else:
+            pending = _grad_fns(output)
         seen: set[Any] = set()
         while pending:
             fn = pending.pop()
-            if fn in seen or hasattr(fn, "variable"):
+            if type(fn) is _ACCUMULATE or fn in seen or fn._sequence_nr() < start:
                 continue
             seen.add(fn)
-            if fn._sequence_nr() < start:
-                continue
             meta = fn.metadata
             if MODULE_TAG not in meta:
                 meta[MODULE_TAG] = tag

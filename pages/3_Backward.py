@@ -4,7 +4,12 @@ import streamlit as st
 
 from gradviz.app import guard, show_svg, svg_of
 from gradviz.app.backward_ui import (
-    coverage_badge, legend_markdown, program_choices, show_param_table, show_step, stepper_for_choice,
+    coverage_badge,
+    legend_markdown,
+    program_choices,
+    show_param_table,
+    show_step,
+    stepper_for_choice,
 )
 from gradviz.sources import source_labels
 

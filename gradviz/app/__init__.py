@@ -13,9 +13,9 @@ from typing import Any
 import streamlit as st
 
 from ..errors import GradvizError
-from ..sources import source_labels, trace_source
 from ..export import layout
 from ..graph import Graph
+from ..sources import source_labels, trace_source
 
 __all__ = ["graph_sources", "traced", "svg_of", "png_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
 

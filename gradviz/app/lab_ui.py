@@ -63,7 +63,7 @@ def show_result(result: LabResult) -> None:
         if failure.analytical is not None and failure.numerical is not None:
             scale = float(np.nanmax(np.abs(np.concatenate([np.ravel(failure.analytical), np.ravel(failure.numerical)])))) or 1.0
             cols = st.columns(2)
-            for col, (name, m) in zip(cols, (("analytical (your backward)", failure.analytical), ("numerical (finite differences)", failure.numerical))):
+            for col, (name, m) in zip(cols, (("analytical (your backward)", failure.analytical), ("numerical (finite differences)", failure.numerical)), strict=True):
                 col.markdown(heatmap_svg(m, name, scale=scale, row_labels=failure.rows, col_labels=failure.columns), unsafe_allow_html=True)
     with st.expander("Full report"):
         st.code(str(report), language="text")

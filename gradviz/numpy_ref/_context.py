@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..tracing import is_accumulate
 from ._registry import RULES, RuleContext, sum_to
 
 __all__ = ["compare", "context_from_node", "reference_for", "saved_values", "to_numpy"]
@@ -56,7 +57,7 @@ def saved_values(node: Any) -> dict[str, Any]:
 def _edge_shape(fn: Any, index: int) -> tuple[int, ...] | None:
     if fn is None:
         return None
-    if hasattr(fn, "variable"):
+    if is_accumulate(fn):
         return tuple(fn.variable.shape)
     meta = fn._input_metadata
     return tuple(meta[index].shape) if index < len(meta) else None
@@ -108,10 +109,7 @@ def compare(
         if act is None:
             continue
         a = to_numpy(act) if isinstance(act, torch.Tensor) else np.asarray(act, dtype=np.float64)
-        if ref is None:
-            r = np.zeros_like(a)
-        else:
-            r = np.asarray(ref, dtype=np.float64)
+        r = np.zeros_like(a) if ref is None else np.asarray(ref, dtype=np.float64)
         if r.shape != a.shape:
             return float("inf"), float("inf")
         if a.size == 0:
