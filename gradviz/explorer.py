@@ -145,6 +145,21 @@ class Run:
         return f"{lo} ops" if lo == hi else f"{lo}–{hi} ops"
 
 
+def _cross_edges(graph: Graph) -> set[tuple[str, str | None, tuple[int, ...] | None]]:
+    """(source module, destination module, source shape) of every edge that leaves a module,
+    once each: a 20k-layer chain has 80k edges but only 20k distinct ones of these."""
+    facts = _facts(graph)
+    if "cross" not in facts:
+        index = graph._index
+        cross = set()
+        for s, d in graph.edges:
+            a, b = index[s], index[d]
+            if a.module and a.module != b.module:
+                cross.add((a.module, b.module, a.shape))
+        facts["cross"] = cross
+    return facts["cross"]
+
+
 def _signatures(graph: Graph, paths: Iterable[str]) -> dict[str, Any]:
     """A hashable fingerprint of each module's architecture: the submodules inside it (path
     relative to it, type), its parameters (relative name, shape, dtype) and the shapes it
@@ -154,26 +169,22 @@ def _signatures(graph: Graph, paths: Iterable[str]) -> dict[str, Any]:
     types = graph.module_types
     parts: dict[str, set] = {p: set() for p in wanted}
     params: dict[str, Counter] = defaultdict(Counter)
+    for m in {n.module for n in graph.nodes if n.module}:
+        for p in _prefixes(m):
+            if p in wanted:
+                parts[p].add((m[len(p):], types.get(m)))
     for n in graph.nodes:
-        if not n.module:
+        if n.kind != "param" or not n.module:
             continue
         for p in _prefixes(n.module):
-            if p not in wanted:
-                continue
-            rel = n.module[len(p):]
-            parts[p].add((rel, types.get(n.module)))
-            if n.kind == "param":
+            if p in wanted:
                 name = n.label[len(p) + 1:] if n.label.startswith(p + ".") else n.label
                 params[p][(name, n.shape, n.dtype)] += 1
     outs: dict[str, set] = {p: set() for p in wanted}
-    index = graph._index
-    for s, d in graph.edges:
-        a, b = index[s], index[d]
-        if not a.module:
-            continue
-        for p in _prefixes(a.module):
-            if p in wanted and not _in_subtree(b.module, p):
-                outs[p].add(a.shape)
+    for a, b, shape in _cross_edges(graph):
+        for p in _prefixes(a):
+            if p in wanted and not _in_subtree(b, p):
+                outs[p].add(shape)
     return {p: (frozenset(parts[p]), frozenset(params[p].items()) if p in params else frozenset(), frozenset(outs[p])) for p in wanted}
 
 
@@ -181,18 +192,14 @@ def _exits(graph: Graph) -> dict[str, set[str]]:
     """For each module path: where edges leaving it land, as the sibling-level path of the
     destination under the same parent ("" when they leave the parent)."""
     out: dict[str, set[str]] = {}
-    index = graph._index
-    for s, d in graph.edges:
-        a, b = index[s], index[d]
-        if not a.module:
-            continue
-        for p in _prefixes(a.module):
-            if _in_subtree(b.module, p):
+    for a, b in {(a, b) for a, b, _ in _cross_edges(graph)}:
+        for p in _prefixes(a):
+            if _in_subtree(b, p):
                 continue
             parent = _parent(p)
             target = ""
-            if b.module and (parent is None or _in_subtree(b.module, parent)) and _depth(b.module) >= _depth(p):
-                target = _prefixes(b.module)[_depth(p) - 1]
+            if b and (parent is None or _in_subtree(b, parent)) and _depth(b) >= _depth(p):
+                target = _prefixes(b)[_depth(p) - 1]
             out.setdefault(p, set()).add(target)
     return out
 
@@ -214,11 +221,11 @@ def repeated_runs(graph: Graph, *, min_count: int = 2) -> tuple[Run, ...]:
     exits = _exits(graph)
     ops: dict[str, int] = dict.fromkeys(paths, 0)
     n_params: dict[str, int] = dict.fromkeys(paths, 0)
-    for n in graph.nodes:
-        if n.module and n.kind in ("op", "param"):
-            tally = ops if n.kind == "op" else n_params
-            for p in _prefixes(n.module):
-                tally[p] += 1
+    own = Counter((n.module, n.kind) for n in graph.nodes if n.module and n.kind in ("op", "param"))
+    for (module, kind), count in own.items():
+        tally = ops if kind == "op" else n_params
+        for p in _prefixes(module):
+            tally[p] += count
     runs: list[Run] = []
     for parent, kids in children.items():
         # Only numbered children (ModuleList / Sequential entries) are "consecutive".

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradviz import GradvizError, Graph, TraceError, capture, trace
+from gradviz.graph import gc_paused
 from gradviz.presets import MyReLU
 
 # -- random layer stacks: the graph's ops and params equal what the layers must create --
@@ -239,9 +241,8 @@ def test_bad_model_and_params_arguments():
         trace(out, model="net")
     with pytest.raises(GradvizError, match=r"params\['w'\]"):
         trace(out, params={"w": 3})
-    with pytest.raises(GradvizError, match="capture"):
-        with capture(object()):
-            pass
+    with pytest.raises(GradvizError, match="capture"), capture(object()):
+        pass
 
 
 # -- capture -----------------------------------------------------------------------------
@@ -273,15 +274,56 @@ def test_capture_tags_innermost_module_and_parent_ops():
 
 def test_capture_removes_hooks_also_on_error():
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
-    with pytest.raises(RuntimeError):
-        with capture(model):
-            model(torch.randn(3, 5))  # wrong width
+    with pytest.raises(RuntimeError), capture(model):
+        model(torch.randn(3, 5))  # wrong width
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
     with capture(model):
         model(torch.randn(1, 2))
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_capture_pauses_gc_and_restores_it_also_on_error():
+    model = nn.Sequential(nn.Linear(2, 2))
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), capture(model):
+        assert not gc.isenabled()
+        model(torch.randn(3, 5))
+    assert gc.isenabled()
+
+
+def test_overlapping_gc_pauses_from_two_threads_end_with_the_last():
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with gc_paused():
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=other)
+    with gc_paused():
+        worker.start()
+        inside.wait(10)
+    assert not gc.isenabled()  # the other thread's pause is still open
+    release.set()
+    worker.join()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a GC the caller turned off stays off
+    finally:
+        gc.enable()
+
+
+def test_params_mapping_names_that_are_not_module_paths():
+    model = nn.Sequential(nn.Linear(2, 2))
+    extra = torch.ones(2, requires_grad=True)
+    graph = trace((model(torch.randn(1, 2)) * extra).sum(), model=model, params={"scale.factor": extra})
+    assert dict(graph.modules) == {"0": "Linear"}
+    assert {n.label for n in graph.nodes if n.kind == "param"} == {"0.weight", "0.bias", "scale.factor"}
 
 
 def test_two_threads_capturing_two_models_do_not_mix_tags():
