@@ -92,7 +92,6 @@ def bench_model(name: str, repeat: int, layout_timeout: float) -> list[tuple[str
                          layout_seconds(tw.visual_graph.source, layout_timeout), len(graph)))
         except Exception as exc:  # report, do not stop the table
             rows.append((name, f"torchview failed: {type(exc).__name__}", None, None, len(graph)))
-    del loss, model
     return rows
 
 
@@ -115,7 +114,7 @@ def main() -> None:
     # Warm up: first calls pay for imports and per-op-type lookups, in every tool.
     for name in ("two-layer-relu", "transformer-2"):
         model, loss = build_example(name)
-        trace(loss, model=model).to_dot().source
+        _ = trace(loss, model=model).to_dot().source
     names = ["transformer-12", "transformer-24", "resnet50"] + ([] if args.quick else ["chain-25k"])
     rows = []
     for name in names:

@@ -147,7 +147,7 @@ def test_custom_function_gets_finite_difference_reference():
 
 def test_errors():
     with pytest.raises(GradvizError, match="grad="):
-        BackwardStepper((torch.randn(3, requires_grad=True) * 2))
+        BackwardStepper(torch.randn(3, requires_grad=True) * 2)
     with pytest.raises(GradvizError, match="no grad_fn"):
         BackwardStepper(torch.randn(3).sum())
     with pytest.raises(GradvizError, match="loss="):
