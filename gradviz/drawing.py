@@ -77,14 +77,19 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
     types = graph.module_types
     item_of: dict[str, str] = {}
     groups: dict[str, list[str]] = {}
+    box_of: dict[str, str | None] = {}  # module path → its box at `depth` (None: not boxed)
     for n in graph.nodes:
-        if depth is not None and n.module and _module_depth(n.module) >= depth:
-            prefix = ".".join(n.module.split(".")[:depth])
-            key = f"mod/{prefix}"
+        key = None
+        if depth is not None and n.module:
+            key = box_of.get(n.module, "")
+            if key == "":
+                deep = _module_depth(n.module) >= depth
+                key = box_of[n.module] = f"mod/{'.'.join(n.module.split('.')[:depth])}" if deep else None
+        if key is None:
+            item_of[n.id] = n.id
+        else:
             item_of[n.id] = key
             groups.setdefault(key, []).append(n.id)
-        else:
-            item_of[n.id] = n.id
     # A box of parameters alone (forward ran without capture) hides more than it saves.
     for key, members in list(groups.items()):
         if all(graph.node(m).kind != "op" for m in members):
@@ -104,6 +109,35 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
             parent = path.rsplit(".", 1)[0] if "." in path else None
             items[key] = ViewItem(key, "module", members, types.get(path, "module"), parent)
     return item_of, items
+
+
+def _item_counts(graph: Graph) -> dict[int, int]:
+    """How many items `_collapse(graph, d)` draws, for each depth d from 1 to the deepest
+    module, counted per module path instead of building every collapse."""
+    per_module: Counter[tuple[str, bool]] = Counter()
+    free = 0
+    for n in graph.nodes:
+        if n.module:
+            per_module[(n.module, n.kind == "op")] += 1
+        else:
+            free += 1
+    deepest = max((_module_depth(m) for m, _ in per_module), default=0)
+    counts: dict[int, int] = {}
+    for d in range(1, deepest + 1):
+        count = free
+        boxes: dict[str, list] = {}  # box path → [has an op, nodes that are not ops]
+        for (module, is_op), c in per_module.items():
+            if _module_depth(module) < d:
+                count += c
+                continue
+            box = boxes.setdefault(".".join(module.split(".")[:d]), [False, 0])
+            if is_op:
+                box[0] = True
+            else:
+                box[1] += c
+        # A box of parameters alone is drawn as its parameters (see _collapse).
+        counts[d] = count + sum(1 if has_op else others for has_op, others in boxes.values())
+    return counts
 
 
 def _item_edges(graph: Graph, item_of: Mapping[str, str]) -> list[tuple[str, str, int]]:
@@ -225,16 +259,17 @@ def plan_view(
         raise ArgumentError("budget", budget, "use a whole number ≥ 10, or None to draw every node")
     notes: list[str] = []
     total = len(graph.nodes)
-    item_of, items = _collapse(graph, depth)
-    if budget is not None and depth is None and len(items) > budget:
-        deepest = max((_module_depth(n.module) for n in graph.nodes), default=0)
-        for d in range(deepest, 0, -1):
-            item_of, items = _collapse(graph, d)
-            depth = d
-            if len(items) <= budget:
+    chosen = False
+    if budget is not None and depth is None and total > budget:
+        # The deepest collapse that fits; counting is cheaper than collapsing each depth.
+        counts = _item_counts(graph)
+        for d in sorted(counts, reverse=True):
+            depth, chosen = d, True
+            if counts[d] <= budget:
                 break
-        if depth is not None and len(items) < total:
-            notes.append(f"modules collapsed below depth {depth}")
+    item_of, items = _collapse(graph, depth)
+    if chosen and len(items) < total:
+        notes.append(f"modules collapsed below depth {depth}")
     edges = _item_edges(graph, item_of)
     if budget is not None and fold and len(items) > budget:
         before = dict(items)

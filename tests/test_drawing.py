@@ -126,6 +126,41 @@ def test_budget_property_every_node_drawn_once(layers, budget, branch):
         assert a in ids and b in ids and a != b and count >= 1
 
 
+# A nested stack: each entry is a layer name or a list (a Sequential inside).
+_nested = st.recursive(
+    st.sampled_from(["linear", "relu", "tanh"]),
+    lambda inner: st.lists(inner, min_size=1, max_size=4),
+    max_leaves=12,
+)
+
+
+def _build(spec) -> nn.Module:
+    if isinstance(spec, list):
+        return nn.Sequential(*[_build(s) for s in spec])
+    return {"linear": lambda: nn.Linear(3, 3), "relu": nn.ReLU, "tanh": nn.Tanh}[spec]()
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=st.lists(_nested, min_size=1, max_size=5), captured=st.booleans())
+def test_item_counts_equal_the_collapses_they_stand_for(spec, captured):
+    from gradviz.drawing import _collapse, _item_counts
+
+    torch.manual_seed(0)
+    model = _build(spec)
+    x = torch.randn(2, 3, requires_grad=True)
+    if captured:
+        with capture(model):
+            out = model(x)
+    else:
+        out = model(x)  # params carry modules, ops none: param-only boxes
+    graph = trace(out.sum(), model=model)
+    counts = _item_counts(graph)
+    deepest = max((n.module.count(".") + 1 for n in graph.nodes if n.module), default=0)
+    assert sorted(counts) == list(range(1, deepest + 1))
+    for d, count in counts.items():
+        assert count == len(_collapse(graph, d)[1])
+
+
 def test_bad_drawing_arguments():
     graph = trace_example("two-layer-relu")
     with pytest.raises(GradvizError, match="depth"):
