@@ -145,6 +145,16 @@ def test_custom_function_gets_finite_difference_reference():
         assert steps.coverage < 1.0  # custom Functions are not NumPy-covered
 
 
+def test_zero_gradients_torch_keeps_lazy_are_compared_too():
+    # sgn's backward hands on a storage-less ZeroTensor on real inputs.
+    x = torch.tensor([-1.5, 0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    stepper = BackwardStepper((x.sgn() * x).sum())
+    sgn = next(s for s in stepper.steps if s.node.label == "SgnBackward0")
+    assert sgn.reference_kind == "numpy" and sgn.agrees
+    np.testing.assert_array_equal(sgn.grad_inputs[0], np.zeros(3))
+    assert all(s.agrees is not False for s in stepper.steps)
+
+
 def test_errors():
     with pytest.raises(GradvizError, match="grad="):
         BackwardStepper(torch.randn(3, requires_grad=True) * 2)

@@ -24,6 +24,8 @@ def to_numpy(value: Any) -> Any:
     """Convert what autograd saved into what a NumPy rule reads."""
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
+        if t._is_zerotensor():  # torch's lazy all-zero gradient has no storage to read
+            return np.zeros(tuple(t.shape), np.float64 if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype)
         if t.is_floating_point():
             return t.to(torch.float64).numpy().copy()
         if t.is_complex():

@@ -529,6 +529,17 @@ def _sign(ctx: RuleContext):
     return _zeros(ctx)
 
 
+_sgn_example = _unary_example(torch.sgn, away_from=0.0)
+
+
+@rule("SgnBackward0", formula=r"y = \operatorname{sgn}(x) \text{ (real } x):\quad \bar{x} = 0",
+      example=_sgn_example, note="Real inputs only; complex sgn has a non-zero gradient.")
+def _sgn(ctx: RuleContext):
+    if np.iscomplexobj(ctx["self"]):
+        raise ValueError("complex sgn has no NumPy rule here")
+    return _zeros(ctx)
+
+
 def _rounding_example(draw) -> Case:
     x = tensor(draw, shape(draw, min_dims=0))
     return Case(inputs=(x,), fn=lambda x: (torch.floor(x), torch.ceil(x), torch.round(x),
