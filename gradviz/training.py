@@ -170,7 +170,7 @@ def _resolve_optimizer(name: Any) -> str:
     return key
 
 
-def _resolve_loss(loss: Any, task: str) -> tuple[Callable[..., torch.Tensor], str, str]:
+def _resolve_loss(loss: Any, task: str, reduction: str | None = None) -> tuple[Callable[..., torch.Tensor], str, str]:
     if loss is None:
         name = "cross_entropy" if task == "classification" else "mse"
         return LOSSES[name][0], name, LOSSES[name][1]
@@ -181,7 +181,7 @@ def _resolve_loss(loss: Any, task: str) -> tuple[Callable[..., torch.Tensor], st
             raise ArgumentError("loss", loss, f"{hint}known: {', '.join(LOSSES)}, or a callable")
         return LOSSES[loss][0], loss, LOSSES[loss][1]
     if callable(loss):
-        return loss, getattr(loss, "__name__", type(loss).__name__), "mean"
+        return loss, getattr(loss, "__name__", type(loss).__name__), reduction or "mean"
     raise ArgumentError(
         "loss",
         loss,
@@ -189,9 +189,9 @@ def _resolve_loss(loss: Any, task: str) -> tuple[Callable[..., torch.Tensor], st
     )
 
 
-def _adhoc_preset(model: nn.Module, data: TrainData, loss: Any) -> Preset:
+def _adhoc_preset(model: nn.Module, data: TrainData, loss: Any, loss_reduction: str | None) -> Preset:
     """A preset-shaped description of a user's own module, so one loop trains everything."""
-    fn, name, reduction = _resolve_loss(loss, data.task)
+    fn, name, reduction = _resolve_loss(loss, data.task, loss_reduction)
     spec = getattr(model, "spec", None)
     input_shape = getattr(model, "input_shape", None)
     return Preset(
@@ -414,6 +414,7 @@ def train(
     callback_every: int = 1,
     evaluate: bool = True,
     threads: int | None = 1,
+    loss_reduction: str | None = None,
 ) -> TrainResult:
     """Train a preset (by name or object) or your own module; deterministic for a seed.
 
@@ -424,6 +425,8 @@ def train(
       that optimizer (not for the NumPy programs).
     * ``data``: a `TrainData` or ``(X, y[, X_test, y_test])`` instead of the preset's
       (needed for a plain module, with ``loss`` a name from `LOSSES` or a callable).
+    * ``loss_reduction``: ``"mean"`` (default) or ``"sum"``: how a callable ``loss``
+      reduces over a batch, so whole-set losses are reported on the loss's own scale.
     * ``callback(step, total, loss)`` runs after every ``callback_every`` steps; it
       stops the run by returning True or raising `StopTraining`. ``stop`` is polled
       before every step: a callable or a ``threading.Event`` (a Stop button).
@@ -456,6 +459,7 @@ def train(
             resume=resume,
             callback_every=callback_every,
             evaluate=evaluate,
+            loss_reduction=loss_reduction,
         )
 
 
@@ -476,8 +480,15 @@ def _train(
     resume: Any,
     callback_every: Any,
     evaluate: bool,
+    loss_reduction: Any,
 ) -> TrainResult:
     # -- arguments first, before any work
+    if loss_reduction is not None and loss_reduction not in ("mean", "sum"):
+        raise ArgumentError("loss_reduction", loss_reduction, 'use "mean" or "sum" (how your loss reduces over a batch)')
+    if loss_reduction is not None and not callable(loss):
+        raise ArgumentError(
+            "loss_reduction", loss_reduction, "only a callable loss needs it: a named loss or a preset's own knows its reduction"
+        )
     seed = _check_int("seed", seed, 0, "0")
     if seed >= 2**31:
         raise ArgumentError("seed", seed, "use a whole number below 2**31")
@@ -511,12 +522,12 @@ def _train(
             )
         given_model = target
         train_data = as_train_data(data)
-        preset = _adhoc_preset(target, train_data, loss)
+        preset = _adhoc_preset(target, train_data, loss, loss_reduction)
     elif isinstance(target, (str, Preset)):
         preset = get_preset(target)
         train_data = as_train_data(data) if data is not None else preset.data(seed)
         if loss is not None:
-            fn, name, reduction = _resolve_loss(loss, preset.task)
+            fn, name, reduction = _resolve_loss(loss, preset.task, loss_reduction)
             preset = _replace_preset(preset, loss=fn, loss_name=name, loss_reduction=reduction)
     else:
         raise ArgumentError(

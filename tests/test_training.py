@@ -233,6 +233,30 @@ def test_overrides_and_plain_modules():
     assert "mse" in train("regression-1-10-1", steps=2, loss="mse").preset.loss_name
 
 
+def test_a_summed_callable_loss_reports_whole_set_losses_on_its_own_scale():
+    data = get_preset("quadrant-sgd").data(0)
+    X, Y = data.X, data.X.flip(1)
+
+    def summed(p, t):
+        return torch.nn.functional.mse_loss(p, t, reduction="sum")
+
+    def run(**kw):
+        return train(build_network("2-4-2 tanh", seed=0), data=(X, Y), steps=4, batch_size=10, lr=0.01, **kw)
+
+    named = run(loss="mse_sum")  # a loss name knows it is summed
+    mine = run(loss=summed, loss_reduction="sum")
+    assert mine.losses == named.losses
+    assert mine.metrics["train_loss"] == pytest.approx(named.metrics["train_loss"], rel=1e-12)
+    # Taken for a mean, the summed loss of the whole set is reported as is: len(X)/10
+    # times the per-batch scale of the curve.
+    as_mean = run(loss=summed)
+    assert as_mean.metrics["train_loss"] == pytest.approx(named.metrics["train_loss"] * len(X) / 10, rel=1e-6)
+    with pytest.raises(ArgumentError, match="loss_reduction"):
+        run(loss=summed, loss_reduction="total")
+    with pytest.raises(ArgumentError, match="only a callable loss"):
+        run(loss="mse", loss_reduction="sum")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [

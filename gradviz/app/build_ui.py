@@ -610,7 +610,7 @@ def start(settings: Settings) -> Job:
         # a built network trains like its preset: same data, loss, batch size and optimizer
         optimizer = optimizer or preset.optimizer or "sgd"
         momentum = preset.hyper.get("momentum") if optimizer == preset.optimizer else None
-        kwargs.update(loss=preset.loss, batch_size=batch, momentum=momentum)
+        kwargs.update(loss=preset.loss, loss_reduction=preset.loss_reduction, batch_size=batch, momentum=momentum)
         target: Any = _network(settings, preset, seed)
     else:
         target = preset.name
@@ -715,10 +715,6 @@ def _finish(job: Job) -> None:
     preset = PRESETS[job.settings.preset]
     data = result.data if result.data is not None else preset.data(result.seed)
     metrics = dict(result.metrics)
-    if job.settings.network == NETWORK_LAYERS and preset.loss_reduction == "sum":
-        # train() measures a loss it is given as a function as if it were a mean; for a
-        # summed loss (seed 003, seed 004's ½Σ) those whole-set numbers are off in scale
-        metrics = {k: v for k, v in metrics.items() if k not in ("train_loss", "test_loss")}
     _keep(
         Run(
             source=job.settings.source, preset=preset.name, model=result.model, seed=result.seed,
