@@ -7,7 +7,7 @@ property-test custom autograd Functions.
 
 from __future__ import annotations
 
-from . import strategies
+from . import explorer, strategies
 from .builder import Network, build_network, layer_table, parse_spec, spec_to_text
 from .checking import Failure, FunctionReport, assert_function_ok, check_function
 from .data import TrainData, load_mnist_csv, load_mnist_idx
@@ -45,6 +45,7 @@ __all__ = [
     "capture",
     "check_function",
     "example_names",
+    "explorer",
     "get_preset",
     "layer_table",
     "load_checkpoint",
