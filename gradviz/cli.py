@@ -43,7 +43,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         (k for k in (f"example:{args.program}", f"preset:{args.program}") if k in keys), None)
     graph = trace_source(key, seed=args.seed) if key else trace_program(args.program)
     options = {}
-    if not args.output.endswith(".json"):
+    if (args.format or pathlib.Path(args.output).suffix.lstrip(".")) != "json":
         options = {
             "show_saved": args.saved,
             "show_attrs": args.attrs,
@@ -52,7 +52,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             "budget": None if args.budget == 0 else args.budget,
             "rankdir": args.rankdir,
         }
-    path = render(graph, args.output, format=args.format, **options)
+    path = render(graph, args.output, format=args.format, view=args.view, **options)
     counts = graph.counts()
     print(f"{path}: {len(graph)} nodes ({counts['op']} ops, {counts['param']} params, {counts['leaf']} leaves)")
     return 0
@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--depth", type=int, help="collapse modules below this depth")
     render.add_argument("--budget", type=int, default=500, help="most nodes to draw; 0 draws all")
     render.add_argument("--rankdir", default="TB", choices=("TB", "BT", "LR", "RL"))
+    render.add_argument(
+        "--view", default="default", choices=("default", "rolled", "forward"),  # export.VIEWS, without importing torch
+        help="default: modules collapse to fit; rolled: repeated blocks as one node (slides); forward: modules and their data flow",
+    )
     render.add_argument("--seed", type=int, default=0)
     sub.add_parser("examples", help="list the example programs")
     sub.add_parser("check", help="property-test a custom autograd Function (file.py:Class --shapes 4x3,3)", add_help=False)

@@ -66,6 +66,8 @@ UNROLL_KEEP = 3
 ROLL_STYLE = {"shape": "box3d", "style": "filled,bold", "fillcolor": "#ffd8a8", "peripheries": "2"}
 DIFF_COLORS = {"added": "#8ce99a", "removed": "#ffa8a8", "mixed": "#ffe066"}
 MODULE_NODE_COLOR = "#fff3bf"
+# The last line of a big view's caption in the app; static drawings leave it out.
+CLICK_NOTE = "click a closed or rolled box to open it"
 
 
 # -- module paths ---------------------------------------------------------------------
@@ -561,7 +563,7 @@ def plan(graph: Graph, state: ViewState | None = None, *, budget: int | None = D
                 item_of[g] = "more"
         if notes:
             notes.insert(0, f"{len(graph):,} nodes → {len(items):,} drawn")
-            notes.append("click a closed or rolled box to open it")
+            notes.append(CLICK_NOTE)
     return View(tuple(items.values()), tuple(edges), None, tuple(notes), len(graph), item_of)
 
 

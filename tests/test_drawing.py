@@ -232,3 +232,29 @@ def test_cli_as_a_subprocess(tmp_path):
     assert json.loads(out.read_text())["format"] == "gradviz.graph"
     listing = subprocess.run([sys.executable, "-m", "gradviz.cli", "examples"], capture_output=True, text=True, timeout=300)
     assert "mnist-cnn" in listing.stdout
+
+
+def test_render_views_rolled_and_forward(tmp_path):
+    graph = trace_example("transformer-12")
+    rolled = render(graph, tmp_path / "r.svg", view="rolled").read_text()
+    assert "TransformerEncoderLayer × 12" in rolled
+    assert len(_svg_titles(rolled)) < 20  # a slide, not 912 nodes
+    assert "click a closed" not in rolled  # the app's hint has no place in a file
+    fwd = json.loads(render(graph, tmp_path / "f.json", view="forward").read_text())
+    labels = {n["label"] for n in fwd["nodes"]}
+    assert "linear1: Linear" in labels and len(fwd["nodes"]) < len(graph)
+    forward_dot = render(graph, tmp_path / "f.dot", view="forward", rankdir="LR").read_text()
+    assert "rankdir=LR" in forward_dot and "linear1: Linear" in forward_dot
+    with pytest.raises(GradvizError, match="view="):
+        render(graph, tmp_path / "x.svg", view="side")
+    with pytest.raises(GradvizError, match="JSON holds the whole graph"):
+        render(graph, tmp_path / "x.json", view="rolled")
+
+
+def test_cli_render_views(tmp_path, capsys):
+    out = tmp_path / "t.dot"
+    assert cli_main(["render", "transformer-12", "-o", str(out), "--view", "rolled"]) == 0
+    assert "TransformerEncoderLayer × 12" in out.read_text()
+    assert cli_main(["render", "mnist-cnn", "-o", str(tmp_path / "f.json"), "--view", "forward"]) == 0
+    assert cli_main(["render", "mnist-cnn", "-o", str(tmp_path / "f.json"), "--view", "rolled"]) == 2
+    assert "view='rolled'" in capsys.readouterr().err
