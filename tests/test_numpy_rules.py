@@ -91,3 +91,28 @@ def test_sum_to_reduces_like_broadcasting():
     g = np.ones((4, 2, 3))
     assert sum_to(g, (2, 1)).tolist() == [[12.0], [12.0]]
     assert sum_to(g, (3,)).shape == (3,)
+
+
+def test_where_torchs_nearest_backward_is_not_its_forwards_derivative_the_rule_follows_the_forward():
+    # torch 2.13: 1-D nearest with a kept scale_factor 1.2 on length 4 reads x[floor(o / 1.2)]
+    # forward, but its backward routes output o to input o. The rule must side with the
+    # forward (central differences), so the stepper flags torch there.
+    from gradviz import BackwardStepper
+
+    x = torch.randn(1, 1, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(1, 1, 4, dtype=torch.float64)
+
+    def f(x):
+        return (torch.nn.functional.interpolate(x, scale_factor=1.2, mode="nearest") * w).sum()
+
+    eps = 1e-6
+    numeric = np.array([
+        (f(x.detach() + eps * e) - f(x.detach() - eps * e)).item() / (2 * eps)
+        for e in torch.eye(4, dtype=torch.float64).reshape(4, 1, 1, 4)
+    ])
+    steps = BackwardStepper(f(x))
+    step = next(s for s in steps.steps if s.node.label == "UpsampleNearest1DBackward0")
+    np.testing.assert_allclose(step.reference[0].ravel(), numeric, atol=1e-8)
+    torch_grad = step.grad_inputs[0].ravel()
+    assert not np.allclose(torch_grad, numeric)  # if this fails, torch fixed it: drop the note
+    assert step.agrees is False
