@@ -5,13 +5,14 @@ every node (references off); and the same with every NumPy reference computed. M
 12-layer TransformerEncoder, the ResNet-50-like net, and the 25k-node chain (report).
 Target (issue 4): recording ≤ 1.5× plain forward+backward on the first two.
 
-Run: python benchmarks/bench_stepper.py [--repeat 3]
+Times are the best of --repeat runs (default 9).
+
+Run: python benchmarks/bench_stepper.py [--repeat 9]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -21,13 +22,15 @@ from gradviz.numpy_ref import context_from_node, reference_for
 from gradviz.stepper import BackwardStepper
 
 
-def median_time(fn, repeat: int) -> float:
+def best_time(fn, repeat: int) -> float:
+    # The fastest run: on a shared 2-core VM the median of the same loop swung 1.2-1.9x
+    # between runs minutes apart; the minimum is what the code costs without neighbours.
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def run(name: str, repeat: int) -> tuple[float, float, float, int]:
@@ -46,7 +49,7 @@ def run(name: str, repeat: int) -> tuple[float, float, float, int]:
     plain()  # warm-up
     record()
     steps = len(BackwardStepper(loss_fn(model), model=model, references=False))
-    return median_time(plain, repeat), median_time(record, repeat), median_time(record_with_numpy, 1), steps
+    return best_time(plain, repeat), best_time(record, repeat), best_time(record_with_numpy, 1), steps
 
 
 def one_reference_time() -> tuple[str, float]:
@@ -60,12 +63,12 @@ def one_reference_time() -> tuple[str, float]:
     def ref() -> None:
         reference_for(context_from_node(node, grads))
 
-    return type(node).__name__, median_time(ref, 20)
+    return type(node).__name__, best_time(ref, 20)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
     print(f"{'model':16} {'steps':>7} {'fwd+bwd':>9} {'recording':>10} {'ratio':>6} {'+ NumPy refs':>13}")
     for name in ("transformer-12", "resnet50", "chain-25k"):

@@ -196,36 +196,35 @@ class BackwardStepper(Sequence[Step]):
 
     # -- building the steps ------------------------------------------------------------
     def _build_steps(self, fns, ids, index, rec: _Recorder, references: bool) -> tuple[Step, ...]:
-        graph = self.graph
+        node_of = self.graph._index
         executed = set(rec.order)
+        # Each op's next nodes, read once: next_functions builds a new tuple per access.
+        nexts = {i: fns[i].next_functions for i in executed if not is_accumulate(fns[i])}
         # Backward dependencies: a node may run once every executed user has run, and it
         # receives one gradient per edge from an executed user (summed when several).
         contributions: dict[str, int] = {}
         users: dict[str, set[str]] = {}
-        for i in executed:
-            fn = fns[i]
-            if is_accumulate(fn):
-                continue
-            for nxt, _ in fn.next_functions:
+        for i, edges in nexts.items():
+            for nxt, _ in edges:
                 if nxt is not None and index.get(nxt) in executed:
                     nid = ids[nxt]
                     contributions[nid] = contributions.get(nid, 0) + 1
-                    users.setdefault(nid, set()).add(ids[fn])
+                    users.setdefault(nid, set()).add(ids[fns[i]])
         pending = {k: len(v) for k, v in users.items()}
         ready: dict[str, None] = {}
         steps = []
         for step_no, i in enumerate(rec.order):
             fn = fns[i]
-            node = graph.node(ids[fn])
+            node = node_of[ids[fn]]
             ready.pop(node.id, None)
             raw_outputs = rec.grad_outputs[i] or ()
-            if is_accumulate(fn):
+            if i not in nexts:  # an AccumulateGrad
                 next_ids: tuple[str | None, ...] = ()
                 raw_inputs: tuple[torch.Tensor | None, ...] = ()
                 reference, kind, formula = None, None, r"\bar{\theta} \mathrel{+}= \sum_k \bar{y}_k"
                 errs: tuple[float | None, float | None] = (None, None)
             else:
-                next_ids = tuple(None if nxt is None else ids.get(nxt) for nxt, _ in fn.next_functions)
+                next_ids = tuple(None if nxt is None else ids.get(nxt) for nxt, _ in nexts[i])
                 raw_inputs = rec.grad_inputs[i] or ()
                 reference, kind, formula = (None, None, None)
                 if references:
