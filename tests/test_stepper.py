@@ -155,6 +155,19 @@ def test_zero_gradients_torch_keeps_lazy_are_compared_too():
     assert all(s.agrees is not False for s in stepper.steps)
 
 
+# Without the guard NumPy only warns when a complex result is read as real; the suite turns
+# warnings into errors, which would hide the false alarm this test is about.
+@pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning")
+def test_complex_nodes_get_no_reference_rather_than_a_false_alarm():
+    # Read as real, |z|'s rule gives sign(Re z)·ḡ and would flag torch's correct z/|z|·ḡ.
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    stepper = BackwardStepper(torch.view_as_complex(x).abs().sum())
+    abs_step = next(s for s in stepper.steps if s.node.label == "AbsBackward0")
+    assert abs_step.reference is None and abs_step.agrees is None
+    assert all(s.agrees is not False for s in stepper.steps)
+    assert any(s.agrees for s in stepper.steps)  # the real ops around it are still checked
+
+
 def test_errors():
     with pytest.raises(GradvizError, match="grad="):
         BackwardStepper(torch.randn(3, requires_grad=True) * 2)

@@ -56,23 +56,32 @@ def saved_values(node: Any) -> dict[str, Any]:
     return out
 
 
-def _edge_shape(fn: Any, index: int) -> tuple[int, ...] | None:
+def _edge_meta(fn: Any, index: int) -> tuple[tuple[int, ...] | None, torch.dtype | None]:
+    """Shape and dtype of the tensor travelling along one next edge (None: absent edge)."""
     if fn is None:
-        return None
+        return None, None
     if is_accumulate(fn):
-        return tuple(fn.variable.shape)
+        return tuple(fn.variable.shape), fn.variable.dtype
     meta = fn._input_metadata
-    return tuple(meta[index].shape) if index < len(meta) else None
+    return (tuple(meta[index].shape), meta[index].dtype) if index < len(meta) else (None, None)
 
 
 def context_from_node(node: Any, grad_outputs: Sequence[Any]) -> RuleContext:
-    """Build the `RuleContext` of a live autograd node (its saved values must still exist)."""
+    """Build the `RuleContext` of a live autograd node (its saved values must still exist).
+
+    Raises ValueError for a node with a complex input or output: the rules are written
+    for real tensors, and read as real they would report a wrong gradient as torch's bug.
+    """
+    edges = [_edge_meta(fn, i) for fn, i in node.next_functions]
+    outputs = node._input_metadata
+    if any(dtype is not None and dtype.is_complex for _, dtype in edges) or any(m.dtype.is_complex for m in outputs):
+        raise ValueError(f"{type(node).__name__} has complex tensors; the NumPy rules cover real dtypes only")
     return RuleContext(
         name=type(node).__name__,
         saved=saved_values(node),
         grad_outputs=tuple(None if g is None else to_numpy(g) for g in grad_outputs),
-        input_shapes=tuple(_edge_shape(fn, i) for fn, i in node.next_functions),
-        output_shapes=tuple(tuple(m.shape) for m in node._input_metadata),
+        input_shapes=tuple(shape for shape, _ in edges),
+        output_shapes=tuple(tuple(m.shape) for m in outputs),
     )
 
 
