@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import weakref
 
@@ -15,6 +16,7 @@ from torch import nn
 import gradviz.stepper as stepper_mod
 from gradviz import GradvizError, capture
 from gradviz.examples import examples
+from gradviz.numpy_ref import RULES
 from gradviz.presets import MyReLU
 from gradviz.stepper import BackwardStepper
 
@@ -166,6 +168,49 @@ def test_complex_nodes_get_no_reference_rather_than_a_false_alarm():
     assert abs_step.reference is None and abs_step.agrees is None
     assert all(s.agrees is not False for s in stepper.steps)
     assert any(s.agrees for s in stepper.steps)  # the real ops around it are still checked
+
+
+def _float32_cancelling_models():
+    torch.manual_seed(0)
+    # The conv bias's gradient is zero (BatchNorm removes the mean); so is the input's
+    # gradient of a LayerNorm whose output is summed with unit weights.
+    conv_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    norm_sum = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8))
+    return [(conv_bn, torch.randn(2, 3, 8, 8)), (norm_sum, torch.randn(2, 3, 8))]
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_float32_round_off_on_cancelling_gradients_is_not_a_disagreement(case):
+    model, x = _float32_cancelling_models()[case]
+    stepper = BackwardStepper(model(x).sum(), model=model)
+    assert [s.node.label for s in stepper.op_steps() if s.agrees is not True] == []
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_a_wrong_rule_is_still_flagged_in_float32(case, monkeypatch):
+    model, x = _float32_cancelling_models()[case]
+    name = "ConvolutionBackward0" if case == 0 else "NativeLayerNormBackward0"
+    real = RULES[name]
+
+    def off_by_one_percent(ctx):
+        return [None if g is None else g * 1.01 for g in real.fn(ctx)]
+
+    monkeypatch.setitem(RULES, name, dataclasses.replace(real, fn=off_by_one_percent))
+    stepper = BackwardStepper(model(x).sum(), model=model)
+    assert [s.agrees for s in stepper.op_steps() if s.node.label == name] == [False]
+
+
+def test_a_checkpointed_block_with_a_forward_of_its_own_is_left_unchecked_not_fatal():
+    # The reentrant checkpoint is a custom Function whose forward takes more than its
+    # saved tensors, so finite differences cannot re-run it.
+    from torch.utils.checkpoint import checkpoint
+
+    lin = nn.Linear(4, 4)
+    x = torch.randn(2, 4, requires_grad=True)
+    stepper = BackwardStepper(checkpoint(lin, x, use_reentrant=True).sum())
+    step = next(s for s in stepper.steps if s.node.label == "CheckpointFunction")
+    assert step.reference is None and step.agrees is None
+    assert all(s.agrees is not False for s in stepper.steps)
 
 
 def test_errors():
