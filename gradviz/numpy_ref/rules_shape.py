@@ -823,6 +823,22 @@ def _diagonal_example(draw: Draw) -> Case:
     return Case(inputs=(x,), fn=lambda x: x.diagonal(offset, d1, d2))
 
 
+def _diag_copy_example(draw: Draw) -> Case:
+    s = shape(draw, min_dims=2, max_dims=2 if draw(st.booleans(), label="torch.diag") else 4)
+    k = draw(st.integers(-3, 3), label="offset")
+    x = tensor(draw, s)
+    if len(s) == 2:
+        return Case(inputs=(x,), fn=lambda x: torch.diag(x, k))
+    d1, d2 = draw(st.lists(st.integers(0, len(s) - 1), min_size=2, max_size=2, unique=True), label="dims")
+    return Case(inputs=(x,), fn=lambda x: torch.diagonal_copy(x, k, d1, d2))
+
+
+# torch.diag of a matrix (and diagonal_copy) saves what diagonal saves: the same rule.
+@rule(
+    "DiagonalBackward0_copy",
+    formula=r"\bar{X} = 0,\ \ \bar{X}_{\ldots, i, i+k, \ldots} = \bar{Y}_{\ldots, i}",
+    example=_diag_copy_example,
+)
 @rule(
     "DiagonalBackward0",
     formula=r"\bar{X} = 0,\ \ \bar{X}_{\ldots, i, i+k, \ldots} = \bar{Y}_{\ldots, i}",
