@@ -1,5 +1,5 @@
-"""A battery of 178 small float64 programs over torch's differentiable ops, outside the
-presets: every op step the stepper records has a NumPy reference that agrees with torch.
+"""A battery of 178 small programs over torch's differentiable ops, outside the presets, in
+float64 and float32: every op step the stepper records has a NumPy reference that agrees.
 
 The only nodes allowed to go without one are listed in NO_RULE: CopySlices, and nodes on
 complex tensors, which the rules refuse rather than misread as real.
@@ -53,15 +53,15 @@ CASES = {
     "threshold": lambda: F.threshold(x(3,4),0.1,2.).sum(),
     "relu6": lambda: F.relu6(x(3,4)).sum(),
     "gelu_tanh": lambda: F.gelu(x(3,4), approximate="tanh").sum(),
-    "groupnorm": lambda: nn.GroupNorm(2,4).double()(x(2,4,3)).sum(),
-    "instnorm": lambda: nn.InstanceNorm1d(4, affine=True).double()(x(2,4,5)).sum(),
-    "bn1d": lambda: nn.BatchNorm1d(4).double()(x(3,4)).pow(2).sum(),
-    "bn_eval": lambda: nn.BatchNorm1d(4).double().eval()(x(3,4)).pow(2).sum(),
-    "rmsnorm": lambda: nn.RMSNorm(4).double()(x(3,4)).pow(2).sum(),
-    "localresp": lambda: nn.LocalResponseNorm(2).double()(x(2,4,5)).sum(),
+    "groupnorm": lambda: nn.GroupNorm(2,4).to(d)(x(2,4,3)).sum(),
+    "instnorm": lambda: nn.InstanceNorm1d(4, affine=True).to(d)(x(2,4,5)).sum(),
+    "bn1d": lambda: nn.BatchNorm1d(4).to(d)(x(3,4)).pow(2).sum(),
+    "bn_eval": lambda: nn.BatchNorm1d(4).to(d).eval()(x(3,4)).pow(2).sum(),
+    "rmsnorm": lambda: nn.RMSNorm(4).to(d)(x(3,4)).pow(2).sum(),
+    "localresp": lambda: nn.LocalResponseNorm(2).to(d)(x(2,4,5)).sum(),
     "sdpa": lambda: F.scaled_dot_product_attention(x(2,3,4),x(2,3,4),x(2,3,4)).sum(),
     "sdpa_causal": lambda: F.scaled_dot_product_attention(x(2,3,4),x(2,3,4),x(2,3,4), is_causal=True).sum(),
-    "mha": lambda: nn.MultiheadAttention(4,2,batch_first=True).double()(x(2,3,4),x(2,3,4),x(2,3,4))[0].sum(),
+    "mha": lambda: nn.MultiheadAttention(4,2,batch_first=True).to(d)(x(2,3,4),x(2,3,4),x(2,3,4))[0].sum(),
     "cosine_sim": lambda: F.cosine_similarity(x(3,4),x(3,4)).sum(),
     "pairwise": lambda: F.pairwise_distance(x(3,4),x(3,4)).sum(),
     "cdist": lambda: torch.cdist(x(3,4),x(5,4)).sum(),
@@ -134,16 +134,16 @@ CASES = {
     "adaptive_max": lambda: F.adaptive_max_pool2d(x(1,2,5,5),2).sum(),
     "adaptive_avg1d": lambda: F.adaptive_avg_pool1d(x(1,2,7),3).sum(),
     "lppool": lambda: F.lp_pool2d(x(1,2,4,4,pos=True),2,2).sum(),
-    "conv_t1d": lambda: nn.ConvTranspose1d(2,3,3,stride=2).double()(x(1,2,5)).pow(2).sum(),
-    "conv_t2d": lambda: nn.ConvTranspose2d(2,3,3,stride=2).double()(x(1,2,4,4)).pow(2).sum(),
-    "conv3d": lambda: nn.Conv3d(2,3,2).double()(x(1,2,3,3,3)).pow(2).sum(),
-    "conv_groups": lambda: nn.Conv2d(4,4,3,groups=2,padding=1,dilation=1).double()(x(1,4,5,5)).pow(2).sum(),
-    "conv_dil": lambda: nn.Conv2d(2,3,3,dilation=2,stride=2).double()(x(1,2,7,7)).pow(2).sum(),
-    "bilinear": lambda: nn.Bilinear(3,4,2).double()(x(5,3),x(5,4)).pow(2).sum(),
-    "emb_bag": lambda: nn.EmbeddingBag(10,3).double()(torch.tensor([[1,2],[3,4]])).pow(2).sum(),
-    "rnn_tanh": lambda: nn.RNN(3,4).double()(x(5,2,3))[0].pow(2).sum(),
-    "lstmcell": lambda: nn.LSTMCell(3,4).double()(x(2,3))[0].pow(2).sum(),
-    "grucell": lambda: nn.GRUCell(3,4).double()(x(2,3)).pow(2).sum(),
+    "conv_t1d": lambda: nn.ConvTranspose1d(2,3,3,stride=2).to(d)(x(1,2,5)).pow(2).sum(),
+    "conv_t2d": lambda: nn.ConvTranspose2d(2,3,3,stride=2).to(d)(x(1,2,4,4)).pow(2).sum(),
+    "conv3d": lambda: nn.Conv3d(2,3,2).to(d)(x(1,2,3,3,3)).pow(2).sum(),
+    "conv_groups": lambda: nn.Conv2d(4,4,3,groups=2,padding=1,dilation=1).to(d)(x(1,4,5,5)).pow(2).sum(),
+    "conv_dil": lambda: nn.Conv2d(2,3,3,dilation=2,stride=2).to(d)(x(1,2,7,7)).pow(2).sum(),
+    "bilinear": lambda: nn.Bilinear(3,4,2).to(d)(x(5,3),x(5,4)).pow(2).sum(),
+    "emb_bag": lambda: nn.EmbeddingBag(10,3).to(d)(torch.tensor([[1,2],[3,4]])).pow(2).sum(),
+    "rnn_tanh": lambda: nn.RNN(3,4).to(d)(x(5,2,3))[0].pow(2).sum(),
+    "lstmcell": lambda: nn.LSTMCell(3,4).to(d)(x(2,3))[0].pow(2).sum(),
+    "grucell": lambda: nn.GRUCell(3,4).to(d)(x(2,3)).pow(2).sum(),
     "grid_sample": lambda: F.grid_sample(x(1,2,4,4), x(1,3,3,2).tanh(), align_corners=False).sum(),
     "affine_grid": lambda: F.affine_grid(x(1,2,3), (1,1,4,4), align_corners=False).pow(2).sum(),
     "normalize": lambda: F.normalize(x(3,4)).pow(3).sum(),
@@ -193,7 +193,7 @@ CASES = {
     "dropout_train": lambda: F.dropout(x(3,4), 0.5, training=True).pow(2).sum(),
     "alpha_dropout": lambda: F.alpha_dropout(x(3,4), 0.5, training=True).pow(2).sum(),
     "dropout2d": lambda: F.dropout2d(x(1,3,4,4), 0.5, training=True).pow(2).sum(),
-    "to_float32": lambda: x(3,4).float().pow(2).sum().double(),
+    "to_float32": lambda: x(3,4).float().pow(2).sum().to(d),
     "sum_dtype": lambda: x(3,4).sum(dtype=torch.float32),
     "nan_mean": lambda: x(3,4).nanmean(),
     "nansum": lambda: x(3,4).nansum(),
@@ -214,8 +214,11 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_every_op_step_has_an_agreeing_numpy_reference(name):
+def test_every_op_step_has_an_agreeing_numpy_reference(name, dtype, monkeypatch):
+    # float32 too: the app's models are float32, where round-off must not read as a bug.
+    monkeypatch.setitem(globals(), "d", dtype)  # the programs read the module's `d`
     torch.manual_seed(1)
     stepper = BackwardStepper(CASES[name]())
     ops = stepper.op_steps()
