@@ -332,6 +332,13 @@ class BackwardStepper(Sequence[Step]):
             colors[self._steps[position].node.id] = PROGRESS_COLORS["current"]
         return colors
 
+    def position_of(self, node_id: str) -> int | None:
+        """Index of the step that ran node `node_id` (None: not run, e.g. an output)."""
+        for s in self._steps:
+            if s.node.id == node_id:
+                return s.index
+        return None
+
     def find(self, *, label: str | None = None, module: str | None = None, start: int = 0) -> int | None:
         """Index of the first step at or after `start` whose op label or module matches."""
         for s in self._steps[start:]:

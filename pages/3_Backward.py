@@ -2,15 +2,17 @@
 
 import streamlit as st
 
-from gradviz.app import guard, show_svg, svg_of
+from gradviz.app import guard, svg_of
 from gradviz.app.backward_ui import (
     coverage_badge,
+    jump_to_clicked,
     legend_markdown,
     program_choices,
     show_param_table,
     show_step,
     stepper_for_choice,
 )
+from gradviz.app.graph_view import graph_view
 from gradviz.sources import source_labels
 
 st.set_page_config(page_title="gradviz · Backward", layout="wide")
@@ -51,7 +53,9 @@ if stepper is not None:
         left, right = st.columns([3, 2])
         with left:
             dot = stepper.graph.to_dot(colors=stepper.colors_at(pos), highlight=[step.node.id], legend=False)
-            show_svg(svg_of(dot.source), height=640)
+            # Centred on the current node; a click on a node jumps to its step.
+            graph_view(svg_of(dot.source), key="bw_graph", selected=step.node.id, focus=step.node.id,
+                       height=640, on_click=lambda: jump_to_clicked(stepper))
             st.markdown(legend_markdown(), unsafe_allow_html=True)
         with right:
             show_step(step, stepper)

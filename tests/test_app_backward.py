@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from gradviz.sources import step_source
@@ -54,17 +55,37 @@ def test_step_through_mnist_cnn_in_chromium(app_url, page, screenshot):
     for i in range(1, target + 1):
         page.get_by_role("button", name="Next ▶").click()
         page.wait_for_selector(f'.gradviz-current[data-node="{steps[i].node.id}"]')
-    # The highlighted node in the SVG is the current step's node.
+    # The highlighted node in the SVG is the current step's node, and it is in view.
     highlighted = page.eval_on_selector_all(
-        ".gradviz-graph svg g.node",
+        ".gv-root svg g.node",
         "gs => gs.filter(g => [...g.querySelectorAll('polygon,path,ellipse')].some(s => s.getAttribute('stroke') === '#e03131'))"
         ".map(g => g.querySelector('title').textContent)",
     )
     assert highlighted == [steps[target].node.id]
+    assert _in_view(page, steps[target].node.id)
     check = page.locator(".gradviz-check").inner_text()
     assert "NumPy check" in check and "agrees" in check
     page.get_by_text("|torch − NumPy|").first.wait_for()  # the difference table is shown
     screenshot(page, "backward")
+    # Clicking a node in the graph jumps to its step, and the view follows it.
+    last = next(s for s in reversed(steps.steps) if s.node.kind == "op")
+    page.locator(".gv-toolbar button[data-act=fit]").click()  # the whole graph, to click in
+    _node(page, last.node.id).click()
+    page.wait_for_selector(f'.gradviz-current[data-node="{last.node.id}"]')
+    expect(page.locator(".gv-root")).to_have_attribute("data-selected", last.node.id)
+    assert _in_view(page, last.node.id)
+
+
+def _node(page, node_id: str):
+    return page.locator(".gv-root g.node", has=page.locator(f'title:text-is("{node_id}")'))
+
+
+def _in_view(page, node_id: str) -> bool:
+    """Whether the node's centre is inside the graph's visible viewport."""
+    node = _node(page, node_id).bounding_box()
+    port = page.locator(".gv-viewport").bounding_box()
+    x, y = node["x"] + node["width"] / 2, node["y"] + node["height"] / 2
+    return port["x"] <= x <= port["x"] + port["width"] and port["y"] <= y <= port["y"] + port["height"]
 
 
 def test_backward_page_starts_from_the_model_built_on_the_build_page():

@@ -46,6 +46,14 @@ def stepper_for_choice(source: str, seed: int) -> BackwardStepper:
     return memo[key]
 
 
+def jump_to_clicked(stepper: BackwardStepper) -> None:
+    """Click handler of the Backward page's graph: go to the step of the clicked node."""
+    clicked = (st.session_state.get("bw_graph") or {}).get("click")
+    pos = stepper.position_of(clicked) if isinstance(clicked, str) else None
+    if pos is not None:
+        st.session_state.bw_pos = pos
+
+
 def legend_markdown() -> str:
     return " ".join(
         f'<span style="background:{c};padding:2px 6px;border-radius:4px;margin-right:4px">{k}</span>'

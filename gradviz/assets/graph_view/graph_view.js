@@ -131,16 +131,23 @@ function update(view, data) {
   view.root.style.height = `${height}px`;
   let fresh = false;
   if (typeof data.svg === "string" && data.svg !== view.svgText) {
+    const before = layoutKey(view);
     render(view, data.svg);
-    fresh = true;
+    // Same nodes at the same size: only colours changed (a backward step), so keep the
+    // reader's pan and zoom instead of jumping back to the whole graph.
+    fresh = layoutKey(view) !== before;
   }
   setHighlight(view, Array.isArray(data.highlight) ? data.highlight : []);
   select(view, data.selected || null);
   const focus = data.focus || null;
   if (fresh) fit(view, true);
-  if (focus && (fresh || focus !== view.focus)) center(view, focus);
+  if (focus && (fresh || focus !== view.focus)) center(view, focus, !fresh);
   view.focus = focus;
   updateStatus(view);
+}
+
+function layoutKey(view) {
+  return view.nodes ? `${view.width}x${view.height}:${[...view.nodes.keys()].join(",")}` : "";
 }
 
 function render(view, svgText) {
@@ -231,7 +238,9 @@ function fit(view, initial = false) {
   applyTransform(view);
 }
 
-function center(view, id) {
+// onlyIfHidden: leave the view alone while the node is well inside it, so stepping along
+// neighbouring nodes does not slide the picture at every step.
+function center(view, id, onlyIfHidden = false) {
   const g = view.nodes.get(id);
   if (!g || !view.svg) return;
   // getCTM maps the node's user units (Graphviz's root <g> carries a translate) to the
@@ -243,6 +252,13 @@ function center(view, id) {
   const by = box.y + box.height / 2;
   const cx = m.a * bx + m.c * by + m.e;
   const cy = m.b * bx + m.d * by + m.f;
+  if (onlyIfHidden) {
+    const x = view.tx + cx * view.scale;
+    const y = view.ty + cy * view.scale;
+    const w = view.viewport.clientWidth;
+    const h = view.viewport.clientHeight;
+    if (x > 0.15 * w && x < 0.85 * w && y > 0.15 * h && y < 0.85 * h) return;
+  }
   const s = Math.max(view.scale, 0.6);
   view.scale = Math.min(MAX_SCALE, s);
   view.tx = view.viewport.clientWidth / 2 - cx * view.scale;
