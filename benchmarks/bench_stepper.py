@@ -5,9 +5,9 @@ every node (references off); and the same with every NumPy reference computed. M
 12-layer TransformerEncoder, the ResNet-50-like net, and the 25k-node chain (report).
 Target (issue 4): recording ≤ 1.5× plain forward+backward on the first two.
 
-Times are the best of --repeat runs (default 9).
+Times are the best of --repeat runs (default 15), plain and recording alternating.
 
-Run: python benchmarks/bench_stepper.py [--repeat 9]
+Run: python benchmarks/bench_stepper.py [--repeat 15]
 """
 
 from __future__ import annotations
@@ -23,14 +23,23 @@ from gradviz.stepper import BackwardStepper
 
 
 def best_time(fn, repeat: int) -> float:
-    # The fastest run: on a shared 2-core VM the median of the same loop swung 1.2-1.9x
-    # between runs minutes apart; the minimum is what the code costs without neighbours.
-    times = []
+    return best_times([fn], repeat)[0]
+
+
+def best_times(fns, repeat: int) -> list[float]:
+    """The fastest of `repeat` runs of each function, run in alternation.
+
+    On a shared 2-core VM the median of one loop swung 1.2-1.9x between runs minutes
+    apart: the minimum is what the code costs without neighbours, and alternating puts
+    the compared functions under the same neighbours.
+    """
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [min(t) for t in times]
 
 
 def run(name: str, repeat: int) -> tuple[float, float, float, int]:
@@ -49,7 +58,8 @@ def run(name: str, repeat: int) -> tuple[float, float, float, int]:
     plain()  # warm-up
     record()
     steps = len(BackwardStepper(loss_fn(model), model=model, references=False))
-    return best_time(plain, repeat), best_time(record, repeat), best_time(record_with_numpy, 1), steps
+    plain_t, record_t = best_times([plain, record], repeat)
+    return plain_t, record_t, best_time(record_with_numpy, 1), steps
 
 
 def one_reference_time() -> tuple[str, float]:
@@ -68,7 +78,7 @@ def one_reference_time() -> tuple[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     print(f"{'model':16} {'steps':>7} {'fwd+bwd':>9} {'recording':>10} {'ratio':>6} {'+ NumPy refs':>13}")
     for name in ("transformer-12", "resnet50", "chain-25k"):
