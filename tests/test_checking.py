@@ -395,6 +395,20 @@ RELU = get_example("relu").load()
 MAXIMUM = get_example("maximum_split_ties").load()
 
 
+class DoubleInPlace(torch.autograd.Function):
+    """A declared in-place Function: autograd refuses it on leaf tensors."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x.mul_(2)
+        ctx.mark_dirty(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2
+
+
 @pytest.mark.parametrize(
     ("fn", "kwargs", "argument", "words"),
     [
@@ -406,6 +420,7 @@ MAXIMUM = get_example("maximum_split_ties").load()
         (RELU, {"shapes": [("a",)]}, "shapes[0]", "tuple of ints"),
         (RELU, {"shapes": [(3,), (3,)]}, "shapes", "takes 1 inputs"),
         (MAXIMUM, {"shapes": [(3,), (4,)]}, "shapes", "forward raised"),
+        (DoubleInPlace, {"shapes": [(3,)]}, "fn", "out-of-place version"),
         (RELU, {"shapes": [(100, 100)]}, "shapes", "keep them under"),
         (RELU, {"shapes": [(3,)], "max_examples": 0}, "max_examples", "positive int"),
         (RELU, {"shapes": [(3,)], "max_examples": 2.5}, "max_examples", "positive int"),

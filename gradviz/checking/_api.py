@@ -311,6 +311,11 @@ def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
     generator = torch.Generator().manual_seed(0)
     args = [torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True) for s in shapes]
     outs, error = attempt(lambda: as_outputs(fn.apply(*args)))
+    if error is not None and "leaf Variable that requires grad" in str(error):
+        raise ArgumentError("fn", fn, f"{fn.__name__}.forward changes its input in place (ctx.mark_dirty); "
+                            "check_function differentiates with respect to fresh leaf tensors, which autograd "
+                            "does not let a Function modify. Check an out-of-place version of the same "
+                            "math (forward on x.clone(), without mark_dirty)")
     if error is not None:
         raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {describe(error)} on random "
                             "inputs of these shapes; pass the shapes forward expects")
