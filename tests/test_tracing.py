@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from gradviz import GradvizError, Graph, TraceError, capture, trace
+from gradviz import GradvizError, Graph, Node, TraceError, capture, trace
 from gradviz.graph import gc_paused
 from gradviz.presets import MyReLU
 
@@ -173,6 +174,20 @@ def test_saved_tensors_and_attrs():
     soft = next(n for n in graph.nodes if n.label == "SoftmaxBackward0")
     assert ("dim", "1") in soft.attrs
     assert soft.shape == (4, 5)
+
+
+def test_op_nodes_built_on_the_fast_path_equal_ordinary_nodes():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    with capture(model):
+        loss = model(torch.randn(2, 3)).sum()
+    graph = trace(loss, model=model)
+    ops = [n for n in graph.nodes if n.kind == "op"]
+    assert ops
+    for n in ops:
+        plain = Node(**{f.name: getattr(n, f.name) for f in dataclasses.fields(Node)})
+        assert n == plain and hash(n) == hash(plain) and repr(n) == repr(plain)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            n.label = "x"  # type: ignore[misc]
 
 
 def test_saved_tensors_do_not_keep_the_graph_alive():
