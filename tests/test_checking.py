@@ -389,14 +389,8 @@ def test_check_names():
     assert set(DEFAULT_CHECKS) < set(ALL_CHECKS)
 
 
-# ----------------------------------------------------------------------------- bad arguments
-
-RELU = get_example("relu").load()
-MAXIMUM = get_example("maximum_split_ties").load()
-
-
 class DoubleInPlace(torch.autograd.Function):
-    """A declared in-place Function: autograd refuses it on leaf tensors."""
+    """A declared in-place Function: autograd refuses it on the leaves the checks use."""
 
     @staticmethod
     def forward(ctx, x):
@@ -407,6 +401,30 @@ class DoubleInPlace(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad * 2
+
+
+class DoubleInPlaceWrongSlope(DoubleInPlace):
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 3
+
+
+@pytest.mark.parametrize("how", ["shapes", "inputs"])
+def test_in_place_functions_are_checked_on_clones(how):
+    kwargs = {"shapes": [(3,)]} if how == "shapes" else {"inputs": gst.function_inputs(shapes=[(3,)])}
+    good = check_function(DoubleInPlace, seed=1, max_examples=30, **kwargs)
+    assert good.ok, str(good)
+    assert any("mark_dirty" in note for note in good.notes)
+    bad = check_function(DoubleInPlaceWrongSlope, seed=1, max_examples=30, **kwargs)
+    assert [f.check for f in bad.failures] == ["jacobian"]
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+RELU = get_example("relu").load()
+MAXIMUM = get_example("maximum_split_ties").load()
+
+
 
 
 @pytest.mark.parametrize(
@@ -420,7 +438,6 @@ class DoubleInPlace(torch.autograd.Function):
         (RELU, {"shapes": [("a",)]}, "shapes[0]", "tuple of ints"),
         (RELU, {"shapes": [(3,), (3,)]}, "shapes", "takes 1 inputs"),
         (MAXIMUM, {"shapes": [(3,), (4,)]}, "shapes", "forward raised"),
-        (DoubleInPlace, {"shapes": [(3,)]}, "fn", "out-of-place version"),
         (RELU, {"shapes": [(100, 100)]}, "shapes", "keep them under"),
         (RELU, {"shapes": [(3,)], "max_examples": 0}, "max_examples", "positive int"),
         (RELU, {"shapes": [(3,)], "max_examples": 2.5}, "max_examples", "positive int"),

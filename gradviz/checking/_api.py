@@ -19,7 +19,7 @@ from ..errors import ArgumentError
 from ._numerics import as_outputs
 from ._report import CHECKS, Failure, FunctionReport
 from ._runner import Runner
-from ._util import CheckFailed, attempt, describe
+from ._util import CheckFailed, OnClones, attempt, describe, is_leaf_in_place
 
 __all__ = ["ALL_CHECKS", "DEFAULT_CHECKS", "assert_function_ok", "check_function"]
 
@@ -81,11 +81,14 @@ def check_function(
     if checks is not None and not isinstance(checks, (str, bytes)) and isinstance(checks, Iterable):
         checks = list(checks)
     selected, notes = _check_checks(fn, checks, reference)
+    called: Any = fn
     if shape_list is not None:
-        _preflight(fn, shape_list, dtype)
+        called = _preflight(fn, shape_list, dtype)
     seed = secrets.randbelow(2**32) if seed is None else seed
 
-    runner = Runner(fn, dtype=dtype, checks=selected, reference=reference, input_names=names)
+    runner = Runner(called, dtype=dtype, checks=selected, reference=reference, input_names=names)
+    if isinstance(called, OnClones):
+        runner.notes["in_place"] = OnClones.IN_PLACE_NOTE
     failures, flaky = _search(runner, strategy, max_examples=max_examples, seed=seed)
     examples = runner.examples
     warnings = []
@@ -306,16 +309,16 @@ def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any
     return [c for c in ALL_CHECKS if c in chosen], notes
 
 
-def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]], dtype: torch.dtype) -> None:
-    """Calls forward once on random inputs, so a shape mistake is an argument error, not a 'bug'."""
+def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]], dtype: torch.dtype) -> Any:
+    """Calls forward once on random inputs, so a shape mistake is an argument error, not a
+    'bug'. Returns what the checks call: `fn`, or `OnClones(fn)` for an in-place Function."""
     generator = torch.Generator().manual_seed(0)
     args = [torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True) for s in shapes]
-    outs, error = attempt(lambda: as_outputs(fn.apply(*args)))
-    if error is not None and "leaf Variable that requires grad" in str(error):
-        raise ArgumentError("fn", fn, f"{fn.__name__}.forward changes its input in place (ctx.mark_dirty); "
-                            "check_function differentiates with respect to fresh leaf tensors, which autograd "
-                            "does not let a Function modify. Check an out-of-place version of the same "
-                            "math (forward on x.clone(), without mark_dirty)")
+    called: Any = fn
+    outs, error = attempt(lambda: as_outputs(called.apply(*args)))
+    if is_leaf_in_place(error):
+        called = OnClones(fn)
+        outs, error = attempt(lambda: as_outputs(called.apply(*args)))
     if error is not None:
         raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {describe(error)} on random "
                             "inputs of these shapes; pass the shapes forward expects")
@@ -326,6 +329,7 @@ def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
     entries = sum(o.numel() for o in diff) * sum(a.numel() for a in args)
     if entries > _MAX_JACOBIAN:
         raise ArgumentError("shapes", shapes, f"the Jacobian would have {entries} entries; use smaller shapes")
+    return called
 
 
 def _reproduce(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]] | None, custom: bool,

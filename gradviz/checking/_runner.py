@@ -31,10 +31,12 @@ from ._util import (
     FAILED,
     VERSION_ONLY,
     CheckFailed,
+    OnClones,
     attempt,
     describe,
     entry_of,
     example_line,
+    is_leaf_in_place,
     jacobian_message,
     same,
     to_numpy,
@@ -149,17 +151,23 @@ class _Example(ExtraChecks):
     # -------------------------------------------------------------- the forward
 
     def forward(self) -> None:
-        leaves = []
-        for i, v in enumerate(self.inputs):
-            leaves.append(v.detach().clone().requires_grad_(True) if i in self.diff else v)
-        self.leaves = tuple(leaves)
-        self.versions = [v._version if isinstance(v, torch.Tensor) else None for v in leaves]
-        outs, error = attempt(lambda: as_outputs(self.fn.apply(*self.leaves)))
+        outs, error = self._forward_on_fresh_leaves()
+        if is_leaf_in_place(error) and not isinstance(self.fn, OnClones):  # found with inputs=
+            # autograd refused only after forward ran, so the leaves are changed: new ones.
+            self.fn = self.r.fn = OnClones(self.fn)
+            self.r.notes["in_place"] = OnClones.IN_PLACE_NOTE
+            outs, error = self._forward_on_fresh_leaves()
         if error is not None:
             raise self.fail("runs", f"forward raised {describe(error)}")
         self.outs = outs
         self.out_pos = tuple(k for k, o in enumerate(outs)
                              if isinstance(o, torch.Tensor) and o.requires_grad and o.is_floating_point())
+
+    def _forward_on_fresh_leaves(self) -> tuple[Any, BaseException | None]:
+        self.leaves = tuple(v.detach().clone().requires_grad_(True) if i in self.diff else v
+                            for i, v in enumerate(self.inputs))
+        self.versions = [v._version if isinstance(v, torch.Tensor) else None for v in self.leaves]
+        return attempt(lambda: as_outputs(self.fn.apply(*self.leaves)))
 
     def check_inputs_unchanged(self, stage: str) -> None:
         if not self.selected("inputs_unchanged"):
@@ -339,7 +347,7 @@ class _Example(ExtraChecks):
 
     def _analytical_direct(self, layout: Layout) -> np.ndarray | None:
         node = self.outs[self.out_pos[0]].grad_fn
-        if (node is None or not hasattr(node, "apply") or getattr(node, "_forward_cls", None) is not self.fn
+        if (node is None or not hasattr(node, "apply") or getattr(node, "_forward_cls", None) is not getattr(self.fn, "function", self.fn)
                 or any(self.outs[k].grad_fn is not node for k in self.out_pos)):
             return None
         templates = [torch.zeros(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else None for o in self.outs]

@@ -17,8 +17,35 @@ import torch
 from ._numerics import JacobianResult, Layout, Violation
 from ._report import CHECKS, Entry, Failure
 
-__all__ = ["FAILED", "VERSION_ONLY", "CheckFailed", "attempt", "describe", "entry_of", "example_line",
-           "jacobian_message", "same", "to_numpy", "where_changed"]
+__all__ = ["FAILED", "VERSION_ONLY", "CheckFailed", "OnClones", "attempt", "describe", "entry_of", "example_line",
+           "is_leaf_in_place", "jacobian_message", "same", "to_numpy", "where_changed"]
+
+
+def is_leaf_in_place(error: BaseException | None) -> bool:
+    """Whether `error` is autograd refusing an in-place Function (ctx.mark_dirty) on a leaf."""
+    return isinstance(error, RuntimeError) and "leaf Variable that requires grad" in str(error)
+
+
+class OnClones:
+    """An in-place Function (ctx.mark_dirty), called on clones of its tensor arguments.
+
+    autograd refuses in-place changes to a leaf that requires grad, and every check
+    differentiates with respect to fresh leaves. A clone is one identity step from its
+    leaf, so gradients still reach the leaf, and the caller's tensors stay as they were.
+    """
+
+    IN_PLACE_NOTE = ("forward changes its input in place (ctx.mark_dirty): it was called on clones of "
+                     "the inputs, so inputs_unchanged could not see changes to them")
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self.__name__ = function.__name__
+
+    def apply(self, *args: Any) -> Any:
+        return self.function.apply(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.function, name)
 
 
 class CheckFailed(Exception):
