@@ -227,6 +227,23 @@ _EXAMPLES = (
                 x, = ctx.saved_tensors
                 return grad_sin * torch.cos(x) - grad_cos * torch.sin(x)
         """, ((4,),)),
+    _example("relu_in_place", "ReLUInPlace", True, "ReLU that overwrites its input and says so with "
+             "ctx.mark_dirty (like nn.ReLU(inplace=True)); checked on clones of the inputs.", """
+        import torch
+
+        class ReLUInPlace(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                x.clamp_(min=0)
+                ctx.mark_dirty(x)
+                ctx.save_for_backward(x)  # the output: x > 0 exactly where the input was
+                return x
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                y, = ctx.saved_tensors
+                return grad_output * (y > 0).to(grad_output.dtype)
+        """, ((5,),)),
     # ------------------------------------------------------------------ buggy
     _example("relu_forgot_mask", "ReLUForgotMask", False, "Backward passes grad_output through unmasked: "
              "negative inputs get gradient 1 instead of 0.", """

@@ -17,6 +17,7 @@ import torch
 from ._sandbox_child import run_user_code
 from .check_cli import parse_shapes as parse_cli_shapes
 from .checking import FunctionReport, check_function
+from .checking._util import OnClones, is_leaf_in_place
 from .errors import ArgumentError, GradvizError
 from .graph import Graph
 from .sandbox import Limits, SandboxResult, run_sandboxed
@@ -53,7 +54,14 @@ def check_source(payload: dict[str, Any]) -> dict[str, Any]:
     inputs = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in shapes]
     graph = None
     try:
-        out = fn.apply(*inputs)
+        try:
+            out = fn.apply(*inputs)
+        except RuntimeError as error:
+            if not is_leaf_in_place(error):
+                raise
+            # An in-place Function (ctx.mark_dirty) may not change a leaf: give it clones, as
+            # check_function does; the graph then shows the CloneBackward step too.
+            out = OnClones(fn).apply(*inputs)
         graph = trace(out, params={f"input {i}": t for i, t in enumerate(inputs)}).to_json()
     except Exception:  # the report already says what is wrong; the picture is optional
         graph = None

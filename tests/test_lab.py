@@ -37,6 +37,13 @@ def test_lab_passes_myrelu_and_shrinks_a_buggy_one():
     assert np.any((x >= 0) & (x < 0.5)), x  # shrunk into the wrongly masked band
 
 
+def test_lab_checks_an_in_place_function_and_draws_it_on_a_clone():
+    example = EXAMPLES["relu_in_place"]
+    result = run_lab(example.source, example.class_name, "5", max_examples=30)
+    assert result.error is None and result.report.ok
+    assert [n.label for n in result.graph.nodes] == ["output", "ReLUInPlace", "CloneBackward0", "input 0"]
+
+
 def test_lab_reports_user_code_problems_clearly():
     missing = run_lab("import torch\nclass A(torch.autograd.Function):\n    pass\n", "MyReLU", "3")
     assert missing.report is None and "defines no 'MyReLU'" in missing.error
