@@ -201,7 +201,13 @@ def test_zoom_and_pan_move_the_drawing(app_url, page):
     panned = transform()
     assert panned != zoomed
     page.mouse.move(x + 200, y + 200)
+    # A plain wheel scrolls the page and leaves the drawing alone; Ctrl + wheel zooms.
     page.mouse.wheel(0, -400)
+    page.wait_for_timeout(300)
+    assert transform() == panned
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -400)
+    page.keyboard.up("Control")
     deadline = time.monotonic() + 10
     while transform() == panned and time.monotonic() < deadline:
         time.sleep(0.05)

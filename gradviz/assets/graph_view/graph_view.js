@@ -1,5 +1,5 @@
 // gradviz graph view: shows an SVG that Graphviz already laid out on the server, with
-// pan (drag), zoom (wheel, buttons, keys), fit, highlighted and selected nodes, and
+// pan (drag), zoom (Ctrl/⌘ + wheel, pinch, buttons, keys), fit, highlighted and selected nodes, and
 // reports the id of a clicked node (the <title> of its <g class="node">) as the
 // "click" trigger. The browser never lays anything out; it only moves one transform.
 //
@@ -42,6 +42,9 @@ function setup(parent) {
   };
 
   const onWheel = (e) => {
+    // A plain wheel scrolls the page, so a tall graph never traps the reader; Ctrl or ⌘
+    // with the wheel (a trackpad pinch arrives as Ctrl+wheel too) zooms.
+    if (!e.ctrlKey && !e.metaKey) return;
     e.preventDefault();
     const rect = viewport.getBoundingClientRect();
     const factor = Math.exp(-e.deltaY * (e.deltaMode === 1 ? 0.05 : 0.0015));
