@@ -29,7 +29,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.special as sp
 import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
@@ -37,6 +36,19 @@ from hypothesis import strategies as st
 from ._examples import Draw, shape, tensor
 from ._registry import Case, RuleContext, rule, sum_to
 from .rules_shape import add_along_axis, axis, signed
+
+
+class _LazySpecial:
+    """scipy.special, imported on first use: it adds ~130 ms to `import gradviz` (and to
+    every CLI call) for rules that most programs never reach."""
+
+    def __getattr__(self, name: str) -> Any:
+        import scipy.special
+
+        return getattr(scipy.special, name)
+
+
+sp = _LazySpecial()
 
 # ---------------------------------------------------------------- shared helpers
 # Decorator arguments are part of a rule's source, which must not mention torch: examples
