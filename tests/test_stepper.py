@@ -213,6 +213,26 @@ def test_a_checkpointed_block_with_a_forward_of_its_own_is_left_unchecked_not_fa
     assert all(s.agrees is not False for s in stepper.steps)
 
 
+def test_steps_built_on_first_access_agree_across_threads():
+    # Steps are derived lazily from the recording; a stepper shared by Streamlit sessions
+    # may be read from several threads at once.
+    import threading
+
+    model, loss_fn = examples()["mnist-cnn"].make(0)
+    eager = BackwardStepper(loss_fn(model), model=model)
+    lazy = BackwardStepper(loss_fn(model), model=model, references=False)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(lazy.steps)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 4 and all(len(s) == len(eager) for s in seen)
+    for steps in seen:
+        assert [(s.node.id, s.frontier, s.next_ids, s.contributions) for s in steps] == \
+            [(s.node.id, s.frontier, s.next_ids, s.contributions) for s in eager]
+
+
 def test_errors():
     with pytest.raises(GradvizError, match="grad="):
         BackwardStepper(torch.randn(3, requires_grad=True) * 2)
