@@ -298,11 +298,11 @@ def _walk(
         # clusters and rolled runs say "TransformerEncoderLayer", not just "layers.0".
         used = {n.module for n in nodes if n.module} | set(modules)
         wanted = {".".join(p.split(".")[:i]) for p in used for i in range(1, p.count(".") + 2)}
-        for path in wanted.difference(modules):
-            try:
-                modules[path] = type(model.get_submodule(path)).__name__
-            except AttributeError:  # a name from `params` that is not a submodule path
-                continue
+        missing = wanted.difference(modules)
+        if missing:  # one walk over the modules: get_submodule per path cost 0.7 ms on a transformer
+            for path, module in model.named_modules(remove_duplicate=False):
+                if path in missing:
+                    modules[path] = type(module).__name__
     if len(ids) > _DEEP_GRAPH:
         ensure_deep_graph_stack()
     # Edges were found from outputs backwards; store them in a stable forward order.
