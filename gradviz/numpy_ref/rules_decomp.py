@@ -69,6 +69,7 @@ from hypothesis import strategies as st
 
 from ._examples import Draw, shape, tensor
 from ._registry import Case, RuleContext, rule
+from .rules_linalg import _grad_flags, _needs, _side
 
 # ---------------------------------------------------------------- helpers
 
@@ -80,10 +81,6 @@ def _T(a: np.ndarray) -> np.ndarray:
 def _diag(v: np.ndarray) -> np.ndarray:
     """Batched diag_embed: (..., n) -> (..., n, n)."""
     return v[..., :, None] * np.eye(v.shape[-1])
-
-
-def _needs(ctx: RuleContext, i: int) -> bool:
-    return ctx.input_shapes[i] is not None
 
 
 def _grad_or_zeros(ctx: RuleContext, i: int) -> np.ndarray:
@@ -100,16 +97,6 @@ def _inv(a: np.ndarray, what: str) -> np.ndarray:
 
 def _batch(draw: Draw) -> tuple[int, ...]:
     return shape(draw, min_dims=0, max_dims=2, max_side=2)
-
-
-def _side(draw: Draw, label: str = "n") -> int:
-    return draw(st.integers(1, 4), label=label)
-
-
-def _grad_flags(draw: Draw, n: int) -> list[bool]:
-    """Which of n inputs require grad: at least one, sometimes not all."""
-    flags = [draw(st.integers(0, 3), label="requires grad") > 0 for _ in range(n)]
-    return flags if any(flags) else [True] * n
 
 
 def _square(draw: Draw) -> tuple[int, ...]:

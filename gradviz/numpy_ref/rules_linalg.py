@@ -10,7 +10,7 @@ from ._examples import Draw, tensor
 from ._registry import Case, RuleContext, rule, sum_to
 
 
-def _side(draw: Draw, label: str) -> int:
+def _side(draw: Draw, label: str = "n") -> int:
     return draw(st.integers(1, 4), label=label)
 
 

@@ -35,6 +35,8 @@ from hypothesis import strategies as st
 
 from ._examples import Draw, shape, tensor
 from ._registry import Case, RuleContext, rule, sum_to
+from .rules_elementwise import _sigmoid
+from .rules_nn import _loss_scale
 from .rules_shape import add_along_axis, axis, signed
 
 
@@ -628,12 +630,8 @@ def _soft_margin_example(draw: Draw) -> Case:
 )
 def _soft_margin(ctx: RuleContext):
     x, t = ctx["self"], ctx["target"]
-    z = t * x
-    # t / (1 + e^z) = t * sigmoid(-z), split by sign so exp never overflows.
-    e = np.exp(-np.abs(z))
-    slope = -t * np.where(z >= 0, e / (1 + e), 1 / (1 + e))
-    scale = 1 / np.size(x) if ctx["reduction"] == 1 else 1.0  # 0 none, 1 mean, 2 sum
-    return (ctx.grad * slope * scale,)
+    # t / (1 + e^{tx}) = t * sigmoid(-tx)
+    return (-t * _sigmoid(-t * x) * _loss_scale(ctx, np.size(x)),)
 
 
 def _bilinear_example(draw: Draw) -> Case:
