@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from gradviz.checking import check_function
-from gradviz.function_examples import get_example
+from gradviz.check import check_function
+from gradviz.zoo.functions import get_example
 
 SIZES = (1, 16, 64)
 

@@ -35,8 +35,8 @@ from torch import nn
 
 from gradviz import capture, trace
 from gradviz import explorer as ex
-from gradviz.examples import ResNet50Like
-from gradviz.export import layout
+from gradviz.draw.export import layout
+from gradviz.zoo.examples import ResNet50Like
 
 HERE = pathlib.Path(__file__).resolve()
 
@@ -139,7 +139,7 @@ def bench_gradviz(name: str) -> list[dict]:
 def _child(tool: str, name: str, out: str) -> None:
     """Run one tool on one program; write its DOT to `out`, print timings as JSON."""
     sys.setrecursionlimit(10_000)  # torchviz recurses once per graph level
-    from gradviz.tracing import ensure_deep_graph_stack
+    from gradviz.graph.tracing import ensure_deep_graph_stack
 
     ensure_deep_graph_stack()
     model, x, loss_fn = PROGRAMS[name]()

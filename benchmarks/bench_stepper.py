@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from gradviz.examples import examples
-from gradviz.numpy_ref import context_from_node, reference_for
-from gradviz.stepper import BackwardStepper
+from gradviz.backward.rules import context_from_node, reference_for
+from gradviz.backward.stepper import BackwardStepper
+from gradviz.zoo.examples import examples
 
 
 def best_time(fn, repeat: int) -> float:

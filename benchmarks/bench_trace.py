@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from gradviz import trace
-from gradviz.examples import build_example, examples
+from gradviz.zoo.examples import build_example, examples
 
 sys.setrecursionlimit(10_000)  # torchviz recurses once per graph level
 

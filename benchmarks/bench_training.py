@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from gradviz.data import shipped_digits
-from gradviz.training import train
+from gradviz.train.data import shipped_digits
+from gradviz.train.training import train
 
 CASES = [
     ("quadrant-sgd, full settings (10 000 steps)", "quadrant-sgd", {}),

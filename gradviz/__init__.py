@@ -7,19 +7,26 @@ property-test custom autograd Functions.
 
 from __future__ import annotations
 
-from . import explorer, strategies
-from .builder import Network, build_network, layer_table, parse_spec, spec_to_text
-from .checking import Failure, FunctionReport, assert_function_ok, check_function
-from .data import TrainData, load_mnist_csv, load_mnist_idx
-from .drawing import plan_view, to_dot
-from .errors import ArgumentError, DataError, GradvizError, SpecError, TraceError
-from .examples import example_names, trace_example
-from .export import render
-from .graph import Graph, Node, SavedTensor
-from .presets import Preset, get_preset, presets
-from .stepper import BackwardStepper, Step
-from .tracing import capture, trace
-from .training import Checkpoint, StopTraining, TrainResult, load_checkpoint, save_checkpoint, train
+from gradviz import explorer
+from gradviz.backward.stepper import BackwardStepper, Step
+from gradviz.check import Failure, FunctionReport, assert_function_ok, check_function, strategies
+from gradviz.draw.dot import plan_view, to_dot
+from gradviz.draw.export import render
+from gradviz.errors import ArgumentError, DataError, GradvizError, SpecError, TraceError
+from gradviz.graph.model import Graph, Node, SavedTensor
+from gradviz.graph.tracing import capture, trace
+from gradviz.train.builder import Network, build_network, layer_table, parse_spec, spec_to_text
+from gradviz.train.data import TrainData, load_mnist_csv, load_mnist_idx
+from gradviz.train.training import (
+    Checkpoint,
+    StopTraining,
+    TrainResult,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+from gradviz.zoo.examples import example_names, trace_example
+from gradviz.zoo.presets import Preset, get_preset, presets
 
 __all__ = [
     "ArgumentError",

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import graphviz
 
-from . import drawing
-from .drawing import DEFAULT_BUDGET, STYLES, View, ViewItem
-from .errors import ArgumentError
-from .graph import Graph, Node, gc_paused
-from .tracing import is_accumulate
+from gradviz.draw import dot as drawing
+from gradviz.draw.dot import DEFAULT_BUDGET, STYLES, View, ViewItem
+from gradviz.errors import ArgumentError
+from gradviz.graph.model import Graph, Node, gc_paused
+from gradviz.graph.tracing import is_accumulate
 
 if TYPE_CHECKING:
-    from .stepper import BackwardStepper
+    from gradviz.backward.stepper import BackwardStepper
 
 __all__ = [
     "DIFF_COLORS",
@@ -810,7 +810,7 @@ def trace_with_stats(*outputs: Any, model: Any = None, params: Any = None,
                      max_nodes: int | None = STATS_MAX_NODES) -> tuple[Graph, dict[str, dict[str, TensorStats]]]:
     """`trace`, plus statistics of every saved tensor and leaf value (see `saved_stats`);
     none when the graph has more than `max_nodes` nodes."""
-    from .tracing import trace_with_ids
+    from gradviz.graph.tracing import trace_with_ids
 
     graph, ids = trace_with_ids(*outputs, model=model, params=params, saved=True)
     if max_nodes is not None and len(graph) > max_nodes:

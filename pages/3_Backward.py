@@ -13,7 +13,7 @@ from gradviz.app.backward_ui import (
     stepper_for_choice,
 )
 from gradviz.app.graph_view import graph_view
-from gradviz.sources import source_labels
+from gradviz.zoo.sources import source_labels
 
 st.set_page_config(page_title="gradviz · Backward", layout="wide")
 st.title("Step through backward")

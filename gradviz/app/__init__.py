@@ -12,10 +12,10 @@ from typing import Any
 
 import streamlit as st
 
-from ..errors import GradvizError
-from ..export import layout
-from ..graph import Graph
-from ..sources import source_labels, trace_source
+from gradviz.draw.export import layout
+from gradviz.errors import GradvizError
+from gradviz.graph.model import Graph
+from gradviz.zoo.sources import source_labels, trace_source
 
 __all__ = ["graph_sources", "traced", "svg_of", "png_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
 

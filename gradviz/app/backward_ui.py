@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from ..sources import step_model, step_source, whole_network_check
-from ..stepper import PROGRESS_COLORS, BackwardStepper, Step
-from . import MODEL_KEY
+from gradviz.app import MODEL_KEY
+from gradviz.backward.stepper import PROGRESS_COLORS, BackwardStepper, Step
+from gradviz.zoo.sources import step_model, step_source, whole_network_check
 
 __all__ = ["BUILT", "program_choices", "stepper_for", "stepper_for_choice", "show_step", "show_param_table", "legend_markdown", "coverage_badge"]
 

@@ -26,13 +26,20 @@ import pandas as pd
 import streamlit as st
 from torch import nn
 
-from ..builder import build_network, layer_table, layer_types, parse_spec, spec_to_text
-from ..data import TrainData, load_mnist_csv, load_mnist_idx
-from ..errors import ArgumentError, DataError, GradvizError, SpecError
-from ..plots import Picture, picture_for, predict, predicted_classes
-from ..presets import Preset, presets
-from ..training import OPTIMIZERS, Checkpoint, TrainResult, load_checkpoint, save_checkpoint, train
-from . import MODEL_KEY
+from gradviz.app import MODEL_KEY
+from gradviz.errors import ArgumentError, DataError, GradvizError, SpecError
+from gradviz.train.builder import build_network, layer_table, layer_types, parse_spec, spec_to_text
+from gradviz.train.data import TrainData, load_mnist_csv, load_mnist_idx
+from gradviz.train.plots import Picture, picture_for, predict, predicted_classes
+from gradviz.train.training import (
+    OPTIMIZERS,
+    Checkpoint,
+    TrainResult,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+from gradviz.zoo.presets import Preset, presets
 
 __all__ = [
     "PRESETS",

@@ -15,14 +15,14 @@ from typing import Any
 
 import streamlit as st
 
-from .. import explorer as ex
-from ..drawing import DEFAULT_BUDGET, View
-from ..export import layout
-from ..graph import Graph
-from ..sources import build_source
-from ..tracing import run_with_big_stack
-from . import guard, node_rows, svg_of, traced
-from .graph_view import graph_view
+from gradviz import explorer as ex
+from gradviz.app import guard, node_rows, svg_of, traced
+from gradviz.app.graph_view import graph_view
+from gradviz.draw.dot import DEFAULT_BUDGET, View
+from gradviz.draw.export import layout
+from gradviz.graph.model import Graph
+from gradviz.graph.tracing import run_with_big_stack
+from gradviz.zoo.sources import build_source
 
 __all__ = [
     "MODES", "explored", "forward_of", "show_explorer", "show_node_table", "show_compare",
@@ -345,7 +345,7 @@ def _stepper(where: _Where, graph: Graph):
         return None
     if not st.toggle("Gradients from a recorded backward (float64)", key="graph_grads"):
         return None
-    from .backward_ui import stepper_for
+    from gradviz.app.backward_ui import stepper_for
 
     return stepper_for(where.source, where.seed)
 

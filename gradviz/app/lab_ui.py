@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ..checking import FunctionReport
-from ..function_examples import function_examples
-from ..heatmap import heatmap_svg
-from ..lab import LabResult, run_lab
-from ..sandbox import user_code_enabled
-from . import show_svg, svg_of
+from gradviz.app import show_svg, svg_of
+from gradviz.check import FunctionReport
+from gradviz.check.heatmap import heatmap_svg
+from gradviz.check.lab import LabResult, run_lab
+from gradviz.check.sandbox.parent import user_code_enabled
+from gradviz.zoo.functions import function_examples
 
 __all__ = ["EXAMPLES", "load_example", "run", "show_result"]
 

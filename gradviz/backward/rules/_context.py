@@ -1,0 +1,132 @@
+"""Torch-side glue: read a live autograd node into a `RuleContext` and run its rule.
+
+This is the only part of `gradviz.backward.rules` that touches torch; the rules themselves
+see NumPy arrays and Python values only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from gradviz.backward.rules._registry import RULES, RuleContext, sum_to
+from gradviz.graph.tracing import is_accumulate
+
+__all__ = ["compare", "context_from_node", "reference_for", "saved_values", "to_numpy"]
+
+_SAVED_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def to_numpy(value: Any) -> Any:
+    """Convert what autograd saved into what a NumPy rule reads."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t._is_zerotensor():  # torch's lazy all-zero gradient has no storage to read
+            return np.zeros(tuple(t.shape), np.float64 if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype)
+        if t.is_floating_point():
+            return t.to(torch.float64).numpy().copy()
+        if t.is_complex():
+            return t.resolve_conj().numpy().copy()
+        return t.numpy().copy()
+    if isinstance(value, torch.dtype):
+        return str(value).replace("torch.", "")
+    if isinstance(value, torch.Size):
+        return tuple(int(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return tuple(to_numpy(v) for v in value)
+    return value
+
+
+def saved_values(node: Any) -> dict[str, Any]:
+    """The node's ``_saved_*`` attributes as NumPy/Python values ({} once freed)."""
+    names = _SAVED_NAMES.get(type(node))
+    if names is None:
+        names = tuple(a for a in dir(node) if a.startswith("_saved_"))
+        _SAVED_NAMES[type(node)] = names
+    out: dict[str, Any] = {}
+    for attr in names:
+        try:
+            value = getattr(node, attr)
+        except RuntimeError:  # freed by a backward without retain_graph
+            continue
+        out[attr[len("_saved_"):]] = to_numpy(value)
+    return out
+
+
+def _edge_meta(fn: Any, index: int) -> tuple[tuple[int, ...] | None, torch.dtype | None]:
+    """Shape and dtype of the tensor travelling along one next edge (None: absent edge)."""
+    if fn is None:
+        return None, None
+    if is_accumulate(fn):
+        return tuple(fn.variable.shape), fn.variable.dtype
+    meta = fn._input_metadata
+    return (tuple(meta[index].shape), meta[index].dtype) if index < len(meta) else (None, None)
+
+
+def context_from_node(node: Any, grad_outputs: Sequence[Any]) -> RuleContext:
+    """Build the `RuleContext` of a live autograd node (its saved values must still exist).
+
+    Raises ValueError for a node with a complex input or output: the rules are written
+    for real tensors, and read as real they would report a wrong gradient as torch's bug.
+    """
+    edges = [_edge_meta(fn, i) for fn, i in node.next_functions]
+    outputs = node._input_metadata
+    if any(dtype is not None and dtype.is_complex for _, dtype in edges) or any(m.dtype.is_complex for m in outputs):
+        raise ValueError(f"{type(node).__name__} has complex tensors; the NumPy rules cover real dtypes only")
+    return RuleContext(
+        name=type(node).__name__,
+        saved=saved_values(node),
+        grad_outputs=tuple(None if g is None else to_numpy(g) for g in grad_outputs),
+        input_shapes=tuple(shape for shape, _ in edges),
+        output_shapes=tuple(tuple(m.shape) for m in outputs),
+    )
+
+
+def reference_for(ctx: RuleContext) -> tuple[np.ndarray | None, ...] | None:
+    """Run the registered NumPy rule for `ctx.name`; None when there is no rule.
+
+    Each result is reduced to its edge's shape the way the engine reduces a broadcast
+    gradient, and is None where the edge is absent.
+    """
+    rule = RULES.get(ctx.name)
+    if rule is None:
+        return None
+    raw = tuple(rule.fn(ctx))
+    out: list[np.ndarray | None] = []
+    for i, shape in enumerate(ctx.input_shapes):
+        g = raw[i] if i < len(raw) else None
+        if shape is None or g is None:
+            out.append(None)
+        else:
+            out.append(sum_to(np.asarray(g, dtype=np.float64), shape))
+    return tuple(out)
+
+
+def compare(
+    reference: Sequence[np.ndarray | None], actual: Sequence[Any]
+) -> tuple[float, float]:
+    """Largest absolute and relative difference between a NumPy reference and torch.
+
+    Relative error is measured against the largest magnitude of torch's gradient for
+    that edge, so a tiny entry next to large ones does not blow the figure up. An edge
+    torch filled but the reference left empty counts as an error of its full size.
+    """
+    max_abs = 0.0
+    max_rel = 0.0
+    for ref, act in zip(reference, actual, strict=False):
+        if act is None:
+            continue
+        a = to_numpy(act) if isinstance(act, torch.Tensor) else np.asarray(act, dtype=np.float64)
+        r = np.zeros_like(a) if ref is None else np.asarray(ref, dtype=np.float64)
+        if r.shape != a.shape:
+            return float("inf"), float("inf")
+        if a.size == 0:
+            continue
+        diff = float(np.max(np.abs(r - a)))
+        scale = float(np.max(np.abs(a)))
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf")))
+    return max_abs, max_rel

@@ -1,0 +1,504 @@
+"""Run code a user typed in a separate, fenced-in Python process: `run_sandboxed`.
+
+Rule of the project: user-supplied code never runs in the app's process. Each call starts
+a fresh ``python -I`` child (same interpreter) in a new temporary directory, with a scrubbed
+environment, in its own session so the whole process group can be killed. The child
+(`gradviz.check.sandbox.child`) sets resource limits, cuts the network with a network namespace
+when the kernel allows it, loads a seccomp filter that makes the kernel refuse new processes
+(x86-64 Linux), and installs an audit hook that stops the run on process creation, network
+use or writes outside its directory. It runs one task from `TASKS` on a JSON payload and
+sends a JSON result back on a pipe of its own. However the child ends, the parent reports
+it as a `SandboxResult` with a one-line message, and removes the directory.
+
+What this does NOT protect against -- it is a guard against mistakes and runaway code, not
+a security boundary for hostile, multi-tenant use:
+
+- Audit hooks are advisory: ctypes, C extensions or ``_posixsubprocess`` can make system
+  calls the hook never sees (writing files anywhere the app's user may write, connecting to
+  Unix sockets, and, where seccomp is unavailable, starting processes), and Python code can
+  tamper with the hook's own state. The hook catches mistakes, not a determined attacker.
+- User code can read every file the app's user can read (source, data, keys, ``/proc``).
+- It shares the app's user id, so run the app as an unprivileged user, never as root:
+  whatever that user may write, ctypes code may write. Without seccomp it could also
+  signal or ptrace the app itself.
+- The limits are per child: nothing caps how many children run at once, the CPU they take
+  from other processes, or disk filled with many files just under ``max_file_bytes``.
+- Side channels (timing, /proc, shared caches) are open; the JSON result is data the user's
+  code controls, so never treat it as proof (e.g. of a passed exercise).
+
+For public deployments run the app with user code turned off: set
+``GRADVIZ_DISABLE_USER_CODE=1`` in its environment; `run_sandboxed` then raises
+`UserCodeDisabled`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradviz.check.sandbox.child import USER_CODE_FILENAME
+from gradviz.errors import ArgumentError, GradvizError
+
+__all__ = [
+    "DISABLE_ENV_VAR",
+    "KINDS",
+    "Limits",
+    "SandboxResult",
+    "TASKS",
+    "USER_CODE_FILENAME",
+    "UserCodeDisabled",
+    "run_sandboxed",
+    "user_code_enabled",
+]
+
+# The only code a child may be asked to run: task name -> "module:function". A task takes
+# the JSON payload and returns JSON data. Register a task with one line here.
+TASKS: dict[str, str] = {
+    "exec": "gradviz.check.sandbox.child:exec_task",
+    "lab.check": "gradviz.check.lab:check_source",
+}
+
+DISABLE_ENV_VAR = "GRADVIZ_DISABLE_USER_CODE"
+KINDS = ("ok", "error", "timeout", "memory", "crash", "output", "refused", "exit")
+
+_CHILD = Path(__file__).with_name("child.py")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_EXCERPT_CHARS = 20_000
+_READ_CHUNK = 65_536
+
+
+class UserCodeDisabled(GradvizError, RuntimeError):
+    """Running user code is switched off for this app (``GRADVIZ_DISABLE_USER_CODE``)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"Running user code is turned off ({DISABLE_ENV_VAR}="
+            f"{os.environ.get(DISABLE_ENV_VAR, '')!r}). To enable it, restart the app "
+            f"without {DISABLE_ENV_VAR} or with {DISABLE_ENV_VAR}=0."
+        )
+
+
+def user_code_enabled() -> bool:
+    """False when the environment turns user code off (``GRADVIZ_DISABLE_USER_CODE=1``)."""
+    value = os.environ.get(DISABLE_ENV_VAR, "").strip().lower()
+    return value in ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What one sandboxed run may use. Sizes in bytes, memory in MiB ("MB" in messages).
+
+    memory_mb caps the address space, not resident memory: ``import torch`` alone maps
+    about 0.8 GB with one thread, so the default leaves several GB of headroom.
+    """
+
+    cpu_seconds: float = 10.0
+    memory_mb: int = 4096
+    wall_seconds: float = 20.0
+    max_processes: int = 64
+    max_output_bytes: int = 1_000_000
+    max_file_bytes: int = 16_000_000
+
+    def __post_init__(self) -> None:
+        minimums = {"memory_mb": 128}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            integral = field.type in ("int", int)
+            wanted = "a whole number" if integral else "a number of seconds"
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int if integral else (int, float))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ArgumentError(
+                    field.name, value, f"use {wanted} above 0, e.g. {field.default!r}"
+                )
+            floor = minimums.get(field.name)
+            if floor is not None and value < floor:
+                raise ArgumentError(
+                    field.name,
+                    value,
+                    f"Python alone needs about 100 MB of address space; use at least {floor}",
+                )
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """How a sandboxed run ended.
+
+    kind is one of `KINDS`; error is a one-line message (None when ok); traceback is the
+    user's traceback trimmed to their own code; stdout and stderr are capped excerpts;
+    protections lists the fences the child managed to put up.
+    """
+
+    ok: bool
+    value: Any
+    error: str | None
+    kind: str
+    stdout: str
+    stderr: str
+    elapsed: float
+    network_isolated: bool
+    traceback: str = ""
+    protections: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.ok:
+            text = repr(self.value)
+            if len(text) > 200:
+                text = text[:197] + "..."
+            return f"ok in {self.elapsed:.2f} s: {text}"
+        lines = [f"{self.kind} after {self.elapsed:.2f} s: {self.error}"]
+        if self.traceback:
+            lines.append(self.traceback.rstrip())
+        return "\n".join(lines)
+
+
+def run_sandboxed(task: str, payload: dict, limits: Limits | None = None) -> SandboxResult:
+    """Run the registered `task` on `payload` (JSON data) in a fresh, limited child process.
+
+    Never raises for anything the child does: every ending is a `SandboxResult`. Raises
+    `UserCodeDisabled` when user code is turned off and `ArgumentError` for bad arguments.
+    """
+    if not user_code_enabled():
+        raise UserCodeDisabled()
+    if not isinstance(task, str) or task not in TASKS:
+        raise ArgumentError("task", task, f"use one of {sorted(TASKS)} (see gradviz.check.sandbox.parent.TASKS)")
+    if not isinstance(payload, dict):
+        raise ArgumentError("payload", payload, "pass a dict of JSON data, e.g. {'code': '...'}")
+    if limits is None:
+        limits = Limits()
+    elif not isinstance(limits, Limits):
+        raise ArgumentError("limits", limits, "pass a gradviz.check.sandbox.parent.Limits(...) or None")
+    try:
+        request = json.dumps(
+            {
+                "task": TASKS[task],
+                "payload": payload,
+                "limits": dataclasses.asdict(limits),
+                "sys_path": [_PACKAGE_ROOT],
+            },
+            allow_nan=True,
+        ).encode()
+    except (TypeError, ValueError) as exc:
+        raise ArgumentError("payload", payload, f"use only JSON data ({exc})") from None
+
+    workdir = tempfile.mkdtemp(prefix="gradviz-sandbox-")
+    try:
+        return _Run(request, limits, workdir).run()
+    finally:
+        _remove_tree(workdir)
+
+
+def _child_env(workdir: str) -> dict[str, str]:
+    # Nothing of the app's environment (tokens, proxies, PYTHON*) reaches user code. One
+    # thread per library keeps torch's address space small and CPU use predictable.
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+    }
+
+
+class _Run:
+    """One child process: start it, feed it, read it within the limits, then judge it."""
+
+    def __init__(self, request: bytes, limits: Limits, workdir: str) -> None:
+        self.request = request
+        self.limits = limits
+        self.workdir = workdir
+        self.out = {"stdout": bytearray(), "stderr": bytearray(), "result": bytearray()}
+        self.stopped: str | None = None  # why the parent killed the child, if it did
+
+    def run(self) -> SandboxResult:
+        result_read, result_write = os.pipe()
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-u", "-X", "faulthandler", str(_CHILD),
+                 str(result_write)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(result_write,),
+                cwd=self.workdir,
+                env=_child_env(self.workdir),
+                start_new_session=True,
+            )  # fmt: skip
+        except BaseException:
+            os.close(result_read)
+            raise
+        finally:
+            os.close(result_write)
+        try:
+            self._pump(proc, result_read, start + self.limits.wall_seconds)
+            status, cpu = self._end(proc, start + self.limits.wall_seconds)
+        finally:
+            if proc.returncode is None:  # _end did not get to reap it: kill and reap here
+                _kill_group(proc.pid)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+            os.close(result_read)
+        return self._judge(status, cpu, time.monotonic() - start)
+
+    def _pump(self, proc: subprocess.Popen, result_fd: int, deadline: float) -> None:
+        """Send the request and read stdout, stderr and results until EOF or a limit."""
+        assert proc.stdin and proc.stdout and proc.stderr  # noqa: S101 - PIPE was asked for
+        selector = selectors.DefaultSelector()
+        names = {
+            proc.stdout.fileno(): "stdout",
+            proc.stderr.fileno(): "stderr",
+            result_fd: "result",
+        }
+        for fd in names:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        stdin_fd = proc.stdin.fileno()
+        os.set_blocking(stdin_fd, False)
+        selector.register(stdin_fd, selectors.EVENT_WRITE)
+        pending = memoryview(self.request)
+        printed_cap = self.limits.max_output_bytes
+        try:
+            while selector.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.stopped = "timeout"
+                    return
+                for key, _ in selector.select(remaining):
+                    fd = key.fd
+                    if fd == stdin_fd:
+                        try:
+                            pending = pending[os.write(fd, pending[:_READ_CHUNK]) :]
+                        except BlockingIOError:
+                            continue
+                        except OSError:  # the child died before reading it all
+                            pending = pending[:0]
+                        if not pending:
+                            selector.unregister(fd)
+                            proc.stdin.close()
+                        continue
+                    try:
+                        data = os.read(fd, _READ_CHUNK)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        selector.unregister(fd)
+                        continue
+                    name = names[fd]
+                    buffer = self.out[name]
+                    buffer += data
+                    if name == "result":
+                        if len(buffer) > printed_cap:
+                            self.stopped = "result"
+                            return
+                    elif len(self.out["stdout"]) + len(self.out["stderr"]) > printed_cap:
+                        self.stopped = "output"
+                        return
+        finally:
+            selector.close()
+
+    def _end(self, proc: subprocess.Popen, deadline: float) -> tuple[int | None, float]:
+        """Wait (until the deadline) for the child to exit, kill its group, then reap it.
+
+        The group is killed while the leader is still an unreaped zombie, so its process
+        group id cannot have been reused by an unrelated process.
+        """
+        if self.stopped is None:
+            while True:
+                try:
+                    info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    info = True
+                if info is not None:
+                    break
+                if time.monotonic() >= deadline:
+                    self.stopped = "timeout"
+                    break
+                time.sleep(0.005)
+        _kill_group(proc.pid)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except ChildProcessError:  # somebody else reaped it
+            proc.returncode = -1
+            return None, 0.0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return status, usage.ru_utime + usage.ru_stime
+
+    def _judge(self, status: int | None, cpu: float, elapsed: float) -> SandboxResult:
+        limits = self.limits
+        setup, record = _records(bytes(self.out["result"]))
+        stderr_text = self.out["stderr"].decode("utf-8", "replace")
+        kind, value, error, tb = "crash", None, None, ""
+
+        signum = os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None
+        exit_code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
+        cpu_spent = signum in (signal.SIGXCPU, signal.SIGKILL) and cpu >= limits.cpu_seconds - 0.05
+
+        if self.stopped == "timeout":
+            kind = "timeout"
+            error = f"timed out after {limits.wall_seconds:.1f} s of wall time (infinite loop?)"
+        elif self.stopped == "output":
+            kind, error = "output", f"printed more than {_size(limits.max_output_bytes)} of output"
+        elif self.stopped == "result":
+            kind = "output"
+            error = f"returned a result larger than {_size(limits.max_output_bytes)}"
+        elif cpu_spent or signum == signal.SIGXCPU:
+            kind = "timeout"
+            error = f"used more than {limits.cpu_seconds:.1f} s of CPU time (busy loop?)"
+        elif exit_code == 0 and record is not None:
+            kind = record.get("kind")
+            if kind not in KINDS:
+                kind, error = "error", f"the sandbox child sent an unknown result kind {kind!r}"
+            else:
+                value, error, tb = (
+                    record.get("value"),
+                    record.get("error"),
+                    record.get("traceback") or "",
+                )
+        elif signum is not None:
+            kind, error = _describe_signal(signum, stderr_text, limits)
+        elif exit_code is not None:
+            kind = "exit"
+            error = f"exited with os._exit({exit_code}) before returning a result"
+            if (
+                exit_code == 1
+                and setup is None
+                and "Traceback (most recent call last)" in stderr_text
+            ):
+                kind = "error"
+                last = stderr_text.strip().splitlines()[-1]
+                error = f"the sandbox child failed before running the task: {last}"
+        else:
+            kind, error = "crash", "the sandbox child vanished (reaped by someone else)"
+
+        return SandboxResult(
+            ok=kind == "ok",
+            value=value if kind == "ok" else None,
+            error=None if kind == "ok" else (error or kind),
+            kind=kind,
+            stdout=_excerpt(self.out["stdout"]),
+            stderr=_excerpt(self.out["stderr"]),
+            elapsed=elapsed,
+            network_isolated=bool(setup and setup.get("network_isolated")),
+            traceback=tb if isinstance(tb, str) else "",
+            protections=tuple(setup.get("protections", ())) if setup else (),
+        )
+
+
+_CRASHES = {
+    "SIGSEGV": "segmentation fault",
+    "SIGBUS": "bus error",
+    "SIGILL": "illegal instruction",
+    "SIGFPE": "arithmetic error",
+}
+
+
+def _describe_signal(signum: int, stderr_text: str, limits: Limits) -> tuple[str, str]:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    where = _user_line_from_faulthandler(stderr_text)
+    if "bad_alloc" in stderr_text or "Cannot allocate memory" in stderr_text:
+        return (
+            "memory",
+            f"used more than {limits.memory_mb} MB of memory (the crash was {name}){where}",
+        )
+    if name in _CRASHES:
+        return "crash", (
+            f"crashed with {name} ({_CRASHES[name]}) — a C extension or ctypes call failed{where}"
+        )
+    if name == "SIGABRT":
+        return "crash", f"crashed with SIGABRT (abort) — a C or C++ library gave up{where}"
+    if name == "SIGSYS":
+        return "refused", f"refused: the system-call filter stopped a forbidden call{where}"
+    return "crash", f"was killed by {name}{where}"
+
+
+def _user_line_from_faulthandler(stderr_text: str) -> str:
+    # faulthandler prints the innermost frame first: File "<user code>", line 2 in <module>
+    marker = f'File "{USER_CODE_FILENAME}", line '
+    index = stderr_text.find(marker)
+    if index < 0:
+        return ""
+    digits = ""
+    for char in stderr_text[index + len(marker) :]:
+        if not char.isdigit():
+            break
+        digits += char
+    return f" at line {digits} of your code" if digits else ""
+
+
+def _records(data: bytes) -> tuple[dict | None, dict | None]:
+    """The first setup record and the last result record on the result channel."""
+    setup = result = None
+    for line in data.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if record.get("type") == "setup" and setup is None:
+            setup = record
+        elif record.get("type") == "result":
+            result = record
+    return setup, result
+
+
+def _excerpt(data: bytes | bytearray) -> str:
+    text = bytes(data).decode("utf-8", "replace")
+    if len(text) <= _EXCERPT_CHARS:
+        return text
+    half = _EXCERPT_CHARS // 2
+    return f"{text[:half]}\n... [{len(text) - 2 * half:,} characters left out] ...\n{text[-half:]}"
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _remove_tree(path: str) -> None:
+    def make_writable_and_retry(function: Any, failed: str, _exc: Any) -> None:
+        # User code may have made a file or directory read-only; undo that and retry.
+        try:
+            os.chmod(os.path.dirname(failed), stat.S_IRWXU)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, stat.S_IRWXU)
+            function(failed)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)

@@ -1,0 +1,1 @@
+"""Drawing: what to show of a `Graph` (views, folding, rolled blocks) and its DOT/SVG/PNG/JSON."""

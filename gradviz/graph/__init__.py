@@ -1,0 +1,1 @@
+"""The traced graph: `trace` and `capture` turn a PyTorch program into a frozen `Graph`."""

@@ -1,0 +1,1 @@
+"""Training: networks from layer lists, data, the training loop, background jobs and pictures."""

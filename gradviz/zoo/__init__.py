@@ -1,0 +1,1 @@
+"""The programs gradviz ships: the tutorial presets, example models and Functions, sources."""

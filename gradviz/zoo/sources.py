@@ -1,0 +1,134 @@
+"""One name for every program the app and the CLI can trace or step: examples and presets.
+
+A source key is ``"example:NAME"`` or ``"preset:NAME"``. `build_source` builds the model and
+runs its forward under `capture`, optionally in float64 (where NumPy references agree to
+1e-7); `trace_source` and `step_source` return frozen results only, built in a thread with
+a large stack so freeing deep graphs is safe from any thread.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+from torch import nn
+
+from gradviz.backward.stepper import BackwardStepper
+from gradviz.errors import ArgumentError
+from gradviz.graph.model import Graph
+from gradviz.graph.tracing import capture, run_with_big_stack, trace
+from gradviz.zoo.examples import examples
+
+__all__ = ["source_labels", "build_source", "trace_source", "step_source", "step_model", "whole_network_check"]
+
+
+def _presets():
+    from gradviz.zoo.presets import presets
+
+    return presets()
+
+
+def source_labels(include_big: bool = True) -> dict[str, str]:
+    """Label for a picker → source key; presets first (the tutorial programs), then examples."""
+    out = {f"{p.name} — {p.description}": f"preset:{p.name}" for p in _presets().values()}
+    for e in examples().values():
+        if include_big or not e.big:
+            out[f"{e.name} — {e.description}"] = f"example:{e.name}"
+    return out
+
+
+def _split(key: str) -> tuple[str, str]:
+    kind, _, name = str(key).partition(":")
+    table = {"example": examples(), "preset": _presets()}.get(kind)
+    if table is None:
+        raise ArgumentError("source", key, "use 'preset:NAME' or 'example:NAME'")
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=1)
+        hint = f"did you mean {kind}:{close[0]}? " if close else ""
+        raise ArgumentError("source", key, f"{hint}known {kind}s: {', '.join(table)}")
+    return kind, name
+
+
+def build_source(key: str, seed: int = 0, *, float64: bool = False) -> tuple[nn.Module, torch.Tensor]:
+    """Build source `key` and run its forward under `capture`; returns (model, loss)."""
+    kind, name = _split(key)
+    if kind == "example":
+        model, loss_fn = examples()[name].make(seed)
+        if float64:
+            model = model.double()
+        with capture(model):
+            return model, loss_fn(model)
+    from gradviz.zoo.presets import seeded_global_rng
+
+    preset = _presets()[name]
+    model = preset.build(seed)
+    if float64:
+        model = model.double()
+    data = preset.data(seed)
+    with seeded_global_rng(seed), capture(model):
+        loss = preset.forward_loss(model, (data.X[:8], data.y[:8]))
+    return model, loss
+
+
+def trace_source(key: str, seed: int = 0) -> Graph:
+    """The autograd graph of source `key`."""
+    _split(key)
+
+    def run() -> Graph:
+        model, loss = build_source(key, seed)
+        return trace(loss, model=model)
+
+    return run_with_big_stack(run)
+
+
+def step_source(key: str, seed: int = 0, *, float64: bool = True) -> BackwardStepper:
+    """A recorded backward of source `key` with NumPy references (float64 by default)."""
+    _split(key)
+
+    def run() -> BackwardStepper:
+        model, loss = build_source(key, seed, float64=float64)
+        return BackwardStepper(loss, model=model)
+
+    return run_with_big_stack(run)
+
+
+def whole_network_check(key: str, seed: int = 0) -> list[dict] | None:
+    """Per-parameter rows: torch's gradients beside a whole-network NumPy backprop written
+    layer by layer (float64, eval mode so dropout is off). None for examples, whose data
+    the app does not hold."""
+    kind, name = _split(key)
+    if kind != "preset":
+        return None
+    from gradviz.backward.netprop import autograd_grads, numpy_backprop
+
+    preset = _presets()[name]
+    model = preset.build(seed).double().eval()
+    if hasattr(model, "fixed_depth"):
+        model.fixed_depth = 2  # DynamicNet: NumPy must run the same depth as torch
+    data = preset.data(seed)
+    x, y = data.X[:8], data.y[:8]
+    result = numpy_backprop(model, x, y, preset.loss)
+    _, torch_grads = autograd_grads(model, x, y, preset.loss)
+    return result.compare(torch_grads)
+
+
+def step_model(model: nn.Module, preset: str, seed: int = 0) -> BackwardStepper:
+    """A recorded backward of a model the user built or trained (a float64 copy of it),
+    on the first samples of `preset`'s data."""
+    import copy
+
+    from gradviz.zoo.presets import seeded_global_rng
+
+    _split(f"preset:{preset}")
+    if not isinstance(model, nn.Module):
+        raise ArgumentError("model", type(model).__name__, "pass the nn.Module built on the Build & Train page")
+
+    def run() -> BackwardStepper:
+        net = copy.deepcopy(model).double()
+        p = _presets()[preset]
+        data = p.data(seed)
+        with seeded_global_rng(seed), capture(net):
+            loss = p.forward_loss(net, (data.X[:8], data.y[:8]))
+        return BackwardStepper(loss, model=net)
+
+    return run_with_big_stack(run)

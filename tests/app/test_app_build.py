@@ -1,0 +1,358 @@
+"""The Build & Train page: AppTest of every preset, settings and bad input; Chromium for the live run."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+import re
+import struct
+import time
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from gradviz.app import MODEL_KEY
+from gradviz.app import build_ui as ui
+from gradviz.errors import DataError
+from gradviz.zoo.presets import get_preset, presets
+
+PAGE = str(pathlib.Path(__file__).resolve().parents[2] / "pages" / "2_Build_and_Train.py")
+
+PICTURES = {
+    "quadrant": "boundary",
+    "regression-1-10-1": "curve",
+    "mnist-cnn": "digits",
+    "scratch-784-250-10": "digits",
+    "keras-dense-512": "digits",
+}
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception and not at.error
+    return at
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _settle(at: AppTest) -> None:
+    assert not at.exception, at.exception[0].value if at.exception else ""
+
+
+def _train(at: AppTest, *, steps: int, lr: str | None = None, unit: str = "steps") -> AppTest:
+    if lr is not None:
+        at.text_input(key="bt_lr").input(lr)
+    at.radio(key="bt_unit").set_value(unit)
+    at.number_input(key="bt_amount").set_value(steps)
+    at.button(key="bt_train").click().run()
+    _settle(at)
+    return at
+
+
+def _expected_picture(name: str) -> str:
+    for prefix, kind in PICTURES.items():
+        if name.startswith(prefix):
+            return kind
+    return "scatter"  # seed 000 and seed 003 regressions: predictions against targets
+
+
+def test_every_preset_builds_and_trains_from_the_page():
+    at = _page()
+    assert at.selectbox(key="bt_preset").value == "quadrant-sgd"
+    for name, preset in presets().items():
+        at.selectbox(key="bt_preset").set_value(name).run()
+        _settle(at)
+        assert at.text_input(key="bt_lr").value == f"{preset.lr:g}"  # the preset's own lr
+        at.button(key="bt_build").click().run()
+        _settle(at)
+        built = at.session_state["bt_run"]
+        assert built.preset == name and not built.losses and not _errors(at)
+        # a non-default learning rate, and two steps
+        _train(at, steps=2, lr=f"{preset.lr / 2:g}")
+        assert not _errors(at), (name, _errors(at))
+        run = at.session_state["bt_run"]
+        assert run is not built and run.preset == name and len(run.losses) == 2
+        assert run.resume.settings["lr"] == pytest.approx(preset.lr / 2)
+        assert at.session_state[MODEL_KEY] == {
+            "source": f"preset:{name}",
+            "model": run.model,
+            "preset": name,
+        }
+        assert run.picture is not None and run.picture.kind == _expected_picture(name)
+        assert run.picture.png.startswith(b"\x89PNG")
+        assert len(at.image) == 1 and at.image[0].captions == [run.picture.caption]
+
+
+def test_settings_reach_the_run_and_continue_extends_the_curve():
+    at = _page()
+    _train(at, steps=1000, lr="5")  # a bold SGD step leaves the plateau in ~800 steps
+    run = at.session_state["bt_run"]
+    assert run.metrics["accuracy"] > 0.9 and len(run.losses) == 1000
+    assert {m.label: m.value for m in at.metric}["training accuracy"].endswith("%")
+    assert at.checkbox(key="bt_continue").disabled is False
+    at.checkbox(key="bt_continue").check()
+    at.selectbox(key="bt_optimizer").set_value("adam")
+    _train(at, steps=3, lr="0.01", unit="epochs")  # full batch: an epoch is a step
+    more = at.session_state["bt_run"]
+    assert more.resume.start_step == 1000 and len(more.losses) == 1003
+    assert more.losses[:1000] == run.losses
+    assert more.resume.settings["optimizer"] == "adam"
+    # another seed draws other data and weights
+    at.checkbox(key="bt_continue").uncheck()
+    at.number_input(key="bt_seed").set_value(7)
+    _train(at, steps=5, lr="0.5")
+    assert at.session_state["bt_run"].seed == 7 and not _errors(at)
+    # minibatch presets count epochs in passes over the data
+    at.selectbox(key="bt_preset").set_value("keras-dense-512").run()
+    assert at.radio(key="bt_unit").value == "epochs" and at.number_input(key="bt_amount").value == 5
+    _train(at, steps=1, unit="epochs")
+    keras = at.session_state["bt_run"]
+    assert len(keras.losses) == 12 and "test_accuracy" in keras.metrics  # 1500 / 128 → 12 steps
+
+
+def test_layer_list_editor_builds_and_trains_a_custom_network():
+    at = _page()
+    at.radio(key="bt_network").set_value(ui.NETWORKS[1]).run()
+    _settle(at)
+    table = at.data_editor[0].value
+    assert list(table["type"]) == ["Linear", "Sigmoid"] * 3
+    assert list(table["output shape"]) == ["3", "3", "3", "3", "4", "4"]
+    # edit in the table: widen the first layer, drop a sigmoid, add a softmax
+    at.session_state[at.data_editor[0].key] = {
+        "edited_rows": {"0": {"arguments": "in_features=2, out_features=8"}},
+        "added_rows": [{"type": "Softmax", "arguments": "dim=1"}],
+        "deleted_rows": [1],
+    }
+    at.run()
+    _settle(at)
+    spec = "Linear(in_features=2, out_features=8) -> Linear(out_features=3) -> Sigmoid -> Linear(out_features=4) -> Sigmoid -> Softmax(dim=1)"
+    assert at.text_area(key="bt_spec").value == spec
+    assert list(at.data_editor[0].value["output shape"])[:2] == ["8", "3"]
+    # edit the text: a wider tanh net
+    at.text_area(key="bt_spec").input(
+        "Linear(in_features=2, out_features=16) -> Tanh -> Linear(4) -> Sigmoid"
+    ).run()
+    _train(at, steps=300, lr="1")
+    run = at.session_state["bt_run"]
+    assert not _errors(at) and run.metrics["accuracy"] > 0.9
+    handoff = at.session_state[MODEL_KEY]
+    assert (
+        handoff["source"]
+        == "layers:Linear(in_features=2, out_features=16) -> Tanh -> Linear(out_features=4) -> Sigmoid"
+    )
+    assert handoff["preset"] == "quadrant-sgd" and handoff["model"] is run.model
+    assert isinstance(run.model[0], torch.nn.Linear) and run.model[0].out_features == 16
+    # a softmax after ReLU drives the quadrant loss's log(1 − p) to nan: a warning, nothing lost
+    at.text_area(key="bt_spec").input(
+        "Linear(in_features=2, out_features=16) -> ReLU -> Linear(4) -> Softmax(dim=1)"
+    ).run()
+    _train(at, steps=300, lr="0.5")
+    assert "diverged" in at.warning[0].value and "kept" in at.warning[0].value
+    assert at.session_state["bt_run"] is run and at.session_state[MODEL_KEY]["model"] is run.model
+
+
+def _keeps(at: AppTest, run: object, *phrases: str) -> None:
+    errors = " ".join(_errors(at))
+    assert errors, "expected an st.error"
+    for phrase in phrases:
+        assert phrase in errors, (phrase, errors)
+    assert at.session_state["bt_run"] is run
+    assert at.session_state[MODEL_KEY]["model"] is run.model
+
+
+def _idx(data: np.ndarray) -> bytes:
+    return (
+        struct.pack(">BBBB", 0, 0, 8, data.ndim)
+        + struct.pack(f">{data.ndim}I", *data.shape)
+        + data.astype(np.uint8).tobytes()
+    )
+
+
+def test_bad_inputs_show_what_to_change_and_keep_the_model():
+    at = _page()
+    _train(at, steps=20)
+    run = at.session_state["bt_run"]
+    at.text_input(key="bt_lr").input("nan")
+    at.button(key="bt_train").click().run()
+    _keeps(at, run, "lr=nan", "positive finite number")
+    at.text_input(key="bt_lr").input("fast")
+    at.button(key="bt_train").click().run()
+    _keeps(at, run, "lr='fast'", "write a number")
+    at.text_input(key="bt_lr").input("0.5")
+    at.number_input(key="bt_amount").set_value(0)
+    at.button(key="bt_train").click().run()
+    _keeps(at, run, "steps=0", "whole number ≥ 1")
+    at.number_input(key="bt_amount").set_value(3)
+    # an invalid layer list: the editor says why, and Train and Build say it again
+    at.radio(key="bt_network").set_value(ui.NETWORKS[1]).run()
+    at.text_area(key="bt_spec").input("Linear(in_features=2, out_features=3) -> Conv2d(4, 3)").run()
+    assert any("layer 1 Conv2d" in e for e in _errors(at))
+    at.button(key="bt_train").click().run()
+    _keeps(at, run, "Could not start training", "layer 1 Conv2d")
+    at.button(key="bt_build").click().run()
+    _keeps(at, run, "Could not build the network", "layer 1 Conv2d")
+    at.radio(key="bt_network").set_value(ui.NETWORKS[0]).run()
+    # a NumPy program cannot take an optimizer
+    at.selectbox(key="bt_preset").set_value("two-layer-numpy").run()
+    at.selectbox(key="bt_optimizer").set_value("adam")
+    at.button(key="bt_train").click().run()
+    _keeps(at, run, "updates its weights in NumPy")
+    # malformed uploads for a digit preset
+    at.selectbox(key="bt_preset").set_value("mnist-cnn").run()
+    at.radio(key="bt_data").set_value(ui.DATA_CSV).run()
+    at.file_uploader(key="bt_csv_train").upload("digits.csv", b"label,a,b\n1,2,3\n", "text/csv")
+    at.run()
+    assert any("digits.csv: row 2 has 3 columns" in e for e in _errors(at))
+    at.button(key="bt_train").click().run()
+    _keeps(at, run, "No data to train on")
+    at.radio(key="bt_data").set_value(ui.DATA_IDX).run()
+    at.file_uploader(key="bt_idx_images").upload("img.idx", _idx(np.zeros((3, 28, 28))))
+    at.file_uploader(key="bt_idx_labels").upload("lab.idx", _idx(np.zeros(4)))
+    at.run()
+    _keeps(at, run, "has 3 images but lab.idx has 4 labels")
+    # a checkpoint of another network, and a file that is no checkpoint
+    other = ui.save_checkpoint(get_preset("keras-dense-512").build(0))
+    at.selectbox(key="bt_preset").set_value("quadrant-sgd").run()
+    for name, content, phrase in (
+        ("keras.pt", other, "not of the selected network"),
+        ("notes.pt", b"not a checkpoint", "notes.pt: not a readable PyTorch checkpoint"),
+    ):
+        at.file_uploader(key="bt_ckpt_file").set_value((name, content, "application/octet-stream"))
+        at.run()
+        at.button(key="bt_ckpt_load").click().run()
+        _keeps(at, run, phrase)
+    assert not at.exception
+
+
+def test_checkpoint_download_and_upload_round_trip():
+    at = _page()
+    _train(at, steps=300, lr="5")
+    trained = at.session_state["bt_run"]
+    saved = trained.checkpoint
+    assert at.get("download_button")[0].proto.label == "Download checkpoint"
+    at.button(key="bt_build").click().run()  # the untrained net replaces it
+    assert at.session_state["bt_run"].message.startswith("built")
+    at.file_uploader(key="bt_ckpt_file").set_value(
+        ("quadrant.pt", saved, "application/octet-stream")
+    )
+    at.run()
+    at.button(key="bt_ckpt_load").click().run()
+    _settle(at)
+    loaded = at.session_state["bt_run"]
+    assert not _errors(at) and loaded.message == "loaded quadrant.pt: trained 300 steps"
+    for a, b in zip(loaded.model.parameters(), trained.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert loaded.metrics["accuracy"] == pytest.approx(trained.metrics["accuracy"])
+    assert at.session_state[MODEL_KEY]["model"] is loaded.model
+    at.checkbox(key="bt_continue").check()
+    _train(at, steps=10, lr="5")
+    assert len(at.session_state["bt_run"].losses) == 310
+
+
+def test_read_digits_lays_out_uploads_and_rejects_bad_files():
+    preset = get_preset("scratch-784-250-10")
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (6, 28, 28)), np.arange(6) % 10
+
+    def upload(name: str, content: bytes) -> io.BytesIO:
+        f = io.BytesIO(content)
+        f.name = name
+        return f
+
+    data = ui.read_digits(
+        preset, ui.DATA_IDX,
+        {"images": upload("i", _idx(images)), "labels": upload("l", _idx(labels)),
+         "test_images": upload("ti", _idx(images[:2])), "test_labels": upload("tl", _idx(labels[:2]))},
+    )  # fmt: skip
+    assert (
+        tuple(data.X.shape) == (6, 784) and data.X.dtype == torch.float64 and len(data.X_test) == 2
+    )
+    csv = "\n".join(
+        f"{lab}," + ",".join(map(str, img.ravel())) for img, lab in zip(images, labels, strict=True)
+    )
+    from_csv = ui.read_digits(preset, ui.DATA_CSV, {"train": upload("t.csv", csv.encode())})
+    assert torch.equal(from_csv.X, data.X)
+    with pytest.raises(DataError, match="both test files"):
+        ui.read_digits(
+            preset,
+            ui.DATA_IDX,
+            {
+                "images": upload("i", _idx(images)),
+                "labels": upload("l", _idx(labels)),
+                "test_images": upload("ti", _idx(images)),
+            },
+        )
+    with pytest.raises(DataError, match="wrong magic number"):
+        ui.read_digits(
+            preset,
+            ui.DATA_IDX,
+            {"images": upload("i", csv.encode()), "labels": upload("l", _idx(labels))},
+        )
+
+
+def test_a_job_stops_when_asked_and_keeps_its_steps():
+    settings = ui.Settings(
+        "quadrant-sgd", ui.NETWORKS[0], "", 0, ui.OWN, "0.5", "steps", 10**6, None, ""
+    )
+    job = ui.Job(settings, {"preset_or_name_or_model": "quadrant-sgd", "steps": 10**6}, 10**6)
+    deadline = time.time() + 30
+    while job.snapshot()[0] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    job.stop.set()
+    job.join(30)
+    assert job.done and job.error is None
+    assert job.result.stopped and 0 < job.result.steps_done < 10**6
+    assert len(job.result.losses) == job.result.steps_done
+
+
+# ------------------------------------------------------------------------ in Chromium
+
+
+def _enter(page, label: str, value: str) -> None:
+    box = page.locator(f'input[aria-label="{label}"]')
+    box.fill(value)
+    box.press("Enter")
+    page.wait_for_function(
+        '([label, value]) => document.querySelector(`input[aria-label="${label}"]`).value === value',
+        arg=[label, value],
+    )
+
+
+@pytest.mark.browser
+def test_train_quadrants_in_chromium_shows_curve_and_boundary(app_url, page, screenshot):
+    page.goto(f"{app_url}/Build_and_Train")
+    page.get_by_role("button", name="Train", exact=True).wait_for()
+    _enter(page, "Learning rate", "5")
+    _enter(page, "Number of steps", "1000")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("1000/1000 steps in").first.wait_for()
+    chart = page.locator('[data-testid="stVegaLiteChart"]').last
+    image = page.locator('[data-testid="stImage"] img')
+    chart.wait_for()
+    image.wait_for()
+    assert (
+        page.locator('[data-testid="stImageCaption"]').inner_text().startswith("Decision boundary")
+    )
+    assert image.evaluate("img => img.naturalWidth") > 100  # the PNG decoded in the browser
+    accuracy = page.locator('[data-testid="stMetric"]', has_text="training accuracy").locator(
+        '[data-testid="stMetricValue"]'
+    )
+    assert float(accuracy.inner_text().rstrip("%")) > 90
+    image.scroll_into_view_if_needed()
+    screenshot(page, "build_train")
+
+
+@pytest.mark.browser
+def test_stop_button_ends_a_long_run_in_chromium(app_url, page):
+    page.goto(f"{app_url}/Build_and_Train")
+    page.get_by_role("button", name="Train", exact=True).wait_for()
+    _enter(page, "Number of steps", "1000000")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text(re.compile(r"Step [1-9][\d,]*/1,000,000")).wait_for()
+    page.get_by_role("button", name="Stop training").click()
+    page.get_by_text(re.compile(r"/1000000 steps: stopped early")).first.wait_for(timeout=30_000)
+    assert page.get_by_role("button", name="Train", exact=True).is_enabled()

@@ -1,0 +1,93 @@
+"""Function Lab: checks run in the sandbox, the page in AppTest and in Chromium."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from gradviz import GradvizError
+from gradviz.check.lab import parse_shapes, run_lab
+from gradviz.check.sandbox.parent import Limits
+from gradviz.zoo.functions import function_examples
+
+PAGE = str(pathlib.Path(__file__).resolve().parents[2] / "pages" / "4_Function_Lab.py")
+EXAMPLES = function_examples()
+
+
+def test_parse_shapes():
+    assert parse_shapes("5") == [(5,)]
+    assert parse_shapes("4x3, 3") == [(4, 3), (3,)]
+    assert parse_shapes("scalar, 2×2") == [(), (2, 2)]
+    for bad in ("", "4x", "a", "0", "100"):
+        with pytest.raises(GradvizError, match="shapes"):
+            parse_shapes(bad)
+
+
+def test_lab_passes_myrelu_and_shrinks_a_buggy_one():
+    ok = run_lab(EXAMPLES["relu"].source, EXAMPLES["relu"].class_name, "6", max_examples=40)
+    assert ok.error is None and ok.report.ok
+    assert ok.graph is not None and any(n.label == "MyReLU" for n in ok.graph.nodes)
+    bad = run_lab(EXAMPLES["relu_wrong_threshold"].source, EXAMPLES["relu_wrong_threshold"].class_name, "6", max_examples=60)
+    assert not bad.report.ok
+    failure = bad.report.failures[0]
+    x = np.concatenate([np.ravel(a) for a in failure.inputs])
+    assert np.any((x >= 0) & (x < 0.5)), x  # shrunk into the wrongly masked band
+
+
+def test_lab_checks_an_in_place_function_and_draws_it_on_a_clone():
+    example = EXAMPLES["relu_in_place"]
+    result = run_lab(example.source, example.class_name, "5", max_examples=30)
+    assert result.error is None and result.report.ok
+    assert [n.label for n in result.graph.nodes] == ["output", "ReLUInPlace", "CloneBackward0", "input 0"]
+
+
+def test_lab_reports_user_code_problems_clearly():
+    missing = run_lab("import torch\nclass A(torch.autograd.Function):\n    pass\n", "MyReLU", "3")
+    assert missing.report is None and "defines no 'MyReLU'" in missing.error
+    loop = run_lab("while True:\n    pass\n", "MyReLU", "3", limits=Limits(wall_seconds=8, cpu_seconds=6))
+    assert loop.report is None and loop.sandbox.kind == "timeout"
+    syntax = run_lab("def broken(:\n", "MyReLU", "3")
+    assert syntax.report is None and "SyntaxError" in syntax.error
+    again = run_lab(EXAMPLES["abs"].source, EXAMPLES["abs"].class_name, "4", max_examples=20)
+    assert again.report.ok  # the lab keeps working after hostile input
+
+
+def test_lab_page_runs_examples():
+    at = AppTest.from_file(PAGE, default_timeout=180).run()
+    assert not at.exception
+    assert "class MyReLU" in at.text_area(key="lab_source").value
+    at.button(key="lab_run").click().run()
+    assert [s.value for s in at.success] == ["MyReLU: OK"]
+    at.selectbox(key="lab_example").set_value("relu_forgot_mask").run()
+    at.button(key="lab_run").click().run()
+    assert any("bug found" in e.value for e in at.error)
+    at.text_input(key="lab_shapes").input("4x").run()
+    at.button(key="lab_run").click().run()
+    assert any("shapes" in e.value for e in at.error)
+
+
+def test_lab_page_with_user_code_off(monkeypatch):
+    monkeypatch.setenv("GRADVIZ_DISABLE_USER_CODE", "1")
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.button(key="lab_run").click().run()
+    assert any("turned off" in e.value for e in at.error)
+    assert not at.success
+
+
+@pytest.mark.browser
+def test_lab_in_chromium_pass_then_fail_with_counterexample(app_url, page, screenshot):
+    page.goto(f"{app_url}/Function_Lab")
+    page.get_by_role("button", name="Run checks").click()
+    page.wait_for_selector('.gradviz-lab-verdict[data-ok="true"]', timeout=120_000)
+    assert "MyReLU" in page.locator(".gradviz-lab-verdict").inner_text()
+    page.get_by_label("Your Function").fill(EXAMPLES["relu_wrong_threshold"].source)
+    page.get_by_label("Class name").fill(EXAMPLES["relu_wrong_threshold"].class_name)
+    page.get_by_label("Class name").press("Enter")
+    page.get_by_role("button", name="Run checks").click()
+    page.wait_for_selector('.gradviz-lab-verdict[data-ok="false"]', timeout=120_000)
+    page.get_by_text("Shrunk counterexample").first.wait_for()
+    assert page.locator(".gradviz-heatmap").count() >= 2
+    screenshot(page, "function_lab")
