@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradviz import capture, trace
+from gradviz import capture, to_dot, trace
 from gradviz import explorer as ex
 from gradviz.draw.export import layout
 from gradviz.zoo.examples import ResNet50Like
@@ -104,7 +104,7 @@ def bench_gradviz(name: str) -> list[dict]:
         traced = time.perf_counter()
         state = ex.default_state(graph)
         view = ex.plan(graph, state)
-        dot = ex.draw(graph, state, view=view).source
+        dot = to_dot(graph, view).source
         planned = time.perf_counter()
         layout(dot, "svg")
         done = time.perf_counter()
@@ -119,14 +119,14 @@ def bench_gradviz(name: str) -> list[dict]:
             t0 = time.perf_counter()
             opened = ex.expand(state, target)
             v2 = ex.plan(graph, opened)
-            layout(ex.draw(graph, opened, view=v2).source, "svg")
+            layout(to_dot(graph, v2).source, "svg")
             rows.append(dict(model=name, tool=f"  click {target[:28]}", nodes=len(graph), drawn=len(v2.items),
                              trace=0.0, view=None, layout=None, total=time.perf_counter() - t0))
         t0 = time.perf_counter()
         fv = ex.forward_view(graph)
         fstate = ex.default_state(fv.graph)
         fview = ex.plan(fv.graph, fstate)
-        fdot = ex.draw(fv.graph, fstate, view=fview, show_attrs=True, colors=fv.colors).source
+        fdot = to_dot(fv.graph, fview, show_attrs=True, colors=fv.colors).source
         t1 = time.perf_counter()
         layout(fdot, "svg")
         t2 = time.perf_counter()
@@ -194,7 +194,7 @@ def main() -> None:
     # Warm-up: first calls pay for imports and per-op-type lookups.
     model, x, loss_fn = _transformer(1)
     with capture(model):
-        ex.draw(trace(loss_fn(model, x), model=model))
+        to_dot(g := trace(loss_fn(model, x), model=model), ex.default_state(g))
     rows: list[dict] = []
     for name in PROGRAMS:
         print(f"… {name}", file=sys.stderr, flush=True)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GradvizError", "ArgumentError", "SpecError", "TraceError", "DataError"]
+__all__ = [
+    "ArgumentError",
+    "DataError",
+    "GradvizError",
+    "GraphvizMissing",
+    "ProgramError",
+    "SpecError",
+    "TraceError",
+]
 
 
 class GradvizError(Exception):
@@ -31,6 +39,14 @@ class TraceError(GradvizError, ValueError):
 
 class DataError(GradvizError, ValueError):
     """A data file or array is malformed; names the file/row and what was expected."""
+
+
+class ProgramError(GradvizError):
+    """The user's program could not be loaded or did not produce a tensor."""
+
+
+class GraphvizMissing(GradvizError):
+    """Graphviz's `dot` program is not installed, so SVG/PNG cannot be drawn."""
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -16,9 +16,10 @@ from typing import Any
 import streamlit as st
 
 from gradviz import explorer as ex
-from gradviz.app import guard, node_rows, svg_of, traced
+from gradviz.app import guard, node_rows, svg_of
 from gradviz.app.graph_view import graph_view
-from gradviz.draw.dot import DEFAULT_BUDGET, View
+from gradviz.draw.dot import to_dot
+from gradviz.draw.items import DEFAULT_BUDGET, View
 from gradviz.draw.export import layout
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import run_with_big_stack
@@ -102,8 +103,8 @@ def _plan(where: _Where, skey: tuple, _state: ex.ViewState) -> View:
 def _dot(where: _Where, skey: tuple, _state: ex.ViewState, show_saved: bool, show_attrs: bool, cluster: bool) -> str:
     graph = _graph(where)
     colors = forward_of(where.source, where.seed).colors if where.mode == "forward" else None
-    return ex.draw(
-        graph, _state, view=_plan(where, skey, _state), show_saved=show_saved,
+    return to_dot(
+        graph, _plan(where, skey, _state), show_saved=show_saved,
         show_attrs=show_attrs or where.mode == "forward", cluster=cluster, colors=colors,
     ).source
 
@@ -384,7 +385,7 @@ def show_node_table(source: str, seed: int) -> None:
 
 @st.cache_resource(max_entries=16, show_spinner="Comparing the two runs…")
 def _diff(a: str, seed_a: int, b: str, seed_b: int) -> ex.GraphDiff:
-    return ex.diff(traced(a, seed_a), traced(b, seed_b))
+    return ex.diff(explored(a, seed_a)[0], explored(b, seed_b)[0])
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -392,8 +393,8 @@ def _diff_dot(a: str, seed_a: int, b: str, seed_b: int) -> str:
     d = _diff(a, seed_a, b, seed_b)
     state = ex.default_state(d.graph, roll=False)
     view = ex.plan(d.graph, state)
-    return ex.draw(d.graph, state, view=view, colors=ex.diff_item_colors(view, d),
-                   title="green: only in B · red: only in A").source
+    return to_dot(d.graph, view, colors=ex.diff_item_colors(view, d),
+                  title="green: only in B · red: only in A").source
 
 
 def show_compare(sources: dict[str, str], label: str, seed: int) -> None:

@@ -18,7 +18,7 @@ from gradviz.check import FunctionReport, check_function
 from gradviz.check._util import OnClones, is_leaf_in_place
 from gradviz.check.sandbox.child import run_user_code
 from gradviz.check.sandbox.parent import Limits, SandboxResult, run_sandboxed
-from gradviz.cli.check import parse_shapes as parse_cli_shapes
+from gradviz.check.shapes import parse_shapes as parse_cli_shapes
 from gradviz.errors import ArgumentError, GradvizError
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import trace

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import torch
 
 from gradviz.check import ALL_CHECKS, check_function
+from gradviz.check.shapes import parse_shapes
 from gradviz.errors import ArgumentError, GradvizError
 
 __all__ = ["check_command", "load_function", "parse_shapes"]
@@ -75,22 +76,6 @@ def check_command(argv: list[str]) -> int:
     else:
         print(report)
     return 0 if report.ok else 1
-
-
-def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """``"4x3,3"`` → ``[(4, 3), (3,)]``; ``"()"`` is a scalar."""
-    shapes = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if part in ("()", "scalar"):
-            shapes.append(())
-            continue
-        sides = part.split("x")
-        if not part or not all(s.strip().isdigit() for s in sides):
-            raise ArgumentError("--shapes", text, "write one shape per input like 4x3,3 "
-                                "(sides joined by 'x', shapes by ','; '()' for a scalar)")
-        shapes.append(tuple(int(s) for s in sides))
-    return shapes
 
 
 def load_function(target: str) -> type[torch.autograd.Function]:

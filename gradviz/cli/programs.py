@@ -19,17 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradviz.errors import ArgumentError, GradvizError
+from gradviz.errors import ArgumentError, GradvizError, ProgramError
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import capture, run_with_big_stack, trace
 
 __all__ = ["load_program", "trace_program"]
 
 _DEFAULT_NAMES = ("loss", "output", "out", "y")
-
-
-class ProgramError(GradvizError):
-    """The user's program could not be loaded or did not produce a tensor."""
 
 
 def _import_file(path: pathlib.Path) -> Any:

@@ -12,22 +12,22 @@ from typing import Any
 import graphviz
 import torch
 
-from gradviz import explorer
-from gradviz.errors import ArgumentError, GradvizError
+from gradviz.draw.dot import to_dot
+from gradviz.draw.items import DEFAULT_BUDGET
+from gradviz.draw.plan import CLICK_NOTE, plan
+from gradviz.draw.state import default_state
+from gradviz.errors import ArgumentError, GraphvizMissing
+from gradviz.graph.forward import forward_view
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import trace
 
-__all__ = ["FORMATS", "VIEWS", "render", "dot_available", "layout"]
+__all__ = ["FORMATS", "VIEWS", "GraphvizMissing", "dot_available", "layout", "render"]
 
 FORMATS = ("dot", "svg", "png", "json")
 # default: Graph.to_dot's view (modules collapse to fit the budget). rolled: repeated
 # blocks drawn as one node ("TransformerEncoderLayer × 24"), as the app's first view.
 # forward: one node per module and the data flow between them.
 VIEWS = ("default", "rolled", "forward")
-
-
-class GraphvizMissing(GradvizError):
-    """Graphviz's `dot` program is not installed, so SVG/PNG cannot be drawn."""
 
 
 def dot_available() -> bool:
@@ -88,7 +88,7 @@ def render(
     if fmt == "json" and view == "rolled":
         raise ArgumentError("view", view, "JSON holds the whole graph: use view='default' or 'forward', or draw to dot/svg/png")
     if view == "forward":
-        forward = explorer.forward_view(graph)
+        forward = forward_view(graph)
         graph = forward.graph
         dot_options = {"show_attrs": True, "colors": forward.colors, **dot_options}
     if target.parent and not target.parent.exists():
@@ -108,9 +108,10 @@ def _explorer_dot(graph: Graph, view: str, options: dict[str, Any]) -> graphviz.
     """The explorer's first view: `depth`/`budget` choose what opens, the rest draws."""
     options = dict(options)
     depth = options.pop("depth", None)
-    budget = options.get("budget", explorer.DEFAULT_BUDGET)
+    budget = options.pop("budget", DEFAULT_BUDGET)
     options.pop("fold", None)  # rolling replaces folding here
-    state = explorer.default_state(graph, budget=budget, depth=depth, roll=True if view == "rolled" else None)
-    planned = explorer.plan(graph, state, budget=budget)
-    planned = dataclasses.replace(planned, notes=tuple(n for n in planned.notes if n != explorer.CLICK_NOTE))
-    return explorer.draw(graph, state, view=planned, **options)
+    roll = True if view == "rolled" else None
+    state = default_state(graph, budget=budget, depth=depth, roll=roll)
+    planned = plan(graph, state, budget=budget)
+    planned = dataclasses.replace(planned, notes=tuple(n for n in planned.notes if n != CLICK_NOTE))
+    return to_dot(graph, planned, **options)

@@ -1,1 +1,3 @@
-"""The traced graph: `trace` and `capture` turn a PyTorch program into a frozen `Graph`."""
+"""The traced graph and questions about it: `Graph`/`Node` (model), `capture`/`trace`
+(tracing), module paths, runs of repeated blocks, tensor statistics, search and inspection,
+the forward (module) view and the diff of two runs. Nothing here draws."""

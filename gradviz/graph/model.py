@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ __all__ = ["Graph", "Node", "SavedTensor", "NODE_KINDS", "gc_paused"]
 NODE_KINDS = ("op", "param", "leaf", "output")
 JSON_FORMAT = "gradviz.graph"
 JSON_VERSION = 1
+_MISSING = object()
 
 
 @contextlib.contextmanager
@@ -156,10 +157,31 @@ class Graph:
     nodes: tuple[Node, ...]
     edges: tuple[tuple[str, str], ...]
     modules: tuple[tuple[str, str], ...] = ()
-    _index: dict[str, Node] = field(default=None, init=False, repr=False, compare=False)  # type: ignore[assignment]
+    _index: dict[str, Node] = field(init=False, repr=False, compare=False)
+    _memo: dict[str, Any] = field(init=False, repr=False, compare=False)
+    _memo_lock: threading.RLock = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {n.id: n for n in self.nodes})
+        object.__setattr__(self, "_memo", {})
+        object.__setattr__(self, "_memo_lock", threading.RLock())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copies and pickles (Streamlit caches, worker processes) start with an empty memo.
+        return (type(self), (self.nodes, self.edges, self.modules))
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """`compute()`, once per graph: graphs are frozen, so what is derived from one
+        (module paths, runs of repeated blocks, the last view's assignment) lives with it
+        and dies with it. Sessions on other threads sharing a graph wait for one compute."""
+        found = self._memo.get(key, _MISSING)
+        if found is not _MISSING:
+            return found
+        with self._memo_lock:
+            found = self._memo.get(key, _MISSING)
+            if found is _MISSING:
+                found = self._memo[key] = compute()
+        return found
 
     def __len__(self) -> int:
         return len(self.nodes)

@@ -21,6 +21,7 @@ from torch import nn
 
 from gradviz.errors import ArgumentError, TraceError
 from gradviz.graph.model import Graph, Node, SavedTensor, gc_paused
+from gradviz.graph.paths import module_paths
 
 __all__ = ["trace", "trace_with_ids", "is_accumulate", "capture", "ensure_deep_graph_stack", "run_with_big_stack", "MODULE_TAG"]
 
@@ -110,7 +111,8 @@ def _dtype(dtype: torch.dtype) -> str:
     return name
 
 
-def _saved_layout(cls: type, node: Any) -> tuple[tuple[tuple[str, str], ...], bool]:
+def saved_layout(cls: type, node: Any) -> tuple[tuple[tuple[str, str], ...], bool]:
+    """((attribute, short name) of each saved value, is a custom Function) for a node type."""
     layout = _SAVED_ATTRS.get(cls)
     if layout is None:
         names = tuple(
@@ -135,7 +137,7 @@ def _saved_tensor(name: str, value: torch.Tensor) -> SavedTensor:
 
 
 def _describe_saved(node: Any) -> tuple[tuple[SavedTensor, ...], tuple[tuple[str, str], ...]]:
-    names, custom = _saved_layout(type(node), node)
+    names, custom = saved_layout(type(node), node)
     saved: list[SavedTensor] = []
     attrs: list[tuple[str, str]] = []
     for attr, short in names:
@@ -225,7 +227,22 @@ def trace_with_ids(
     """`trace`, plus the map from each live autograd node (AccumulateGrad too) to its id."""
     tensors = _validate_outputs(outputs)
     with gc_paused():
-        return _walk(tensors, model, params, saved)
+        graph, ids = _walk(tensors, model, params, saved)
+        return _with_container_types(graph, model), ids
+
+
+def _with_container_types(graph: Graph, model: Any) -> Graph:
+    """Name the type of container modules too ("0" → "Block", "layers" → "ModuleList"):
+    `trace` records the modules that made ops or own parameters, and a block whose
+    children do all the work would otherwise roll as "module × 6"."""
+    if model is None or not hasattr(model, "named_modules"):
+        return graph
+    known = graph.module_types
+    wanted = set(module_paths(graph)) - set(known)
+    extra = [(path, type(m).__name__) for path, m in model.named_modules() if path in wanted]
+    if not extra:
+        return graph
+    return Graph(graph.nodes, graph.edges, tuple(sorted(graph.modules + tuple(extra))))
 
 
 def _walk(

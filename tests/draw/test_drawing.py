@@ -143,7 +143,7 @@ def _build(spec) -> nn.Module:
 @settings(max_examples=40, deadline=None)
 @given(spec=st.lists(_nested, min_size=1, max_size=5), captured=st.booleans())
 def test_item_counts_equal_the_collapses_they_stand_for(spec, captured):
-    from gradviz.draw.dot import _collapse, _item_counts
+    from gradviz.draw.plan import _collapse, _item_counts
 
     torch.manual_seed(0)
     model = _build(spec)

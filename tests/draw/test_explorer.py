@@ -16,6 +16,7 @@ from torch import nn
 
 from gradviz import ArgumentError, BackwardStepper, capture, trace, trace_example
 from gradviz import explorer as ex
+from gradviz import to_dot
 
 
 # -- small programs -----------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_random_stacks_roll_to_the_right_counts(widths):
 def test_transformer_24_default_view_rolls_its_layers():
     graph = trace_example("transformer-24")
     state = ex.default_state(graph)
-    dot = ex.draw(graph, state).source
+    dot = to_dot(graph, state).source
     assert "TransformerEncoderLayer × 24" in dot
     view = ex.plan(graph, state)
     assert len(view.items) < 10 and partition_ok(graph, view)
@@ -139,14 +140,15 @@ def test_transformer_24_default_view_rolls_its_layers():
     ids = {i.id for i in view.items}
     # A long run opens at both ends; the middle stays rolled.
     assert {"mod/layers.0", "mod/layers.2", "roll/layers.3..layers.20", "mod/layers.21", "mod/layers.23"} <= ids
-    assert "each: 64 ops" in ex.draw(graph, opened).source
+    assert "each: 64 ops" in to_dot(graph, opened).source
 
 
 def test_small_graphs_draw_exactly_like_to_dot():
     for name in ("two-layer-relu", "mnist-cnn", "transformer-2"):
         graph = trace_example(name)
-        assert ex.draw(graph).source == graph.to_dot().source
-        assert ex.draw(graph, show_saved=True).source == graph.to_dot(show_saved=True).source
+        state = ex.default_state(graph)
+        assert to_dot(graph, state).source == graph.to_dot().source
+        assert to_dot(graph, state, show_saved=True).source == graph.to_dot(show_saved=True).source
 
 
 def test_runs_need_each_block_to_feed_only_the_next():
@@ -311,7 +313,7 @@ def _topological(graph) -> list[str]:
 
 def test_forward_view_of_a_big_model_rolls_too():
     fv = ex.forward_view(trace_example("transformer-24"))
-    assert "TransformerEncoderLayer × 24" in ex.draw(fv.graph).source
+    assert "TransformerEncoderLayer × 24" in to_dot(fv.graph, ex.default_state(fv.graph)).source
 
 
 # -- diff -----------------------------------------------------------------------------
@@ -322,7 +324,7 @@ def test_diff_of_two_dynamic_net_depths():
     assert sorted(deep.node(i).label for i in d.added) == sorted(list(per_use) * 2)
     assert d.removed == () and len(d.common) == len(shallow)
     assert set(d.colors.values()) == {ex.DIFF_COLORS["added"]}
-    dot = ex.draw(d.graph, ex.default_state(d.graph, roll=False), colors=d.colors).source
+    dot = to_dot(d.graph, ex.default_state(d.graph, roll=False), colors=d.colors).source
     assert dot.count(ex.DIFF_COLORS["added"]) >= len(d.added)
     back_again = ex.diff(deep, shallow)
     assert len(back_again.removed) == len(d.added) and back_again.added == ()
