@@ -13,13 +13,27 @@ from __future__ import annotations
 
 from gradviz.draw.items import DEFAULT_BUDGET, View, ViewItem
 from gradviz.draw.plan import CLICK_NOTE, diff_item_colors, items_for, plan
-from gradviz.draw.state import ROLL_ABOVE, ViewState, back, breadcrumb, collapse, default_state, expand
+from gradviz.draw.state import (
+    ROLL_ABOVE,
+    ViewState,
+    back,
+    breadcrumb,
+    collapse,
+    default_state,
+    expand,
+)
 from gradviz.graph.diff import DIFF_COLORS, GraphDiff, diff
 from gradviz.graph.forward import ForwardView, forward_view
 from gradviz.graph.paths import module_paths
 from gradviz.graph.query import autograd_nodes_of, inspect, search
 from gradviz.graph.runs import Run, repeated_runs
-from gradviz.graph.stats import STATS_MAX_NODES, TensorStats, saved_stats, tensor_stats, trace_with_stats
+from gradviz.graph.stats import (
+    STATS_MAX_NODES,
+    TensorStats,
+    saved_stats,
+    tensor_stats,
+    trace_with_stats,
+)
 
 __all__ = [
     "CLICK_NOTE",

@@ -71,14 +71,19 @@ def test_pages_are_thin(page):
 
 
 def test_only_the_app_imports_streamlit():
-    outside = [str(p.relative_to(ROOT)) for p in _modules()
-               if "streamlit" in _imports(p) and PACKAGE / "app" not in p.parents]
+    outside = [
+        str(p.relative_to(ROOT))
+        for p in _modules()
+        if "streamlit" in _imports(p) and PACKAGE / "app" not in p.parents
+    ]
     assert not outside
 
 
 def test_library_imports_without_streamlit():
-    code = ("import sys, gradviz, gradviz.explorer, gradviz.cli.main\n"
-            "assert 'streamlit' not in sys.modules")
+    code = (
+        "import sys, gradviz, gradviz.explorer, gradviz.cli.main\n"
+        "assert 'streamlit' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
 
 

@@ -9,7 +9,7 @@ __all__ = ["parse_shapes"]
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
     """``"4x3,3"`` → ``[(4, 3), (3,)]``; ``"()"`` is a scalar."""
-    shapes = []
+    shapes: list[tuple[int, ...]] = []
     for part in text.split(","):
         part = part.strip().lower()
         if part in ("()", "scalar"):
@@ -17,7 +17,11 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
             continue
         sides = part.split("x")
         if not part or not all(s.strip().isdigit() for s in sides):
-            raise ArgumentError("--shapes", text, "write one shape per input like 4x3,3 "
-                                "(sides joined by 'x', shapes by ','; '()' for a scalar)")
+            raise ArgumentError(
+                "--shapes",
+                text,
+                "write one shape per input like 4x3,3 "
+                "(sides joined by 'x', shapes by ','; '()' for a scalar)",
+            )
         shapes.append(tuple(int(s) for s in sides))
     return shapes

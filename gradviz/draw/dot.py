@@ -96,8 +96,11 @@ def to_dot(
         elif isinstance(view, ViewState):
             view = plan(graph, view, budget=budget)
         elif not isinstance(view, View):
-            raise ArgumentError("view", type(view).__name__,
-                                "pass None, a ViewState (explorer.default_state) or a View (plan)")
+            raise ArgumentError(
+                "view",
+                type(view).__name__,
+                "pass None, a ViewState (explorer.default_state) or a View (plan)",
+            )
     marked = set(highlight)
     notes = dict(annotations or {})
     fills = dict(colors or {})
@@ -118,14 +121,25 @@ def to_dot(
 
 # Op nodes are most nodes: their style is the DOT default, so each statement carries
 # only what differs (graphviz's quoting of every attribute dominated to_dot's time).
-NODE_DEFAULTS = {"fontname": "Helvetica", "fontsize": "10", "margin": "0.08,0.04", "height": "0.3", **STYLES["op"]}
+NODE_DEFAULTS = {
+    "fontname": "Helvetica",
+    "fontsize": "10",
+    "margin": "0.08,0.04",
+    "height": "0.3",
+    **STYLES["op"],
+}
 
 
 def new_digraph(rankdir: str, caption: list[str]) -> graphviz.Digraph:
     """An empty drawing with gradviz's graph, node and edge defaults and a caption."""
     dot = graphviz.Digraph(
         "gradviz",
-        graph_attr={"rankdir": rankdir, "fontname": "Helvetica", "fontsize": "11", "newrank": "true"},
+        graph_attr={
+            "rankdir": rankdir,
+            "fontname": "Helvetica",
+            "fontsize": "11",
+            "newrank": "true",
+        },
         node_attr=NODE_DEFAULTS,
         edge_attr={"arrowsize": "0.6", "color": "#495057"},
     )
@@ -173,7 +187,9 @@ def _node_stmt(
 
 
 def _emit_clusters(
-    dot: graphviz.Digraph, clusters: dict[str | None, list[tuple[str, dict[str, str]]]], types: Mapping[str, str]
+    dot: graphviz.Digraph,
+    clusters: dict[str | None, list[tuple[str, dict[str, str]]]],
+    types: Mapping[str, str],
 ) -> None:
     for name, attrs in clusters.get(None, []):
         dot.node(name, **attrs)
@@ -192,7 +208,9 @@ def _emit_clusters(
     def build(path: str) -> graphviz.Digraph:
         sub = graphviz.Digraph(name=f"cluster_{path}")
         label = f"{path}: {types[path]}" if path in types else path
-        sub.attr(label=_esc(label), style="rounded,dashed", color="#adb5bd", fontsize="9", labeljust="l")
+        sub.attr(
+            label=_esc(label), style="rounded,dashed", color="#adb5bd", fontsize="9", labeljust="l"
+        )
         for name, attrs in clusters.get(path, []):
             sub.node(name, **attrs)
         for child in children.get(path, []):

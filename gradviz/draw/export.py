@@ -38,7 +38,8 @@ def _require_dot() -> None:
     if not dot_available():
         raise GraphvizMissing(
             "Graphviz's `dot` program is not on PATH, so SVG/PNG cannot be laid out: "
-            "install it (Debian/Ubuntu: `apt-get install graphviz`; macOS: `brew install graphviz`) "
+            "install it (Debian/Ubuntu: `apt-get install graphviz`; "
+            "macOS: `brew install graphviz`) "
             "or export DOT/JSON instead"
         )
 
@@ -70,10 +71,15 @@ def render(
     if fmt == "gv":
         fmt = "dot"
     if fmt not in FORMATS:
-        raise ArgumentError("format", fmt, f"use one of {', '.join(FORMATS)} (or a path ending in one of them)")
+        raise ArgumentError(
+            "format", fmt, f"use one of {', '.join(FORMATS)} (or a path ending in one of them)"
+        )
     if view not in VIEWS:
         raise ArgumentError(
-            "view", view, "use 'default', 'rolled' (repeated blocks as one node) or 'forward' (modules and their data flow)"
+            "view",
+            view,
+            "use 'default', 'rolled' (repeated blocks as one node) "
+            "or 'forward' (modules and their data flow)",
         )
     if isinstance(graph_or_tensor, torch.Tensor):
         graph = trace(graph_or_tensor)
@@ -81,12 +87,22 @@ def render(
         graph = graph_or_tensor
     else:
         raise ArgumentError(
-            "graph_or_tensor", type(graph_or_tensor).__name__, "pass a gradviz Graph (from trace()) or a tensor with a grad_fn"
+            "graph_or_tensor",
+            type(graph_or_tensor).__name__,
+            "pass a gradviz Graph (from trace()) or a tensor with a grad_fn",
         )
     if fmt == "json" and dot_options:
-        raise ArgumentError("dot_options", sorted(dot_options), "JSON holds the whole graph; drawing options apply to dot/svg/png only")
+        raise ArgumentError(
+            "dot_options",
+            sorted(dot_options),
+            "JSON holds the whole graph; drawing options apply to dot/svg/png only",
+        )
     if fmt == "json" and view == "rolled":
-        raise ArgumentError("view", view, "JSON holds the whole graph: use view='default' or 'forward', or draw to dot/svg/png")
+        raise ArgumentError(
+            "view",
+            view,
+            "JSON holds the whole graph: use view='default' or 'forward', or draw to dot/svg/png",
+        )
     if view == "forward":
         forward = forward_view(graph)
         graph = forward.graph
@@ -96,7 +112,11 @@ def render(
     if fmt == "json":
         target.write_text(json.dumps(graph.to_json(), indent=1) + "\n", encoding="utf-8")
         return target
-    dot = graph.to_dot(**dot_options) if view == "default" else _explorer_dot(graph, view, dot_options)
+    dot = (
+        graph.to_dot(**dot_options)
+        if view == "default"
+        else _explorer_dot(graph, view, dot_options)
+    )
     if fmt == "dot":
         target.write_text(dot.source, encoding="utf-8")
     else:

@@ -46,7 +46,9 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
             key = box_of.get(n.module, "")
             if key == "":
                 deep = _module_depth(n.module) >= depth
-                key = box_of[n.module] = f"mod/{'.'.join(n.module.split('.')[:depth])}" if deep else None
+                key = box_of[n.module] = (
+                    f"mod/{'.'.join(n.module.split('.')[:depth])}" if deep else None
+                )
         if key is None:
             item_of[n.id] = n.id
         else:
@@ -67,9 +69,9 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
             items[key] = ViewItem(key, n.kind, (n.id,), n.label, n.module)
         else:
             path = key[4:]
-            members = tuple(groups[key])
+            ids = tuple(groups[key])
             parent = path.rsplit(".", 1)[0] if "." in path else None
-            items[key] = ViewItem(key, "module", members, types.get(path, "module"), parent)
+            items[key] = ViewItem(key, "module", ids, types.get(path, "module"), parent)
     return item_of, items
 
 
@@ -114,8 +116,9 @@ def _item_edges(graph: Graph, item_of: Mapping[str, str]) -> list[tuple[str, str
 Edges = list[tuple[str, str, int]]
 
 
-def _topological(items: Mapping[str, ViewItem], succ: Mapping[str, list[str]],
-                 pred: Mapping[str, list[str]]) -> list[str]:
+def _topological(
+    items: Mapping[str, ViewItem], succ: Mapping[str, list[str]], pred: Mapping[str, list[str]]
+) -> list[str]:
     indeg = {k: len(v) for k, v in pred.items()}
     order: list[str] = []
     ready = deque(k for k in items if indeg[k] == 0)
@@ -129,8 +132,12 @@ def _topological(items: Mapping[str, ViewItem], succ: Mapping[str, list[str]],
     return order
 
 
-def _attached(items: Mapping[str, ViewItem], order: list[str], succ: Mapping[str, list[str]],
-              pred: Mapping[str, list[str]]) -> dict[str, bool]:
+def _attached(
+    items: Mapping[str, ViewItem],
+    order: list[str],
+    succ: Mapping[str, list[str]],
+    pred: Mapping[str, list[str]],
+) -> dict[str, bool]:
     """Items that only feed one next item, with all their inputs attached too: parameters
     and their transposes hang off the spine and fold with the node they feed."""
     attached: dict[str, bool] = {}
@@ -146,9 +153,13 @@ def _attached(items: Mapping[str, ViewItem], order: list[str], succ: Mapping[str
     return attached
 
 
-def _straight_runs(order: list[str], attached: Mapping[str, bool],
-                   spine_succ: Mapping[str, list[str]], spine_pred: Mapping[str, list[str]],
-                   min_run: int) -> list[list[str]]:
+def _straight_runs(
+    order: list[str],
+    attached: Mapping[str, bool],
+    spine_succ: Mapping[str, list[str]],
+    spine_pred: Mapping[str, list[str]],
+    min_run: int,
+) -> list[list[str]]:
     def linked(a: str, b: str) -> bool:
         return spine_succ[a] == [b] and spine_pred[b] == [a]
 
@@ -170,8 +181,9 @@ def _straight_runs(order: list[str], attached: Mapping[str, bool],
     return runs
 
 
-def _fold_item(fold_id: str, middle: list[str], drawn: list[str],
-               items: Mapping[str, ViewItem]) -> ViewItem:
+def _fold_item(
+    fold_id: str, middle: list[str], drawn: list[str], items: Mapping[str, ViewItem]
+) -> ViewItem:
     graph_members = tuple(g for m in drawn for g in items[m].members)
     hist = Counter(items[m].title for m in middle)
     title = ", ".join(f"{name} ×{n}" for name, n in hist.most_common(3))
@@ -209,7 +221,7 @@ def _fold_runs(
     new_items = dict(items)
     sizes = []
     for i, run in enumerate(runs):
-        middle = run[FOLD_KEEP: len(run) - FOLD_KEEP]
+        middle = run[FOLD_KEEP : len(run) - FOLD_KEEP]
         drawn = [m for s in middle for m in members_of[s]]
         fold = _fold_item(f"fold/{i}", middle, drawn, items)
         for m in drawn:
@@ -225,8 +237,14 @@ def _fold_runs(
     return new_items, [(a, b, c) for (a, b), c in counts.items()], sizes
 
 
-def _fit(items: dict[str, ViewItem], edges: Edges, item_of: dict[str, str], budget: int | None,
-         fold: bool, notes: list[str]) -> tuple[dict[str, ViewItem], Edges]:
+def _fit(
+    items: dict[str, ViewItem],
+    edges: Edges,
+    item_of: dict[str, str],
+    budget: int | None,
+    fold: bool,
+    notes: list[str],
+) -> tuple[dict[str, ViewItem], Edges]:
     """Over budget: fold long straight runs, then leave out the items farthest from the
     outputs; `item_of` follows, and `notes` says what was done."""
     if budget is not None and fold and len(items) > budget:
@@ -262,8 +280,11 @@ def plan_view(
     step noted in the picture. budget=None draws everything.
     """
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
-        raise ArgumentError("depth", depth,
-                            "use a whole number ≥ 1 (1 = top-level modules) or None for no collapsing")
+        raise ArgumentError(
+            "depth",
+            depth,
+            "use a whole number ≥ 1 (1 = top-level modules) or None for no collapsing",
+        )
     check_budget(budget)
     notes: list[str] = []
     total = len(graph.nodes)
@@ -286,8 +307,9 @@ def plan_view(
     return View(tuple(items.values()), tuple(edges), depth, tuple(notes), total, item_of)
 
 
-def plan(graph: Graph, state: ViewState | None = None, *,
-         budget: int | None = DEFAULT_BUDGET) -> View:
+def plan(
+    graph: Graph, state: ViewState | None = None, *, budget: int | None = DEFAULT_BUDGET
+) -> View:
     """What to draw for `graph` in `state` (None: `default_state`): open modules as
     clusters, closed ones as boxes, rolled runs as one node each. Over `budget` drawn items,
     long straight runs fold and then the items farthest from the outputs are left out, as
@@ -369,4 +391,3 @@ def _truncate(
         if a2 != b2:
             counts[(a2, b2)] += c
     return kept, [(a, b, c) for (a, b), c in counts.items()], len(dropped)
-

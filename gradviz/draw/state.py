@@ -17,8 +17,17 @@ from gradviz.graph.paths import depth as path_depth
 from gradviz.graph.paths import in_subtree, module_paths, parent, prefixes
 from gradviz.graph.runs import Run, run_for, run_holds, run_paths, run_paths_ends, runs_by_id
 
-__all__ = ["ROLL_ABOVE", "ViewState", "assign", "back", "breadcrumb", "check_budget", "collapse",
-           "default_state", "expand"]
+__all__ = [
+    "ROLL_ABOVE",
+    "ViewState",
+    "assign",
+    "back",
+    "breadcrumb",
+    "check_budget",
+    "collapse",
+    "default_state",
+    "expand",
+]
 
 # Graphs above this many nodes start with repeated blocks rolled (ResNet-50: 340 nodes).
 ROLL_ABOVE = 250
@@ -43,7 +52,6 @@ class ViewState:
     history: tuple[tuple[frozenset[str], frozenset[str]], ...] = field(default=(), repr=False)
 
 
-
 @gc_paused()
 def default_state(
     graph: Graph,
@@ -61,7 +69,9 @@ def default_state(
     """
     check_budget(budget)
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
-        raise ArgumentError("depth", depth, "use a whole number ≥ 1 (1 = top-level modules as boxes) or None")
+        raise ArgumentError(
+            "depth", depth, "use a whole number ≥ 1 (1 = top-level modules as boxes) or None"
+        )
     paths = module_paths(graph)
     if budget is None:
         return ViewState(expanded=frozenset(paths))
@@ -74,7 +84,9 @@ def default_state(
     state = ViewState(expanded=frozenset(paths), rolled=rolled)
     with gc_paused():
         for d in range(deepest + 1, 0, -1):
-            state = ViewState(expanded=frozenset(p for p in paths if path_depth(p) < d), rolled=rolled)
+            state = ViewState(
+                expanded=frozenset(p for p in paths if path_depth(p) < d), rolled=rolled
+            )
             if len(assign(graph, state)[1]) <= budget:
                 break
     return state
@@ -88,9 +100,15 @@ def expand(state: ViewState, target: str) -> ViewState:
     and unrolls any run it sits in.
     """
     if not isinstance(state, ViewState):
-        raise ArgumentError("state", type(state).__name__, "pass a ViewState (e.g. default_state(graph))")
+        raise ArgumentError(
+            "state", type(state).__name__, "pass a ViewState (e.g. default_state(graph))"
+        )
     if not isinstance(target, str) or not target:
-        raise ArgumentError("target", target, "pass a module path such as 'layers.0' or a drawn id 'mod/…' / 'roll/…'")
+        raise ArgumentError(
+            "target",
+            target,
+            "pass a module path such as 'layers.0' or a drawn id 'mod/…' / 'roll/…'",
+        )
     expanded, rolled = set(state.expanded), set(state.rolled)
     if target.startswith("roll/"):
         if target not in rolled:
@@ -105,7 +123,9 @@ def expand(state: ViewState, target: str) -> ViewState:
         crumb = target
     else:
         path = target[4:] if target.startswith("mod/") else target
-        if all(p in expanded for p in prefixes(path)) and not any(run_holds(r, path) for r in rolled):
+        if all(p in expanded for p in prefixes(path)) and not any(
+            run_holds(r, path) for r in rolled
+        ):
             return state
         expanded.update(prefixes(path))
         rolled = {r for r in rolled if not run_holds(r, path)}
@@ -124,13 +144,22 @@ def collapse(state: ViewState, path: str) -> ViewState:
     expanded = frozenset(p for p in state.expanded if not in_subtree(p, path))
     if expanded == state.expanded:
         return state
-    return ViewState(expanded, state.rolled, state.trail + (f"close {path}",), state.history + ((state.expanded, state.rolled),))
+    return ViewState(
+        expanded,
+        state.rolled,
+        state.trail + (f"close {path}",),
+        state.history + ((state.expanded, state.rolled),),
+    )
 
 
 def back(state: ViewState, steps: int) -> ViewState:
     """The state after the first `steps` entries of the breadcrumb (0: the first view)."""
     if not isinstance(steps, int) or not 0 <= steps <= len(state.trail):
-        raise ArgumentError("steps", steps, f"use 0 … {len(state.trail)} (the breadcrumb has {len(state.trail)} steps)")
+        raise ArgumentError(
+            "steps",
+            steps,
+            f"use 0 … {len(state.trail)} (the breadcrumb has {len(state.trail)} steps)",
+        )
     if steps == len(state.trail):
         return state
     expanded, rolled = state.history[steps]
@@ -150,7 +179,9 @@ def _crumb_label(step: str) -> str:
 
 
 def check_budget(budget: int | None) -> None:
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 10):
+    if budget is not None and (
+        not isinstance(budget, int) or isinstance(budget, bool) or budget < 10
+    ):
         raise ArgumentError("budget", budget, "use a whole number ≥ 10, or None to draw every node")
 
 
@@ -227,13 +258,15 @@ def _assign_new(graph: Graph, state: ViewState) -> tuple[dict[str, str], dict[st
             items[key] = ViewItem(key, n.kind, (n.id,), n.label, where)
         elif key.startswith("roll/"):
             run = runs[key]
-            members = tuple(m.id for m in groups[key])
-            detail = (f"{run.paths[0]} … {run.paths[-1]}", run.title,
-                      f"each: {run.ops_text} · {run.params_each} params")
-            items[key] = ViewItem(key, "roll", members, run.title, run.parent, detail)
+            ids = tuple(m.id for m in groups[key])
+            detail = (
+                f"{run.paths[0]} … {run.paths[-1]}",
+                run.title,
+                f"each: {run.ops_text} · {run.params_each} params",
+            )
+            items[key] = ViewItem(key, "roll", ids, run.title, run.parent, detail)
         else:
             path = key[4:]
-            members = tuple(m.id for m in groups[key])
-            items[key] = ViewItem(key, "module", members, types.get(path, "module"), parent(path))
+            ids = tuple(m.id for m in groups[key])
+            items[key] = ViewItem(key, "module", ids, types.get(path, "module"), parent(path))
     return item_of, items
-

@@ -52,9 +52,17 @@ class GraphDiff:
             return f"same structure ({len(self.common)} nodes)"
         parts = [f"{len(self.common)} nodes in both"]
         if self.added:
-            parts.append(f"{len(self.added)} added (" + ", ".join(f"{k} ×{v}" for k, v in self.added_labels().most_common(3)) + ")")
+            parts.append(
+                f"{len(self.added)} added ("
+                + ", ".join(f"{k} ×{v}" for k, v in self.added_labels().most_common(3))
+                + ")"
+            )
         if self.removed:
-            parts.append(f"{len(self.removed)} removed (" + ", ".join(f"{k} ×{v}" for k, v in self.removed_labels().most_common(3)) + ")")
+            parts.append(
+                f"{len(self.removed)} removed ("
+                + ", ".join(f"{k} ×{v}" for k, v in self.removed_labels().most_common(3))
+                + ")"
+            )
         return "; ".join(parts)
 
 
@@ -63,7 +71,9 @@ def diff(graph_a: Graph, graph_b: Graph) -> GraphDiff:
     """What changed between two traced runs (another seed, depth or program)."""
     for name, g in (("graph_a", graph_a), ("graph_b", graph_b)):
         if not isinstance(g, Graph):
-            raise ArgumentError(name, type(g).__name__, "pass gradviz Graphs (from trace() or trace_example())")
+            raise ArgumentError(
+                name, type(g).__name__, "pass gradviz Graphs (from trace() or trace_example())"
+            )
     by_key_a: dict[tuple, list[str]] = {}
     for n in graph_a.nodes:
         by_key_a.setdefault(_key(n), []).append(n.id)
@@ -85,18 +95,23 @@ def diff(graph_a: Graph, graph_b: Graph) -> GraphDiff:
     removed_set = set(removed)
     extra = tuple(
         Node(f"a/{n.id}", n.kind, n.label, n.shape, n.dtype, n.module, n.saved, n.grad_fn, n.attrs)
-        for n in graph_a.nodes if n.id in removed_set
+        for n in graph_a.nodes
+        if n.id in removed_set
     )
 
     def in_merged(a_id: str) -> str:
         return f"a/{a_id}" if a_id in removed_set else partner[a_id]
 
     extra_edges = tuple(
-        (in_merged(s), in_merged(d)) for s, d in graph_a.edges if s in removed_set or d in removed_set
+        (in_merged(s), in_merged(d))
+        for s, d in graph_a.edges
+        if s in removed_set or d in removed_set
     )
-    merged = Graph(graph_b.nodes + extra, graph_b.edges + extra_edges, tuple(sorted(set(graph_a.modules) | set(graph_b.modules))))
+    merged = Graph(
+        graph_b.nodes + extra,
+        graph_b.edges + extra_edges,
+        tuple(sorted(set(graph_a.modules) | set(graph_b.modules))),
+    )
     colors = {i: DIFF_COLORS["added"] for i in added}
     colors.update({f"a/{i}": DIFF_COLORS["removed"] for i in removed})
     return GraphDiff(tuple(added), tuple(removed), tuple(common), merged, colors)
-
-

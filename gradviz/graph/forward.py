@@ -57,9 +57,9 @@ def forward_view(graph: Graph) -> ForwardView:
         else:
             node_of[n.id] = n.id
     # Parameters alone (a module that made no op, e.g. forward ran without capture) stay nodes.
-    for key, members in list(groups.items()):
-        if all(m.kind == "param" for m in members):
-            for m in members:
+    for key, group in list(groups.items()):
+        if all(m.kind == "param" for m in group):
+            for m in group:
                 node_of[m.id] = m.id
             del groups[key]
     users: dict[str, list[str]] = {}
@@ -75,19 +75,45 @@ def forward_view(graph: Graph) -> ForwardView:
         done.add(key)
         if key == n.id:
             # Ops made outside any module: the forward picture names them, no saved values.
-            nodes.append(Node(n.id, n.kind, n.label, n.shape, n.dtype, n.module, grad_fn=n.grad_fn) if n.kind == "op" else n)
+            nodes.append(
+                Node(n.id, n.kind, n.label, n.shape, n.dtype, n.module, grad_fn=n.grad_fn)
+                if n.kind == "op"
+                else n
+            )
             members[key] = (n.id,)
             continue
         group = groups[key]
         path = key[2:]
         inside = {m.id for m in group}
         # The module's output: an op of it used outside it (the first such in graph order).
-        out = next((m for m in group if m.kind == "op" and any(u not in inside for u in users.get(m.id, ()))), None)
+        out = next(
+            (
+                m
+                for m in group
+                if m.kind == "op" and any(u not in inside for u in users.get(m.id, ()))
+            ),
+            None,
+        )
         ops = Counter(m.label for m in group if m.kind == "op")
         params = [m for m in group if m.kind == "param"]
-        attrs = [("ops", ", ".join(f"{k} ×{v}" if v > 1 else k for k, v in ops.most_common(4)) + (", …" if len(ops) > 4 else ""))]
+        attrs = [
+            (
+                "ops",
+                ", ".join(f"{k} ×{v}" if v > 1 else k for k, v in ops.most_common(4))
+                + (", …" if len(ops) > 4 else ""),
+            )
+        ]
         if params:
-            attrs.append(("params", ", ".join(f"{p.label.rsplit('.', 1)[-1]} {shape_text(p.shape, '?')}" for p in params[:4]) + (", …" if len(params) > 4 else "")))
+            attrs.append(
+                (
+                    "params",
+                    ", ".join(
+                        f"{p.label.rsplit('.', 1)[-1]} {shape_text(p.shape, '?')}"
+                        for p in params[:4]
+                    )
+                    + (", …" if len(params) > 4 else ""),
+                )
+            )
         name = path.rsplit(".", 1)[-1]
         own = " (own ops)" if path in with_children else ""
         nodes.append(
@@ -110,5 +136,3 @@ def forward_view(graph: Graph) -> ForwardView:
     fgraph = Graph(tuple(nodes), tuple(seen), graph.modules)
     colors = {k: MODULE_NODE_COLOR for k in groups}
     return ForwardView(fgraph, members, node_of, colors)
-
-

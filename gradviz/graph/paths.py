@@ -16,7 +16,7 @@ def depth(path: str) -> int:
 
 @functools.lru_cache(maxsize=1 << 17)
 def prefixes(path: str) -> tuple[str, ...]:
-    """"a.b.c" → ("a", "a.b", "a.b.c")."""
+    """ "a.b.c" → ("a", "a.b", "a.b.c")."""
     if "." not in path:
         return (path,)
     parts = path.split(".")
@@ -51,7 +51,7 @@ def module_paths(graph: Graph) -> list[str]:
 
 
 def shape_text(shape: tuple[int, ...] | None, unknown: str = "") -> str:
-    """"3×4", "scalar" for (), `unknown` when the shape was not recorded."""
+    """ "3×4", "scalar" for (), `unknown` when the shape was not recorded."""
     if shape is None:
         return unknown
     return "×".join(str(s) for s in shape) if shape else "scalar"

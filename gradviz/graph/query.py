@@ -33,11 +33,15 @@ def search(graph: Graph, query: str) -> list[str]:
     types = {p: t.lower() for p, t in graph.modules}
     out = []
     for n in graph.nodes:
-        hay = (n.label.lower(), (n.grad_fn or "").lower(), (n.module or "").lower(), types.get(n.module or "", ""))
+        hay = (
+            n.label.lower(),
+            (n.grad_fn or "").lower(),
+            (n.module or "").lower(),
+            types.get(n.module or "", ""),
+        )
         if n.id.lower() == q or any(q in h for h in hay):
             out.append(n.id)
     return out
-
 
 
 def _dims(shape: tuple[int, ...] | None) -> str:
@@ -68,15 +72,35 @@ def inspect(
     if node_id.startswith("roll/"):
         run = run_for(graph, node_id)
         if run is None:
-            raise ArgumentError("node_id", node_id, "this graph has no such run of repeated blocks; use an id from the drawing")
-        info = _inspect_module(graph, run.paths[0])
-        info.update(kind="roll", id=node_id, label=run.title, paths=list(run.paths), count=run.count, module=run.parent)
-        return info
+            raise ArgumentError(
+                "node_id",
+                node_id,
+                "this graph has no such run of repeated blocks; use an id from the drawing",
+            )
+        rolled = _inspect_module(graph, run.paths[0])
+        rolled.update(
+            kind="roll",
+            id=node_id,
+            label=run.title,
+            paths=list(run.paths),
+            count=run.count,
+            module=run.parent,
+        )
+        return rolled
     if node_id.startswith("fold/") or node_id == "more":
         item = next((i for i in view.items if i.id == node_id), None) if view is not None else None
         members = list(item.members) if item else []
-        return {"id": node_id, "kind": "fold", "label": item.title if item else "folded run",
-                "members": members, "ops": dict(Counter(graph.node(m).label for m in members if graph.node(m).kind == "op").most_common())}
+        return {
+            "id": node_id,
+            "kind": "fold",
+            "label": item.title if item else "folded run",
+            "members": members,
+            "ops": dict(
+                Counter(
+                    graph.node(m).label for m in members if graph.node(m).kind == "op"
+                ).most_common()
+            ),
+        }
     node = graph.node(node_id)
     node_stats = (stats or {}).get(node_id, {})
     info: dict[str, Any] = {
@@ -90,8 +114,12 @@ def inspect(
         "shape_text": _dims(node.shape),
         "dtype": node.dtype,
         "saved": [
-            {"name": s.name, "shape": s.shape, "dtype": s.dtype,
-             "stats": node_stats[s.name].to_dict() if s.name in node_stats else None}
+            {
+                "name": s.name,
+                "shape": s.shape,
+                "dtype": s.dtype,
+                "stats": node_stats[s.name].to_dict() if s.name in node_stats else None,
+            }
             for s in node.saved
         ],
         "value": node_stats["value"].to_dict() if "value" in node_stats else None,
@@ -131,11 +159,17 @@ def _step_gradients(stepper: BackwardStepper, node: Node) -> dict[str, Any] | No
 def _inspect_module(graph: Graph, path: str) -> dict[str, Any]:
     members = autograd_nodes_of(graph, path)
     if not members:
-        raise ArgumentError("node_id", f"mod/{path}", "no node of this graph sits in that module; use an id from the drawing")
+        raise ArgumentError(
+            "node_id",
+            f"mod/{path}",
+            "no node of this graph sits in that module; use an id from the drawing",
+        )
     inside = set(members)
     nodes = [graph.node(m) for m in members]
     ops = Counter(n.label for n in nodes if n.kind == "op")
-    params = [{"name": n.label, "shape": n.shape, "dtype": n.dtype} for n in nodes if n.kind == "param"]
+    params = [
+        {"name": n.label, "shape": n.shape, "dtype": n.dtype} for n in nodes if n.kind == "param"
+    ]
     ins = [s for s, d in graph.edges if d in inside and s not in inside]
     outs = [s for s, d in graph.edges if s in inside and d not in inside]
     return {
@@ -148,7 +182,9 @@ def _inspect_module(graph: Graph, path: str) -> dict[str, Any]:
         "ops": dict(ops.most_common()),
         "params": params,
         "param_count": sum(math.prod(p["shape"] or ()) for p in params),
-        "input_shapes": sorted({_dims(graph.node(s).shape) for s in ins if graph.node(s).kind == "op"}),
+        "input_shapes": sorted(
+            {_dims(graph.node(s).shape) for s in ins if graph.node(s).kind == "op"}
+        ),
         "output_shapes": sorted({_dims(graph.node(s).shape) for s in outs}),
         "members": members,
     }
@@ -165,4 +201,3 @@ def autograd_nodes_of(graph: Graph, module_path: str) -> list[str]:
     if module_path.startswith(("mod/", "m/")):
         module_path = module_path.split("/", 1)[1]
     return [n.id for n in graph.nodes if in_subtree(n.module, module_path)]
-

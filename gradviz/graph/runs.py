@@ -16,7 +16,15 @@ from gradviz.errors import ArgumentError
 from gradviz.graph.model import Graph, gc_paused
 from gradviz.graph.paths import depth, in_subtree, module_paths, natural_key, parent, prefixes
 
-__all__ = ["Run", "repeated_runs", "run_for", "run_holds", "run_paths", "run_paths_ends", "runs_by_id"]
+__all__ = [
+    "Run",
+    "repeated_runs",
+    "run_for",
+    "run_holds",
+    "run_paths",
+    "run_paths_ends",
+    "runs_by_id",
+]
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,6 @@ def _cross_edges(graph: Graph) -> set[tuple[str, str | None, tuple[int, ...] | N
     return graph.memo("cross", compute)
 
 
-
 def _signatures(graph: Graph, paths: Iterable[str]) -> dict[str, Any]:
     """A hashable fingerprint of each module's architecture: the submodules inside it (path
     relative to it, type), its parameters (relative name, shape, dtype) and the shapes it
@@ -77,20 +84,27 @@ def _signatures(graph: Graph, paths: Iterable[str]) -> dict[str, Any]:
     for m in {n.module for n in graph.nodes if n.module}:
         for p in prefixes(m):
             if p in wanted:
-                parts[p].add((m[len(p):], types.get(m)))
+                parts[p].add((m[len(p) :], types.get(m)))
     for n in graph.nodes:
         if n.kind != "param" or not n.module:
             continue
         for p in prefixes(n.module):
             if p in wanted:
-                name = n.label[len(p) + 1:] if n.label.startswith(p + ".") else n.label
+                name = n.label[len(p) + 1 :] if n.label.startswith(p + ".") else n.label
                 params[p][(name, n.shape, n.dtype)] += 1
     outs: dict[str, set] = {p: set() for p in wanted}
     for a, b, shape in _cross_edges(graph):
         for p in prefixes(a):
             if p in wanted and not in_subtree(b, p):
                 outs[p].add(shape)
-    return {p: (frozenset(parts[p]), frozenset(params[p].items()) if p in params else frozenset(), frozenset(outs[p])) for p in wanted}
+    return {
+        p: (
+            frozenset(parts[p]),
+            frozenset(params[p].items()) if p in params else frozenset(),
+            frozenset(outs[p]),
+        )
+        for p in wanted
+    }
 
 
 def _exits(graph: Graph) -> dict[str, set[str]]:
@@ -146,7 +160,7 @@ def repeated_runs(graph: Graph, *, min_count: int = 2) -> tuple[Run, ...]:
                 and exits.get(kids[j], set()) == {kids[j + 1]}
             ):
                 j += 1
-            members = kids[i: j + 1]
+            members = kids[i : j + 1]
             if len(members) >= min_count and ops[members[0]] > 0:
                 runs.append(
                     Run(
@@ -184,7 +198,14 @@ def run_for(graph: Graph, run_id: str) -> Run | None:
         if first in r.paths and last in r.paths:
             i, j = r.paths.index(first), r.paths.index(last)
             if i < j:
-                return Run(run_id, r.parent, r.paths[i: j + 1], r.type_name, r.ops[i: j + 1], r.params_each)
+                return Run(
+                    run_id,
+                    r.parent,
+                    r.paths[i : j + 1],
+                    r.type_name,
+                    r.ops[i : j + 1],
+                    r.params_each,
+                )
     return None
 
 
@@ -216,4 +237,3 @@ def run_holds(run_id: str, path: str) -> bool:
         return _index_of(first) <= _index_of(block) <= _index_of(last)
     except ValueError:
         return False
-

@@ -32,13 +32,21 @@ class TensorStats:
     nonfinite: int  # NaN/inf entries
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("shape", "dtype", "mean", "std", "min", "max", "norm", "zeros", "nonfinite")}
+        return {
+            k: getattr(self, k)
+            for k in ("shape", "dtype", "mean", "std", "min", "max", "norm", "zeros", "nonfinite")
+        }
 
     def describe(self) -> str:
         dims = "×".join(map(str, self.shape)) or "scalar"
         if self.mean is None:
-            return f"{dims} {self.dtype}: " + (f"all {self.nonfinite} entries NaN/inf" if self.nonfinite else "empty")
-        text = f"{dims} {self.dtype}: mean {self.mean:.3g}, std {self.std:.3g}, min {self.min:.3g}, max {self.max:.3g}, ‖·‖ {self.norm:.3g}"
+            return f"{dims} {self.dtype}: " + (
+                f"all {self.nonfinite} entries NaN/inf" if self.nonfinite else "empty"
+            )
+        text = (
+            f"{dims} {self.dtype}: mean {self.mean:.3g}, std {self.std:.3g}, "
+            f"min {self.min:.3g}, max {self.max:.3g}, ‖·‖ {self.norm:.3g}"
+        )
         if self.zeros:
             text += f", {self.zeros:.0%} zeros"
         if self.nonfinite:
@@ -71,8 +79,15 @@ def tensor_stats(value: Any) -> TensorStats:
     if vals.size == 0:
         return TensorStats(shape, dtype, None, None, None, None, None, zeros, bad)
     return TensorStats(
-        shape, dtype, float(vals.mean()), float(vals.std()), float(vals.min()), float(vals.max()),
-        float(math.sqrt(float(np.dot(vals.ravel(), vals.ravel())))), zeros, bad,
+        shape,
+        dtype,
+        float(vals.mean()),
+        float(vals.std()),
+        float(vals.min()),
+        float(vals.max()),
+        float(math.sqrt(float(np.dot(vals.ravel(), vals.ravel())))),
+        zeros,
+        bad,
     )
 
 
@@ -122,7 +137,11 @@ def saved_stats(ids: Mapping[Any, str]) -> dict[str, dict[str, TensorStats]]:
             keep.append(value)
             if isinstance(value, torch.Tensor):
                 found[short] = stats(value)
-            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+            elif (
+                isinstance(value, (list, tuple))
+                and value
+                and all(isinstance(v, torch.Tensor) for v in value)
+            ):
                 for i, v in enumerate(value):
                     found[f"{short}[{i}]"] = stats(v)
         if custom:
@@ -144,8 +163,9 @@ def saved_stats(ids: Mapping[Any, str]) -> dict[str, dict[str, TensorStats]]:
 STATS_MAX_NODES = 10_000
 
 
-def trace_with_stats(*outputs: Any, model: Any = None, params: Any = None,
-                     max_nodes: int | None = STATS_MAX_NODES) -> tuple[Graph, dict[str, dict[str, TensorStats]]]:
+def trace_with_stats(
+    *outputs: Any, model: Any = None, params: Any = None, max_nodes: int | None = STATS_MAX_NODES
+) -> tuple[Graph, dict[str, dict[str, TensorStats]]]:
     """`trace`, plus statistics of every saved tensor and leaf value (see `saved_stats`);
     none when the graph has more than `max_nodes` nodes."""
     graph, ids = trace_with_ids(*outputs, model=model, params=params, saved=True)

@@ -23,13 +23,21 @@ from gradviz.errors import ArgumentError, TraceError
 from gradviz.graph.model import Graph, Node, SavedTensor, gc_paused
 from gradviz.graph.paths import module_paths
 
-__all__ = ["trace", "trace_with_ids", "is_accumulate", "capture", "ensure_deep_graph_stack", "run_with_big_stack", "MODULE_TAG"]
+__all__ = [
+    "trace",
+    "trace_with_ids",
+    "is_accumulate",
+    "capture",
+    "ensure_deep_graph_stack",
+    "run_with_big_stack",
+    "MODULE_TAG",
+]
 
 # Key under which capture() stores a node's module path in `grad_fn.metadata`.
 MODULE_TAG = "gradviz.module"
 # The type of leaf-accumulating nodes; isinstance is far cheaper than hasattr(fn, "variable"),
 # which raises (and swallows) an AttributeError for every other node.
-_ACCUMULATE = torch._C._functions.AccumulateGrad
+_ACCUMULATE = torch._C._functions.AccumulateGrad  # type: ignore[attr-defined]
 
 
 def is_accumulate(fn: Any) -> bool:
@@ -68,7 +76,9 @@ def _validate_outputs(outputs: tuple[Any, ...]) -> list[torch.Tensor]:
     for i, value in enumerate(outputs):
         _flatten(value, f"outputs[{i}]", flat)
     if not flat:
-        raise TraceError("trace() got only empty containers: pass at least one tensor, e.g. trace(loss)")
+        raise TraceError(
+            "trace() got only empty containers: pass at least one tensor, e.g. trace(loss)"
+        )
     tensors = []
     for where, value in flat:
         if not isinstance(value, torch.Tensor):
@@ -91,15 +101,23 @@ def _param_names(model: nn.Module | None, params: Mapping[str, Any] | None) -> d
     names: dict[int, str] = {}
     if model is not None:
         if not isinstance(model, nn.Module):
-            raise ArgumentError("model", type(model).__name__, "pass an nn.Module (or use params={name: tensor})")
+            raise ArgumentError(
+                "model", type(model).__name__, "pass an nn.Module (or use params={name: tensor})"
+            )
         for name, p in model.named_parameters():
             names.setdefault(id(p), name)
     if params is not None:
         if not isinstance(params, Mapping):
-            raise ArgumentError("params", type(params).__name__, "pass a mapping name → tensor, e.g. dict(model.named_parameters())")
+            raise ArgumentError(
+                "params",
+                type(params).__name__,
+                "pass a mapping name → tensor, e.g. dict(model.named_parameters())",
+            )
         for name, p in params.items():
             if not isinstance(p, torch.Tensor):
-                raise ArgumentError(f"params[{name!r}]", type(p).__name__, "every value must be a torch.Tensor")
+                raise ArgumentError(
+                    f"params[{name!r}]", type(p).__name__, "every value must be a torch.Tensor"
+                )
             names[id(p)] = str(name)
     return names
 
@@ -116,7 +134,7 @@ def saved_layout(cls: type, node: Any) -> tuple[tuple[tuple[str, str], ...], boo
     layout = _SAVED_ATTRS.get(cls)
     if layout is None:
         names = tuple(
-            (a, a[len("_saved_"):])
+            (a, a[len("_saved_") :])
             for a in dir(node)
             if a.startswith("_saved_") and not a.endswith(_NOISY_ATTR_SUFFIXES)
         )
@@ -148,7 +166,11 @@ def _describe_saved(node: Any) -> tuple[tuple[SavedTensor, ...], tuple[tuple[str
             continue
         if isinstance(value, torch.Tensor):
             saved.append(_saved_tensor(short, value))
-        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        elif (
+            isinstance(value, (list, tuple))
+            and value
+            and all(isinstance(v, torch.Tensor) for v in value)
+        ):
             saved.extend(_saved_tensor(f"{short}[{i}]", v) for i, v in enumerate(value))
         else:
             attrs.append((short, _attr_text(value)))
@@ -158,7 +180,9 @@ def _describe_saved(node: Any) -> tuple[tuple[SavedTensor, ...], tuple[tuple[str
         except RuntimeError:
             tensors = ()
         saved.extend(
-            _saved_tensor(f"saved_tensors[{i}]", t) for i, t in enumerate(tensors) if isinstance(t, torch.Tensor)
+            _saved_tensor(f"saved_tensors[{i}]", t)
+            for i, t in enumerate(tensors)
+            if isinstance(t, torch.Tensor)
         )
     return tuple(saved), tuple(attrs)
 
@@ -285,7 +309,9 @@ def _walk(
         node_id = ids[fn] = f"n{len(nodes)}"
         label = _LABELS.get(cls)
         if label is None:
-            label = _LABELS[cls] = cls._forward_cls.__name__ if hasattr(cls, "_forward_cls") else cls.__name__
+            label = _LABELS[cls] = (
+                cls._forward_cls.__name__ if hasattr(cls, "_forward_cls") else cls.__name__
+            )
         shape, dtype = _output_meta(fn)
         saved_t, attrs = _describe_saved(fn) if saved else ((), ())
         module = fn.metadata.get(MODULE_TAG)
@@ -316,7 +342,9 @@ def _walk(
         used = {n.module for n in nodes if n.module} | set(modules)
         wanted = {".".join(p.split(".")[:i]) for p in used for i in range(1, p.count(".") + 2)}
         missing = wanted.difference(modules)
-        if missing:  # one walk over the modules: get_submodule per path cost 0.7 ms on a transformer
+        if (
+            missing
+        ):  # one walk over the modules: get_submodule per path cost 0.7 ms on a transformer
             for path, module in model.named_modules(remove_duplicate=False):
                 if path in missing:
                     modules[path] = type(module).__name__
@@ -389,7 +417,7 @@ _STACK_SIZE_LOCK = threading.Lock()
 def _probe_sequence_nr() -> int:
     # Older torch has no getter: make a throwaway node and read its number.
     probe = torch.zeros((), requires_grad=True).clone()
-    return int(probe.grad_fn._sequence_nr())
+    return int(probe.grad_fn._sequence_nr())  # type: ignore[union-attr]
 
 
 _current_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", _probe_sequence_nr)
@@ -411,7 +439,11 @@ def capture(model: nn.Module) -> Iterator[nn.Module]:
     also on error.
     """
     if not isinstance(model, nn.Module):
-        raise ArgumentError("model", type(model).__name__, "capture() takes the nn.Module whose forward you run inside the block")
+        raise ArgumentError(
+            "model",
+            type(model).__name__,
+            "capture() takes the nn.Module whose forward you run inside the block",
+        )
     local = threading.local()  # each thread has its own call stack of open modules
     handles = []
 
@@ -427,6 +459,7 @@ def capture(model: nn.Module) -> Iterator[nn.Module]:
             return
         start = stack.pop()
         tag = (path, type(module).__name__)
+        pending: list[Any]  # torch's stubs type Node.metadata as a method; it is a dict
         if isinstance(output, torch.Tensor):  # the common case, without flattening
             pending = [output.grad_fn] if output.grad_fn is not None else []
         else:
@@ -450,7 +483,9 @@ def capture(model: nn.Module) -> Iterator[nn.Module]:
                 if not path:
                     continue  # ops the top-level forward makes itself stay untagged
                 handles.append(module.register_forward_pre_hook(functools.partial(pre, path)))
-                handles.append(module.register_forward_hook(functools.partial(post, path), always_call=True))
+                handles.append(
+                    module.register_forward_hook(functools.partial(post, path), always_call=True)
+                )
             yield model
         finally:
             for handle in handles:
