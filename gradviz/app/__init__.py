@@ -17,7 +17,7 @@ from gradviz.errors import GradvizError
 from gradviz.graph.model import Graph
 from gradviz.zoo.sources import source_labels, trace_source
 
-__all__ = ["graph_sources", "traced", "svg_of", "png_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
+__all__ = ["graph_sources", "traced", "svg_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
 
 # Session-state key under which the Build & Train page hands its model to the others.
 MODEL_KEY = "gradviz.built_model"
@@ -40,11 +40,6 @@ def traced(source: str, seed: int = 0) -> Graph:
 @st.cache_data(max_entries=64, show_spinner="Laying out with Graphviz…")
 def svg_of(dot_source: str) -> str:
     return layout(dot_source, "svg").decode("utf-8")
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def png_of(dot_source: str) -> bytes:
-    return layout(dot_source, "png")
 
 
 def show_svg(svg: str, height: int = 720) -> None:
