@@ -28,7 +28,10 @@ from torch import nn
 
 from gradviz.app import MODEL_KEY
 from gradviz.errors import ArgumentError, DataError, GradvizError, SpecError
-from gradviz.train.builder import build_network, layer_table, layer_types, parse_spec, spec_to_text
+from gradviz.train.builder import build_network
+from gradviz.train.layer_kinds import layer_types
+from gradviz.train.shapes import layer_table
+from gradviz.train.spec import parse_spec, spec_to_text
 from gradviz.train.data import TrainData, load_mnist_csv, load_mnist_idx
 from gradviz.train.plots import Picture, picture_for, predict, predicted_classes
 from gradviz.train.training import (
