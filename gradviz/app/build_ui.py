@@ -34,14 +34,10 @@ from gradviz.train.shapes import layer_table
 from gradviz.train.spec import parse_spec, spec_to_text
 from gradviz.train.data import TrainData, load_mnist_csv, load_mnist_idx
 from gradviz.train.plots import Picture, picture_for, predict, predicted_classes
-from gradviz.train.training import (
-    OPTIMIZERS,
-    Checkpoint,
-    TrainResult,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-)
+from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from gradviz.train.optimizers import OPTIMIZERS
+from gradviz.train.results import TrainResult
+from gradviz.train.training import train
 from gradviz.zoo.presets import Preset, presets
 
 __all__ = [

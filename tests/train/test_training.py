@@ -12,14 +12,9 @@ import torch
 
 from gradviz.errors import ArgumentError, DataError, GradvizError
 from gradviz.train.builder import build_network
-from gradviz.train.training import (
-    Checkpoint,
-    StopTraining,
-    TrainResult,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-)
+from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from gradviz.train.results import StopTraining, TrainResult
+from gradviz.train.training import train
 from gradviz.zoo.presets import PRESET_NAMES, get_preset
 
 
