@@ -17,7 +17,8 @@ from gradviz.graph.model import Graph, Node, SavedTensor
 from gradviz.graph.tracing import capture, trace
 from gradviz.train.builder import Network, build_network
 from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
-from gradviz.train.data import TrainData, load_mnist_csv, load_mnist_idx
+from gradviz.train.data import TrainData
+from gradviz.train.mnist import load_mnist_csv, load_mnist_idx
 from gradviz.train.results import StopTraining, TrainResult
 from gradviz.train.shapes import layer_table
 from gradviz.train.spec import parse_spec, spec_to_text

@@ -32,7 +32,8 @@ from gradviz.train.builder import build_network
 from gradviz.train.layer_kinds import layer_types
 from gradviz.train.shapes import layer_table
 from gradviz.train.spec import parse_spec, spec_to_text
-from gradviz.train.data import TrainData, load_mnist_csv, load_mnist_idx
+from gradviz.train.data import TrainData
+from gradviz.train.mnist import load_mnist_csv, load_mnist_idx
 from gradviz.train.plots import Picture, picture_for, predict, predicted_classes
 from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from gradviz.train.optimizers import OPTIMIZERS
