@@ -10,6 +10,7 @@ import copy
 import io
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -187,12 +188,37 @@ def _unpickle(src: Any, label: str) -> Any:
     """
     try:
         return torch.load(src, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _refused(label, str(exc)) from None
     except _READ_ERRORS as exc:
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"{label}: not a readable PyTorch checkpoint ({msg}); save one with "
-            "gradviz.save_checkpoint or torch.save(model.state_dict(), path)"
-        ) from None
+        raise _unreadable(label, exc) from None
+
+
+def _refused(label: str, text: str) -> DataError:
+    """The error for a pickle torch's weights-only reader stopped.
+
+    torch's own message suggests weights_only=False, which on a server would let an
+    uploaded file run code; the message here says what was refused and how to save a
+    file gradviz reads instead.
+    """
+    found = re.search(r"GLOBAL (\S+)", text)
+    if found is None:  # not an object gradviz refused: bytes that are no pickle at all
+        operand = re.search(r"Unsupported operand \S+", text)
+        return _unreadable(label, ValueError(operand.group(0) if operand else "not a tensor file"))
+    return DataError(
+        f"{label}: refused: it holds a Python object other than tensors ({found.group(1)}), "
+        "and unpickling it could run code on this machine; gradviz only reads tensors "
+        "(torch.load with weights_only=True). Save the weights with "
+        "gradviz.save_checkpoint or torch.save(model.state_dict(), path)"
+    )
+
+
+def _unreadable(label: str, exc: BaseException) -> DataError:
+    msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return DataError(
+        f"{label}: not a readable PyTorch checkpoint ({msg}); save one with "
+        "gradviz.save_checkpoint or torch.save(model.state_dict(), path)"
+    )
 
 
 def _checkpoint_of(obj: Any, label: str) -> Checkpoint:
