@@ -62,13 +62,19 @@ def guard(what: str) -> Iterator[None]:
         st.error(f"{what}: {exc}")
 
 
+def _shape_cell(shape: tuple[int, ...] | None) -> str:
+    if shape:
+        return "×".join(map(str, shape))
+    return "scalar" if shape == () else ""
+
+
 def node_rows(graph: Graph) -> list[dict[str, Any]]:
     return [
         {
             "id": n.id,
             "kind": n.kind,
             "label": n.label,
-            "shape": "×".join(map(str, n.shape)) if n.shape else ("scalar" if n.shape == () else ""),
+            "shape": _shape_cell(n.shape),
             "dtype": n.dtype or "",
             "module": n.module or "",
             "saved": ", ".join(s.describe() for s in n.saved),

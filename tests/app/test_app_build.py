@@ -1,4 +1,4 @@
-"""The Build & Train page: AppTest of every preset, settings and bad input; Chromium for the live run."""
+"""The Build & Train page: AppTest of every preset, settings and bad input; Chromium runs live."""
 
 from __future__ import annotations
 
@@ -128,7 +128,10 @@ def test_layer_list_editor_builds_and_trains_a_custom_network():
     }
     at.run()
     _settle(at)
-    spec = "Linear(in_features=2, out_features=8) -> Linear(out_features=3) -> Sigmoid -> Linear(out_features=4) -> Sigmoid -> Softmax(dim=1)"
+    spec = (
+        "Linear(in_features=2, out_features=8) -> Linear(out_features=3) -> Sigmoid -> "
+        "Linear(out_features=4) -> Sigmoid -> Softmax(dim=1)"
+    )
     assert at.text_area(key="bt_spec").value == spec
     assert list(at.data_editor[0].value["output shape"])[:2] == ["8", "3"]
     # edit the text: a wider tanh net
@@ -139,9 +142,8 @@ def test_layer_list_editor_builds_and_trains_a_custom_network():
     run = at.session_state["bt_run"]
     assert not _errors(at) and run.metrics["accuracy"] > 0.9
     handoff = at.session_state[MODEL_KEY]
-    assert (
-        handoff["source"]
-        == "layers:Linear(in_features=2, out_features=16) -> Tanh -> Linear(out_features=4) -> Sigmoid"
+    assert handoff["source"] == (
+        "layers:Linear(in_features=2, out_features=16) -> Tanh -> Linear(out_features=4) -> Sigmoid"
     )
     assert handoff["preset"] == "quadrant-sgd" and handoff["model"] is run.model
     assert isinstance(run.model[0], torch.nn.Linear) and run.model[0].out_features == 16
@@ -286,7 +288,8 @@ def _enter(page, label: str, value: str) -> None:
     box.fill(value)
     box.press("Enter")
     page.wait_for_function(
-        '([label, value]) => document.querySelector(`input[aria-label="${label}"]`).value === value',
+        "([label, value]) => "
+        'document.querySelector(`input[aria-label="${label}"]`).value === value',
         arg=[label, value],
     )
 

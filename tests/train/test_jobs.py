@@ -292,7 +292,8 @@ def test_an_upload_round_trips_into_the_selected_network_or_says_whose_it_is():
     for a, b in zip(loaded.model.parameters(), trained.model.parameters(), strict=True):
         assert torch.equal(a, b)
     other = save_checkpoint(get_preset("keras-dense-512").build(0))
-    with pytest.raises(DataError, match=r"k.pt holds weights of the layer list .Linear\(in_features=784"):
+    whose = r"k.pt holds weights of the layer list .Linear\(in_features=784"
+    with pytest.raises(DataError, match=whose):
         jobs.load_upload(other, "k.pt", _settings(), preset)
     with pytest.raises(DataError, match="saved from preset quadrant-sgd; pick quadrant-sgd"):
         jobs.load_upload(
