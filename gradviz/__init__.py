@@ -15,16 +15,14 @@ from gradviz.draw.export import render
 from gradviz.errors import ArgumentError, DataError, GradvizError, SpecError, TraceError
 from gradviz.graph.model import Graph, Node, SavedTensor
 from gradviz.graph.tracing import capture, trace
-from gradviz.train.builder import Network, build_network, layer_table, parse_spec, spec_to_text
-from gradviz.train.data import TrainData, load_mnist_csv, load_mnist_idx
-from gradviz.train.training import (
-    Checkpoint,
-    StopTraining,
-    TrainResult,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-)
+from gradviz.train.builder import Network, build_network
+from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from gradviz.train.data import TrainData
+from gradviz.train.mnist import load_mnist_csv, load_mnist_idx
+from gradviz.train.results import StopTraining, TrainResult
+from gradviz.train.shapes import layer_table
+from gradviz.train.spec import parse_spec, spec_to_text
+from gradviz.train.training import train
 from gradviz.zoo.examples import example_names, trace_example
 from gradviz.zoo.presets import Preset, get_preset, presets
 

@@ -17,7 +17,7 @@ from gradviz.errors import GradvizError
 from gradviz.graph.model import Graph
 from gradviz.zoo.sources import source_labels, trace_source
 
-__all__ = ["graph_sources", "traced", "svg_of", "png_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
+__all__ = ["graph_sources", "traced", "svg_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
 
 # Session-state key under which the Build & Train page hands its model to the others.
 MODEL_KEY = "gradviz.built_model"
@@ -42,11 +42,6 @@ def svg_of(dot_source: str) -> str:
     return layout(dot_source, "svg").decode("utf-8")
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def png_of(dot_source: str) -> bytes:
-    return layout(dot_source, "png")
-
-
 def show_svg(svg: str, height: int = 720) -> None:
     """Show Graphviz's SVG in the page (scrollable), so the browser does no layout work."""
     start = svg.find("<svg")
@@ -67,13 +62,19 @@ def guard(what: str) -> Iterator[None]:
         st.error(f"{what}: {exc}")
 
 
+def _shape_cell(shape: tuple[int, ...] | None) -> str:
+    if shape:
+        return "×".join(map(str, shape))
+    return "scalar" if shape == () else ""
+
+
 def node_rows(graph: Graph) -> list[dict[str, Any]]:
     return [
         {
             "id": n.id,
             "kind": n.kind,
             "label": n.label,
-            "shape": "×".join(map(str, n.shape)) if n.shape else ("scalar" if n.shape == () else ""),
+            "shape": _shape_cell(n.shape),
             "dtype": n.dtype or "",
             "module": n.module or "",
             "saved": ", ".join(s.describe() for s in n.saved),

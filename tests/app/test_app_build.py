@@ -1,4 +1,4 @@
-"""The Build & Train page: AppTest of every preset, settings and bad input; Chromium for the live run."""
+"""The Build & Train page: AppTest of every preset, settings and bad input; Chromium runs live."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import io
 import pathlib
 import re
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from gradviz.app import MODEL_KEY
-from gradviz.app import build_ui as ui
-from gradviz.errors import DataError
+from gradviz.train import jobs
+from gradviz.train.checkpoints import save_checkpoint
 from gradviz.zoo.presets import get_preset, presets
 
 PAGE = str(pathlib.Path(__file__).resolve().parents[2] / "pages" / "2_Build_and_Train.py")
@@ -116,7 +115,7 @@ def test_settings_reach_the_run_and_continue_extends_the_curve():
 
 def test_layer_list_editor_builds_and_trains_a_custom_network():
     at = _page()
-    at.radio(key="bt_network").set_value(ui.NETWORKS[1]).run()
+    at.radio(key="bt_network").set_value(jobs.NETWORKS[1]).run()
     _settle(at)
     table = at.data_editor[0].value
     assert list(table["type"]) == ["Linear", "Sigmoid"] * 3
@@ -129,7 +128,10 @@ def test_layer_list_editor_builds_and_trains_a_custom_network():
     }
     at.run()
     _settle(at)
-    spec = "Linear(in_features=2, out_features=8) -> Linear(out_features=3) -> Sigmoid -> Linear(out_features=4) -> Sigmoid -> Softmax(dim=1)"
+    spec = (
+        "Linear(in_features=2, out_features=8) -> Linear(out_features=3) -> Sigmoid -> "
+        "Linear(out_features=4) -> Sigmoid -> Softmax(dim=1)"
+    )
     assert at.text_area(key="bt_spec").value == spec
     assert list(at.data_editor[0].value["output shape"])[:2] == ["8", "3"]
     # edit the text: a wider tanh net
@@ -140,9 +142,8 @@ def test_layer_list_editor_builds_and_trains_a_custom_network():
     run = at.session_state["bt_run"]
     assert not _errors(at) and run.metrics["accuracy"] > 0.9
     handoff = at.session_state[MODEL_KEY]
-    assert (
-        handoff["source"]
-        == "layers:Linear(in_features=2, out_features=16) -> Tanh -> Linear(out_features=4) -> Sigmoid"
+    assert handoff["source"] == (
+        "layers:Linear(in_features=2, out_features=16) -> Tanh -> Linear(out_features=4) -> Sigmoid"
     )
     assert handoff["preset"] == "quadrant-sgd" and handoff["model"] is run.model
     assert isinstance(run.model[0], torch.nn.Linear) and run.model[0].out_features == 16
@@ -188,14 +189,14 @@ def test_bad_inputs_show_what_to_change_and_keep_the_model():
     _keeps(at, run, "steps=0", "whole number ≥ 1")
     at.number_input(key="bt_amount").set_value(3)
     # an invalid layer list: the editor says why, and Train and Build say it again
-    at.radio(key="bt_network").set_value(ui.NETWORKS[1]).run()
+    at.radio(key="bt_network").set_value(jobs.NETWORKS[1]).run()
     at.text_area(key="bt_spec").input("Linear(in_features=2, out_features=3) -> Conv2d(4, 3)").run()
     assert any("layer 1 Conv2d" in e for e in _errors(at))
     at.button(key="bt_train").click().run()
     _keeps(at, run, "Could not start training", "layer 1 Conv2d")
     at.button(key="bt_build").click().run()
     _keeps(at, run, "Could not build the network", "layer 1 Conv2d")
-    at.radio(key="bt_network").set_value(ui.NETWORKS[0]).run()
+    at.radio(key="bt_network").set_value(jobs.NETWORKS[0]).run()
     # a NumPy program cannot take an optimizer
     at.selectbox(key="bt_preset").set_value("two-layer-numpy").run()
     at.selectbox(key="bt_optimizer").set_value("adam")
@@ -203,19 +204,19 @@ def test_bad_inputs_show_what_to_change_and_keep_the_model():
     _keeps(at, run, "updates its weights in NumPy")
     # malformed uploads for a digit preset
     at.selectbox(key="bt_preset").set_value("mnist-cnn").run()
-    at.radio(key="bt_data").set_value(ui.DATA_CSV).run()
+    at.radio(key="bt_data").set_value(jobs.DATA_CSV).run()
     at.file_uploader(key="bt_csv_train").upload("digits.csv", b"label,a,b\n1,2,3\n", "text/csv")
     at.run()
     assert any("digits.csv: row 2 has 3 columns" in e for e in _errors(at))
     at.button(key="bt_train").click().run()
     _keeps(at, run, "No data to train on")
-    at.radio(key="bt_data").set_value(ui.DATA_IDX).run()
+    at.radio(key="bt_data").set_value(jobs.DATA_IDX).run()
     at.file_uploader(key="bt_idx_images").upload("img.idx", _idx(np.zeros((3, 28, 28))))
     at.file_uploader(key="bt_idx_labels").upload("lab.idx", _idx(np.zeros(4)))
     at.run()
     _keeps(at, run, "has 3 images but lab.idx has 4 labels")
     # a checkpoint of another network, and a file that is no checkpoint
-    other = ui.save_checkpoint(get_preset("keras-dense-512").build(0))
+    other = save_checkpoint(get_preset("keras-dense-512").build(0))
     at.selectbox(key="bt_preset").set_value("quadrant-sgd").run()
     for name, content, phrase in (
         ("keras.pt", other, "not of the selected network"),
@@ -253,60 +254,30 @@ def test_checkpoint_download_and_upload_round_trip():
     assert len(at.session_state["bt_run"].losses) == 310
 
 
-def test_read_digits_lays_out_uploads_and_rejects_bad_files():
-    preset = get_preset("scratch-784-250-10")
-    rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 256, (6, 28, 28)), np.arange(6) % 10
+class _Evil:
+    """Unpickled, this would create the marker file (as os.system could run anything)."""
 
-    def upload(name: str, content: bytes) -> io.BytesIO:
-        f = io.BytesIO(content)
-        f.name = name
-        return f
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
 
-    data = ui.read_digits(
-        preset, ui.DATA_IDX,
-        {"images": upload("i", _idx(images)), "labels": upload("l", _idx(labels)),
-         "test_images": upload("ti", _idx(images[:2])), "test_labels": upload("tl", _idx(labels[:2]))},
-    )  # fmt: skip
-    assert (
-        tuple(data.X.shape) == (6, 784) and data.X.dtype == torch.float64 and len(data.X_test) == 2
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_a_malicious_checkpoint_upload_is_refused_on_the_page(tmp_path):
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save({"model_state": _Evil(marker)}, buf)
+    at = _page()
+    _train(at, steps=5)
+    run = at.session_state["bt_run"]
+    at.file_uploader(key="bt_ckpt_file").set_value(
+        ("evil.pt", buf.getvalue(), "application/octet-stream")
     )
-    csv = "\n".join(
-        f"{lab}," + ",".join(map(str, img.ravel())) for img, lab in zip(images, labels, strict=True)
-    )
-    from_csv = ui.read_digits(preset, ui.DATA_CSV, {"train": upload("t.csv", csv.encode())})
-    assert torch.equal(from_csv.X, data.X)
-    with pytest.raises(DataError, match="both test files"):
-        ui.read_digits(
-            preset,
-            ui.DATA_IDX,
-            {
-                "images": upload("i", _idx(images)),
-                "labels": upload("l", _idx(labels)),
-                "test_images": upload("ti", _idx(images)),
-            },
-        )
-    with pytest.raises(DataError, match="wrong magic number"):
-        ui.read_digits(
-            preset,
-            ui.DATA_IDX,
-            {"images": upload("i", csv.encode()), "labels": upload("l", _idx(labels))},
-        )
-
-
-def test_a_job_stops_when_asked_and_keeps_its_steps():
-    settings = ui.Settings(
-        "quadrant-sgd", ui.NETWORKS[0], "", 0, ui.OWN, "0.5", "steps", 10**6, None, ""
-    )
-    job = ui.Job(settings, {"preset_or_name_or_model": "quadrant-sgd", "steps": 10**6}, 10**6)
-    deadline = time.time() + 30
-    while job.snapshot()[0] == 0 and time.time() < deadline:
-        time.sleep(0.05)
-    job.stop.set()
-    job.join(30)
-    assert job.done and job.error is None
-    assert job.result.stopped and 0 < job.result.steps_done < 10**6
-    assert len(job.result.losses) == job.result.steps_done
+    at.run()
+    at.button(key="bt_ckpt_load").click().run()
+    _keeps(at, run, "Could not load the checkpoint", "evil.pt: refused", "gradviz.save_checkpoint")
+    assert not marker.exists()
 
 
 # ------------------------------------------------------------------------ in Chromium
@@ -317,7 +288,8 @@ def _enter(page, label: str, value: str) -> None:
     box.fill(value)
     box.press("Enter")
     page.wait_for_function(
-        '([label, value]) => document.querySelector(`input[aria-label="${label}"]`).value === value',
+        "([label, value]) => "
+        'document.querySelector(`input[aria-label="${label}"]`).value === value',
         arg=[label, value],
     )
 

@@ -12,15 +12,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradviz.errors import ArgumentError, GradvizError, SpecError
-from gradviz.train.builder import (
-    Network,
-    build_network,
-    infer_shapes,
-    layer_table,
-    layer_types,
-    parse_spec,
-    spec_to_text,
-)
+from gradviz.train.builder import Network, build_network
+from gradviz.train.layer_kinds import _KINDS, layer_types
+from gradviz.train.shapes import _INFER, infer_shapes, layer_table
+from gradviz.train.spec import parse_spec, spec_to_text
 
 # ----------------------------------------------------------------- valid spec strategy
 
@@ -495,3 +490,10 @@ def test_seed_makes_weights_reproducible_without_touching_the_global_rng():
     bn = build_network("Conv2d(2, 3) -> BatchNorm2d -> Flatten -> LayerNorm", (1, 5, 5), seed=0)
     assert torch.equal(bn[1].running_var, torch.ones(2))
     assert torch.equal(bn[3].weight, torch.ones(18))
+
+
+def test_every_declared_layer_kind_has_a_shape_rule_and_builds():
+    # the declarations and the shape rules are two tables: a type added to one only fails here
+    assert set(_INFER) == set(_KINDS) == set(layer_types())
+    for name in layer_types():
+        assert issubclass(getattr(nn, name), nn.Module), name

@@ -17,14 +17,12 @@ from gradviz.train.data import (
     TrainData,
     as_train_data,
     digits_for,
-    load_mnist_csv,
-    load_mnist_idx,
     quadrants,
     random_regression,
-    read_idx,
     regression_points,
     shipped_digits,
 )
+from gradviz.train.mnist import load_mnist_csv, load_mnist_idx, read_idx
 
 # -------------------------------------------------------------------- generated sets
 

@@ -20,13 +20,13 @@ from gradviz.train.plots import (
     decision_grid,
     digit_grid_png,
     digit_predictions,
-    encode_png,
     fitted_curve,
     picture_for,
     predict,
     prediction_pairs,
     scatter_png,
 )
+from gradviz.train.raster import encode_png
 from gradviz.train.training import train
 from gradviz.zoo.presets import get_preset
 
