@@ -16,6 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradviz.backward.netprop import (
+    Layer,
+    LogSoftmax,
+    MaxPool2d,
+    ReLU,
+    Reshape,
+    dropout_layer,
+    register_architecture,
+)
 from gradviz.errors import ArgumentError
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import capture, run_with_big_stack, trace
@@ -45,6 +54,9 @@ class TwoLayerNet(nn.Module):
         return self.linear2(self.relu(self.linear1(x)))
 
 
+register_architecture(TwoLayerNet, lambda m: [m.linear1, m.relu, m.linear2])
+
+
 class Net(nn.Module):
     """Seed 001's MNIST CNN (the tutorial's class name)."""
 
@@ -65,6 +77,19 @@ class Net(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
+def _mnist_layers(m: Net) -> list[Layer | nn.Module]:
+    # Net.forward, line by line, for numpy_backprop
+    return [
+        m.conv1, MaxPool2d(2), ReLU(),  # relu(max_pool2d(conv1(x), 2))
+        m.conv2, m.conv2_drop, MaxPool2d(2), ReLU(),  # relu(max_pool2d(conv2_drop(conv2(x)), 2))
+        Reshape((-1, 320)),  # x.view(-1, 320)
+        m.fc1, ReLU(),  # relu(fc1(x))
+        dropout_layer(0.5, m.training, "F.dropout in Net.forward"),  # F.dropout(x, training=…)
+        m.fc2, LogSoftmax(dim=1),  # log_softmax(fc2(x), dim=1)
+    ]  # fmt: skip
+
+
+register_architecture(Net, _mnist_layers)
 MnistNet = Net
 
 
