@@ -32,7 +32,6 @@ from gradviz.zoo.presets.models import (
 from gradviz.zoo.presets.preset import Slot
 from gradviz.zoo.seednets import NeuralNetWork, TwoLayerNumpy
 
-
 # ------------------------------------------------------------------------ weight layouts
 
 # each function lists a network's parameters as `Slot`s of the common (W, b) layout
