@@ -16,6 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradviz.backward.netprop import (
+    Layer,
+    LogSoftmax,
+    MaxPool2d,
+    ReLU,
+    Reshape,
+    dropout_layer,
+    register_architecture,
+)
 from gradviz.errors import ArgumentError
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import capture, run_with_big_stack, trace
@@ -45,6 +54,9 @@ class TwoLayerNet(nn.Module):
         return self.linear2(self.relu(self.linear1(x)))
 
 
+register_architecture(TwoLayerNet, lambda m: [m.linear1, m.relu, m.linear2])
+
+
 class Net(nn.Module):
     """Seed 001's MNIST CNN (the tutorial's class name)."""
 
@@ -65,6 +77,19 @@ class Net(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
+def _mnist_layers(m: Net) -> list[Layer | nn.Module]:
+    # Net.forward, line by line, for numpy_backprop
+    return [
+        m.conv1, MaxPool2d(2), ReLU(),  # relu(max_pool2d(conv1(x), 2))
+        m.conv2, m.conv2_drop, MaxPool2d(2), ReLU(),  # relu(max_pool2d(conv2_drop(conv2(x)), 2))
+        Reshape((-1, 320)),  # x.view(-1, 320)
+        m.fc1, ReLU(),  # relu(fc1(x))
+        dropout_layer(0.5, m.training, "F.dropout in Net.forward"),  # F.dropout(x, training=…)
+        m.fc2, LogSoftmax(dim=1),  # log_softmax(fc2(x), dim=1)
+    ]  # fmt: skip
+
+
+register_architecture(Net, _mnist_layers)
 MnistNet = Net
 
 
@@ -83,7 +108,9 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU()
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -104,7 +131,8 @@ class ResNet50Like(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         layers = []
         in_ch = base
-        for i, (blocks, width) in enumerate(zip((3, 4, 6, 3), (base, base * 2, base * 4, base * 8), strict=True)):
+        widths = (base, base * 2, base * 4, base * 8)
+        for i, (blocks, width) in enumerate(zip((3, 4, 6, 3), widths, strict=True)):
             stage = []
             for b in range(blocks):
                 stage.append(Bottleneck(in_ch, width, 2 if (b == 0 and i > 0) else 1))
@@ -143,7 +171,9 @@ def _mnist(seed: int):
 def _transformer(layers: int, d_model: int = 256, heads: int = 8):
     def make(seed: int):
         torch.manual_seed(seed)
-        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=4 * d_model, batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, heads, dim_feedforward=4 * d_model, batch_first=True
+        )
         model = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         x = torch.randn(2, 16, d_model)
         return model, lambda m: m(_like(m, x)).pow(2).mean()
@@ -170,13 +200,43 @@ def _chain(nodes: int):
 
 
 _EXAMPLES = (
-    Example("two-layer-relu", "Seed 003: Linear(1000,100) → ReLU → Linear(100,10), summed squared error", _two_layer),
-    Example("mnist-cnn", "Seed 001: the MNIST CNN (two conv layers, dropout, log-softmax, NLL loss)", _mnist),
-    Example("transformer-2", "A 2-layer TransformerEncoder (d_model 256, 8 heads)", _transformer(2)),
-    Example("transformer-12", "A 12-layer TransformerEncoder (d_model 256, 8 heads)", _transformer(12), big=True),
-    Example("transformer-24", "A 24-layer TransformerEncoder (d_model 256, 8 heads)", _transformer(24), big=True),
-    Example("resnet50", "A ResNet-50-like net (3-4-6-3 bottlenecks) on 64×64 images", _resnet, big=True),
-    Example("chain-25k", "A 25 000-node chain: 6 250 Linear(2,2) layers in a row", _chain(25_000), big=True),
+    Example(
+        "two-layer-relu",
+        "Seed 003: Linear(1000,100) → ReLU → Linear(100,10), summed squared error",
+        _two_layer,
+    ),
+    Example(
+        "mnist-cnn",
+        "Seed 001: the MNIST CNN (two conv layers, dropout, log-softmax, NLL loss)",
+        _mnist,
+    ),
+    Example(
+        "transformer-2", "A 2-layer TransformerEncoder (d_model 256, 8 heads)", _transformer(2)
+    ),
+    Example(
+        "transformer-12",
+        "A 12-layer TransformerEncoder (d_model 256, 8 heads)",
+        _transformer(12),
+        big=True,
+    ),
+    Example(
+        "transformer-24",
+        "A 24-layer TransformerEncoder (d_model 256, 8 heads)",
+        _transformer(24),
+        big=True,
+    ),
+    Example(
+        "resnet50",
+        "A ResNet-50-like net (3-4-6-3 bottlenecks) on 64×64 images",
+        _resnet,
+        big=True,
+    ),
+    Example(
+        "chain-25k",
+        "A 25 000-node chain: 6 250 Linear(2,2) layers in a row",
+        _chain(25_000),
+        big=True,
+    ),
 )
 
 

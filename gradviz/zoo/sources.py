@@ -8,29 +8,33 @@ a large stack so freeing deep graphs is safe from any thread.
 
 from __future__ import annotations
 
+import copy
 import difflib
 
 import torch
 from torch import nn
 
+from gradviz.backward.netprop import autograd_grads, numpy_backprop
 from gradviz.backward.stepper import BackwardStepper
 from gradviz.errors import ArgumentError
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import capture, run_with_big_stack, trace
 from gradviz.zoo.examples import examples
+from gradviz.zoo.presets import presets, seeded_global_rng
 
-__all__ = ["source_labels", "build_source", "trace_source", "step_source", "step_model", "whole_network_check"]
-
-
-def _presets():
-    from gradviz.zoo.presets import presets
-
-    return presets()
+__all__ = [
+    "source_labels",
+    "build_source",
+    "trace_source",
+    "step_source",
+    "step_model",
+    "whole_network_check",
+]
 
 
 def source_labels(include_big: bool = True) -> dict[str, str]:
     """Label for a picker → source key; presets first (the tutorial programs), then examples."""
-    out = {f"{p.name} — {p.description}": f"preset:{p.name}" for p in _presets().values()}
+    out = {f"{p.name} — {p.description}": f"preset:{p.name}" for p in presets().values()}
     for e in examples().values():
         if include_big or not e.big:
             out[f"{e.name} — {e.description}"] = f"example:{e.name}"
@@ -39,7 +43,7 @@ def source_labels(include_big: bool = True) -> dict[str, str]:
 
 def _split(key: str) -> tuple[str, str]:
     kind, _, name = str(key).partition(":")
-    table = {"example": examples(), "preset": _presets()}.get(kind)
+    table = {"example": examples(), "preset": presets()}.get(kind)
     if table is None:
         raise ArgumentError("source", key, "use 'preset:NAME' or 'example:NAME'")
     if name not in table:
@@ -49,7 +53,9 @@ def _split(key: str) -> tuple[str, str]:
     return kind, name
 
 
-def build_source(key: str, seed: int = 0, *, float64: bool = False) -> tuple[nn.Module, torch.Tensor]:
+def build_source(
+    key: str, seed: int = 0, *, float64: bool = False
+) -> tuple[nn.Module, torch.Tensor]:
     """Build source `key` and run its forward under `capture`; returns (model, loss)."""
     kind, name = _split(key)
     if kind == "example":
@@ -58,9 +64,7 @@ def build_source(key: str, seed: int = 0, *, float64: bool = False) -> tuple[nn.
             model = model.double()
         with capture(model):
             return model, loss_fn(model)
-    from gradviz.zoo.presets import seeded_global_rng
-
-    preset = _presets()[name]
+    preset = presets()[name]
     model = preset.build(seed)
     if float64:
         model = model.double()
@@ -99,9 +103,7 @@ def whole_network_check(key: str, seed: int = 0) -> list[dict] | None:
     kind, name = _split(key)
     if kind != "preset":
         return None
-    from gradviz.backward.netprop import autograd_grads, numpy_backprop
-
-    preset = _presets()[name]
+    preset = presets()[name]
     model = preset.build(seed).double().eval()
     if hasattr(model, "fixed_depth"):
         model.fixed_depth = 2  # DynamicNet: NumPy must run the same depth as torch
@@ -115,17 +117,15 @@ def whole_network_check(key: str, seed: int = 0) -> list[dict] | None:
 def step_model(model: nn.Module, preset: str, seed: int = 0) -> BackwardStepper:
     """A recorded backward of a model the user built or trained (a float64 copy of it),
     on the first samples of `preset`'s data."""
-    import copy
-
-    from gradviz.zoo.presets import seeded_global_rng
-
     _split(f"preset:{preset}")
     if not isinstance(model, nn.Module):
-        raise ArgumentError("model", type(model).__name__, "pass the nn.Module built on the Build & Train page")
+        raise ArgumentError(
+            "model", type(model).__name__, "pass the nn.Module built on the Build & Train page"
+        )
 
     def run() -> BackwardStepper:
         net = copy.deepcopy(model).double()
-        p = _presets()[preset]
+        p = presets()[preset]
         data = p.data(seed)
         with seeded_global_rng(seed), capture(net):
             loss = p.forward_loss(net, (data.X[:8], data.y[:8]))

@@ -1,8 +1,10 @@
-"""numpy_backprop: NumPy's layer-by-layer gradients equal torch.autograd's, and bad input is named."""
+"""numpy_backprop: NumPy's layer-by-layer gradients equal torch.autograd's; bad input is named."""
 
 from __future__ import annotations
 
+import ast
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,9 +370,117 @@ def test_a_new_class_is_one_registry_entry():
     )
 
 
+def test_register_architecture_adds_a_class_and_refuses_a_second_reading():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return torch.sigmoid(self.inner(self.inner(x)))
+
+    def entry(m):
+        return [m.inner, m.inner, nb.Sigmoid()]
+
+    model = _init(Twice(), 4)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert nb.register_architecture(Twice, entry) is entry
+    try:
+        assert "Twice" in nb.supported_modules()
+        nb.register_architecture(Twice, entry)  # the same entry again is harmless
+        with pytest.raises(ArgumentError, match="registered already"):
+            nb.register_architecture(Twice, lambda m: [m.inner])
+        result = numpy_backprop(model, x, loss="sum")
+    finally:
+        del ARCHITECTURES[Twice]
+    _assert_same(result, *_torch_grads(model, x, lambda y: y.sum()))
+    assert "Twice" not in nb.supported_modules()
+    with pytest.raises(ArgumentError, match="registered already"):
+        nb.register_architecture(nn.Linear, lambda m: [])  # torch's own entry stays
+    with pytest.raises(ArgumentError, match="nn.Module subclass"):
+        nb.register_architecture(int, entry)
+    with pytest.raises(ArgumentError, match="entry"):
+        nb.register_architecture(Twice, "not callable")
+
+
+def test_the_zoo_registers_its_networks_without_backward_importing_it():
+    # a fresh interpreter that asks netprop alone still reads the presets' classes: the
+    # zoo registers them when gradviz is imported, and netprop never imports the zoo
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import gradviz.backward.netprop as nb; "
+        "assert {'QuadrantParams', 'DynamicNet', 'Net', 'ScratchNet'} "
+        "<= set(nb.supported_modules()); "
+        "from gradviz.zoo.presets import get_preset; p = get_preset('quadrant-folded-bias'); "
+        "d = p.data(0); r = nb.numpy_backprop(p.build(0), d.X[:4], d.y[:4], p.loss); "
+        "print(r.loss_name)"
+    )
+    here = str(Path(nb.__file__).parents[3])  # the checkout whose gradviz this test runs
+    env = {**os.environ, "PYTHONPATH": here}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "bce, reduction='batchmean'"
+    imported = set()
+    for f in Path(nb.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported.add(node.module or "")
+    assert "gradviz.backward.netprop.layers" in imported  # the walk saw the package
+    assert not {m for m in imported if m.startswith(("gradviz.zoo", "importlib"))}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(sorted(nb.LOSSES)),
+    reduction=st.sampled_from(["mean", "sum", "batchmean", "none"]),
+)
+def test_a_registered_loss_function_reads_as_its_name(name, reduction):
+    def my_loss(out, target):  # never called: the NumPy side computes the named loss
+        raise AssertionError("numpy_backprop must not call the loss function")
+
+    if reduction not in nb.LOSSES[name].reductions:
+        with pytest.raises(ArgumentError, match="reduction"):
+            nb.register_loss(my_loss, name, reduction)
+        return
+    assert nb.register_loss(my_loss, name, reduction) is my_loss
+    try:
+        model = _init(nn.Sequential(nn.Linear(3, 4), nn.Sigmoid()), 3)
+        x = torch.randn(6, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        target = _target_for(name, model(x))
+        by_fn = numpy_backprop(model, x, target, my_loss)
+        by_name = numpy_backprop(model, x, target, name, reduction=reduction)
+    finally:
+        nb.losses._CALLABLES.pop(my_loss)
+    assert by_fn.loss == by_name.loss and by_fn.loss_name == by_name.loss_name
+    for key, grad in by_name.grads.items():
+        np.testing.assert_array_equal(by_fn.grads[key], grad)
+
+
+def _target_for(name: str, out: torch.Tensor) -> torch.Tensor | None:
+    if name == "sum":
+        return None
+    if name in ("nll", "cross_entropy"):
+        return torch.tensor([0, 1, 2, 3, 0, 1])
+    return torch.full(out.shape, 0.25, dtype=torch.float64)
+
+
+def test_register_loss_names_what_is_wrong():
+    with pytest.raises(ArgumentError, match="name"):
+        nb.register_loss(lambda y, t: y, "hinge", "mean")
+    with pytest.raises(ArgumentError, match="loss function"):
+        nb.register_loss("mse", "mse", "mean")
+
+
 def test_builder_networks_are_read_as_sequentials():
     net = build_network(
-        "Conv2d(out_channels=2, kernel_size=3) -> ReLU -> Flatten -> Linear(out_features=3) -> LogSoftmax",
+        "Conv2d(out_channels=2, kernel_size=3) -> ReLU -> Flatten -> Linear(out_features=3) "
+        "-> LogSoftmax",
         (1, 5, 5),
         seed=0,
     )

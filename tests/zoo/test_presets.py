@@ -79,6 +79,24 @@ def test_exactly_the_21_presets():
     assert presets() is not presets()  # callers may change their dict freely
 
 
+def test_the_table_is_the_one_place_presets_are_declared():
+    import dataclasses
+
+    from gradviz.zoo import presets as package
+    from gradviz.zoo.presets import preset as record
+    from gradviz.zoo.presets import table
+
+    assert tuple(p.name for p in table.TABLE) == PRESET_NAMES
+    assert all(presets()[p.name] is p for p in table.TABLE)
+    assert "table" in package.__doc__ and "TABLE" in table.__doc__
+    # the registry takes each name once and only Preset declarations
+    with pytest.raises(ArgumentError, match="exists"):
+        record.register(dataclasses.replace(table.TABLE[0], description="again"))
+    with pytest.raises(ArgumentError, match="Preset"):
+        record.register({"name": "not-a-preset"})
+    assert presets() == {p.name: p for p in table.TABLE}
+
+
 def test_descriptions_say_which_program():
     assert get_preset("two-layer-myrelu").description == (
         "Seed 003: two-layer net with a custom autograd Function MyReLU"
