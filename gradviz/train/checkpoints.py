@@ -22,11 +22,8 @@ from torch import nn
 
 from gradviz.errors import ArgumentError, DataError
 from gradviz.train.builder import build_network
+from gradviz.train.recipe import get_preset
 from gradviz.train.results import TrainResult
-
-# zoo sits above train in the layering; this edge (a checkpoint names its preset) is the
-# same one the training loop has, and goes once the Preset type moves into train.
-from gradviz.zoo.presets import get_preset
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
 

@@ -34,8 +34,8 @@ from gradviz.train.results import TrainResult
 from gradviz.train.spec import parse_spec, spec_to_text
 from gradviz.train.training import train
 
-if TYPE_CHECKING:  # presets are passed in by the caller; train never imports zoo for them
-    from gradviz.zoo.presets import Preset
+if TYPE_CHECKING:
+    from gradviz.train.recipe import Preset
 
 __all__ = [
     "NETWORK_PRESET",

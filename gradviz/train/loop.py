@@ -20,11 +20,8 @@ from torch import nn
 
 from gradviz.errors import DataError
 from gradviz.train.data import TrainData
+from gradviz.train.recipe import Preset, seeded_global_rng
 from gradviz.train.results import StopTraining
-
-# zoo sits above train in the layering; the loop still takes the preset type and its RNG
-# helper from there until the Preset type moves into train.
-from gradviz.zoo.presets import Preset, seeded_global_rng
 
 __all__ = ["Plan", "Outcome", "run_steps"]
 

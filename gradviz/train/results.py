@@ -11,8 +11,8 @@ from torch import nn
 from gradviz.errors import GradvizError
 from gradviz.train.data import TrainData
 
-if TYPE_CHECKING:  # only for the annotation; the training loop imports the presets itself
-    from gradviz.zoo.presets import Preset
+if TYPE_CHECKING:
+    from gradviz.train.recipe import Preset
 
 __all__ = ["StopTraining", "TrainResult"]
 

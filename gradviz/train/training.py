@@ -28,11 +28,8 @@ from gradviz.train.optimizers import (
     _resolve_loss,
     _resolve_optimizer,
 )
+from gradviz.train.recipe import Preset, get_preset
 from gradviz.train.results import TrainResult
-
-# zoo sits above train in the layering; train() accepts preset names, found there, until
-# the Preset type and its registry move into train.
-from gradviz.zoo.presets import Preset, get_preset
 
 __all__ = ["train"]
 

@@ -83,7 +83,7 @@ def test_the_table_is_the_one_place_presets_are_declared():
     import dataclasses
 
     from gradviz.zoo import presets as package
-    from gradviz.zoo.presets import preset as record
+    from gradviz.train import recipe as record
     from gradviz.zoo.presets import table
 
     assert tuple(p.name for p in table.TABLE) == PRESET_NAMES

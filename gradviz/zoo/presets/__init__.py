@@ -23,6 +23,7 @@ reading registered right under it. The modules:
 
 from __future__ import annotations
 
+from gradviz.train.recipe import UPDATE_STYLES, Preset, get_preset, presets, seeded_global_rng
 from gradviz.zoo.presets import table
 from gradviz.zoo.presets.compare import numpy_vs_autograd
 from gradviz.zoo.presets.losses import (
@@ -51,7 +52,6 @@ from gradviz.zoo.presets.models import (  # noqa: F401
     WeightedSumNet,
     weightedsum,
 )
-from gradviz.zoo.presets.preset import UPDATE_STYLES, Preset, get_preset, presets, seeded_global_rng
 
 PRESET_NAMES: tuple[str, ...] = tuple(preset.name for preset in table.TABLE)
 

@@ -17,6 +17,7 @@ from torch import nn
 from gradviz.errors import ArgumentError
 from gradviz.train import data as gdata
 from gradviz.train.builder import build_network, init_parameters, on_meta
+from gradviz.train.recipe import Slot
 from gradviz.zoo.examples import Net
 from gradviz.zoo.presets.models import (
     FoldedBiasNet,
@@ -29,7 +30,6 @@ from gradviz.zoo.presets.models import (
     TwoLayerSigmoid,
     WeightedSumNet,
 )
-from gradviz.zoo.presets.preset import Slot
 from gradviz.zoo.seednets import NeuralNetWork, TwoLayerNumpy
 
 # ------------------------------------------------------------------------ weight layouts

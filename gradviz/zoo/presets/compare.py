@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from gradviz.errors import ArgumentError
+from gradviz.train.recipe import get_preset
 from gradviz.zoo.presets.losses import half_sum_squared_error
-from gradviz.zoo.presets.preset import get_preset
 from gradviz.zoo.seednets import NeuralNetWork, TwoLayerNumpy
 
 

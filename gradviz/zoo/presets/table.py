@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from gradviz.train import data as gdata
 from gradviz.train.builder import on_meta, spec_to_text
+from gradviz.train.recipe import Preset, register
 from gradviz.zoo.presets.builders import (
     CNN_SPEC,
     KERAS_SPEC,
@@ -70,7 +71,6 @@ from gradviz.zoo.presets.models import (
     TwoLayerSigmoid,
     WeightedSumNet,
 )
-from gradviz.zoo.presets.preset import Preset, register
 
 # seed 002's seven programs: one net, one data set, one loss, written seven ways
 _QUADRANT: Mapping[str, Any] = MappingProxyType(

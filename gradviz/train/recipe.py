@@ -1,7 +1,8 @@
 """The `Preset` record: one seed program's build, data, loss and training, and the registry.
 
-Presets are declared in `table` (one `Preset(...)` each) and entered here with `register`
-when the package is imported; `presets` and `get_preset` read them back.
+It lives in `train` because training runs presets by name; the programs themselves are
+declared in `gradviz.zoo.presets.table` (one `Preset(...)` each) and entered here with
+`register` when `gradviz` is imported; `presets` and `get_preset` read them back.
 """
 
 from __future__ import annotations
