@@ -36,6 +36,15 @@ _MAX_JACOBIAN = 1 << 20
 _WARNING_EXAMPLES = 30
 
 
+def _check_scalars(max_examples: Any, seed: Any, reference: Any) -> None:
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples <= 0:
+        raise ArgumentError("max_examples", max_examples, "pass a positive int, e.g. max_examples=100")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ArgumentError("seed", seed, "pass an int, or None for a fresh random seed")
+    if reference is not None and not callable(reference):
+        raise ArgumentError("reference", reference, "pass a function taking the same inputs as forward")
+
+
 def check_function(
     fn: type[torch.autograd.Function],
     *,
@@ -61,12 +70,7 @@ def check_function(
     """
     fn = _check_fn(fn)
     dtype = _check_dtype(dtype)
-    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples <= 0:
-        raise ArgumentError("max_examples", max_examples, "pass a positive int, e.g. max_examples=100")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ArgumentError("seed", seed, "pass an int, or None for a fresh random seed")
-    if reference is not None and not callable(reference):
-        raise ArgumentError("reference", reference, "pass a function taking the same inputs as forward")
+    _check_scalars(max_examples, seed, reference)
     names = _input_names(fn)
     if shapes is not None and inputs is not None:
         raise ArgumentError("inputs", inputs, "pass either shapes= or inputs=, not both")

@@ -88,19 +88,7 @@ def inspect(
         )
         return rolled
     if node_id.startswith("fold/") or node_id == "more":
-        item = next((i for i in view.items if i.id == node_id), None) if view is not None else None
-        members = list(item.members) if item else []
-        return {
-            "id": node_id,
-            "kind": "fold",
-            "label": item.title if item else "folded run",
-            "members": members,
-            "ops": dict(
-                Counter(
-                    graph.node(m).label for m in members if graph.node(m).kind == "op"
-                ).most_common()
-            ),
-        }
+        return _inspect_fold(graph, node_id, view)
     node = graph.node(node_id)
     node_stats = (stats or {}).get(node_id, {})
     info: dict[str, Any] = {
@@ -131,6 +119,22 @@ def inspect(
     if stepper is not None:
         info["gradients"] = _step_gradients(stepper, node)
     return info
+
+
+def _inspect_fold(graph: Graph, node_id: str, view: View | None) -> dict[str, Any]:
+    item = next((i for i in view.items if i.id == node_id), None) if view is not None else None
+    members = list(item.members) if item else []
+    return {
+        "id": node_id,
+        "kind": "fold",
+        "label": item.title if item else "folded run",
+        "members": members,
+        "ops": dict(
+            Counter(
+                graph.node(m).label for m in members if graph.node(m).kind == "op"
+            ).most_common()
+        ),
+    }
 
 
 def _step_gradients(stepper: BackwardStepper, node: Node) -> dict[str, Any] | None:

@@ -21,7 +21,6 @@ from torch import nn
 
 from gradviz.errors import ArgumentError, TraceError
 from gradviz.graph.model import Graph, Node, SavedTensor, gc_paused
-from gradviz.graph.paths import module_paths
 
 __all__ = [
     "trace",
@@ -251,22 +250,20 @@ def trace_with_ids(
     """`trace`, plus the map from each live autograd node (AccumulateGrad too) to its id."""
     tensors = _validate_outputs(outputs)
     with gc_paused():
-        graph, ids = _walk(tensors, model, params, saved)
-        return _with_container_types(graph, model), ids
+        return _walk(tensors, model, params, saved)
 
 
-def _with_container_types(graph: Graph, model: Any) -> Graph:
-    """Name the type of container modules too ("0" → "Block", "layers" → "ModuleList"):
-    `trace` records the modules that made ops or own parameters, and a block whose
-    children do all the work would otherwise roll as "module × 6"."""
-    if model is None or not hasattr(model, "named_modules"):
-        return graph
-    known = graph.module_types
-    wanted = set(module_paths(graph)) - set(known)
-    extra = [(path, type(m).__name__) for path, m in model.named_modules() if path in wanted]
-    if not extra:
-        return graph
-    return Graph(graph.nodes, graph.edges, tuple(sorted(graph.modules + tuple(extra))))
+def _name_containers(model: nn.Module, nodes: list[Node], modules: dict[str, str]) -> None:
+    """Parameters name their module even when forward ran without capture(), and
+    containers that make no ops themselves (ModuleList, a Block) are named too, so clusters
+    and rolled runs say "TransformerEncoderLayer", not just "layers.0"."""
+    used = {n.module for n in nodes if n.module} | set(modules)
+    wanted = {".".join(p.split(".")[:i]) for p in used for i in range(1, p.count(".") + 2)}
+    missing = wanted.difference(modules)
+    if missing:  # one walk over the modules: get_submodule per path cost 0.7 ms on a transformer
+        for path, module in model.named_modules(remove_duplicate=False):
+            if path in missing:
+                modules[path] = type(module).__name__
 
 
 def _walk(
@@ -336,18 +333,7 @@ def _walk(
             if nxt is not None:
                 edges.append((visit(nxt), dst))
     if model is not None:
-        # Parameters name their module even when forward ran without capture().
-        # Containers that make no ops themselves (ModuleList, a Block) are named too, so
-        # clusters and rolled runs say "TransformerEncoderLayer", not just "layers.0".
-        used = {n.module for n in nodes if n.module} | set(modules)
-        wanted = {".".join(p.split(".")[:i]) for p in used for i in range(1, p.count(".") + 2)}
-        missing = wanted.difference(modules)
-        if (
-            missing
-        ):  # one walk over the modules: get_submodule per path cost 0.7 ms on a transformer
-            for path, module in model.named_modules(remove_duplicate=False):
-                if path in missing:
-                    modules[path] = type(module).__name__
+        _name_containers(model, nodes, modules)
     if len(ids) > _DEEP_GRAPH:
         ensure_deep_graph_stack()
     # Edges were found from outputs backwards; store them in a stable forward order.
