@@ -36,6 +36,7 @@ __all__ = [
     "EDGE_IDLE",
     "FORMATS",
     "Frame",
+    "FrameMaker",
     "MAX_FRAMES",
     "animate",
     "edge_style",
@@ -172,6 +173,41 @@ def _check_stepper(stepper: Any) -> None:
                             "pass a BackwardStepper, e.g. BackwardStepper(loss, model=model)")
 
 
+class FrameMaker:
+    """Builds the frame of any one step on demand (a notebook stepping through a big run
+    draws only the steps it shows); `frames` builds them all."""
+
+    def __init__(self, stepper: BackwardStepper, *, rankdir: str = "TB", cluster: bool = True,
+                 budget: int | None = None) -> None:
+        _check_stepper(stepper)
+        self.stepper = stepper
+        self._dot_options = {"rankdir": rankdir, "cluster": cluster, "budget": budget}
+        self.sent = [_sent(stepper, s) for s in stepper]
+        everything = [v for per in self.sent for v in per.values() if v > 0]
+        # One scale for the whole run, so an edge looks the same in every frame.
+        self.low, self.high = (min(everything), max(everything)) if everything else (0.0, 0.0)
+
+    def __len__(self) -> int:
+        return len(self.sent)
+
+    def __call__(self, index: int) -> Frame:
+        if not isinstance(index, int) or not 0 <= index < len(self.sent):
+            raise ArgumentError("index", index, f"use a step index from 0 to {len(self.sent) - 1}")
+        stepper, step, now = self.stepper, self.stepper[index], self.sent[index]
+        carried: dict[tuple[str, str], float] = {}
+        for per in self.sent[: index + 1]:
+            carried.update(per)
+        base = stepper.graph.to_dot(
+            colors=stepper.colors_at(index), highlight=[step.node.id], legend=False,
+            **self._dot_options,
+        ).source
+        return Frame(
+            index=index, node_id=step.node.id, label=step.node.label,
+            caption=_caption(stepper, step, now), norms=carried, current=tuple(now),
+            dot=_restyle(base, carried, set(now), self.low, self.high),
+        )
+
+
 def frames(
     stepper: BackwardStepper,
     *,
@@ -194,23 +230,8 @@ def frames(
             f"this backward has {len(stepper)} steps, more than max_frames={max_frames}: animate a "
             "smaller network (or a smaller batch of its layers), or pass a larger max_frames"
         )
-    sent = [_sent(stepper, s) for s in stepper]
-    everything = [v for per in sent for v in per.values() if v > 0]
-    low, high = (min(everything), max(everything)) if everything else (0.0, 0.0)
-    out: list[Frame] = []
-    carried: dict[tuple[str, str], float] = {}
-    for step, now in zip(stepper, sent, strict=True):
-        carried.update(now)
-        base = stepper.graph.to_dot(
-            colors=stepper.colors_at(step.index), highlight=[step.node.id], legend=False,
-            rankdir=rankdir, cluster=cluster, budget=budget,
-        ).source
-        out.append(Frame(
-            index=step.index, node_id=step.node.id, label=step.node.label,
-            caption=_caption(stepper, step, now), norms=dict(carried), current=tuple(now),
-            dot=_restyle(base, carried, set(now), low, high),
-        ))
-    return out
+    make = FrameMaker(stepper, rankdir=rankdir, cluster=cluster, budget=budget)
+    return [make(i) for i in range(len(make))]
 
 
 def _require_dot() -> None:

@@ -28,9 +28,10 @@ def test_player_plays_to_the_last_frame_offline(page, tmp_path):
     expect(body).to_have_attribute("data-playing", "true")
     expect(body).to_have_attribute("data-frame", str(n - 1), timeout=30_000)
     expect(body).to_have_attribute("data-playing", "false")  # it stops at the end
-    expect(page.locator(".gp-caption")).to_contain_text(f"step {n}/{n}: {stepper[n - 1].node.label}")
+    last = stepper[n - 1].node
+    expect(page.locator(".gp-caption")).to_contain_text(f"step {n}/{n}: {last.label}")
     # The current node carries the red outline; the edges it sent along flow.
-    current = page.locator(".gp-stage g.node", has=page.locator(f'title:text-is("{stepper[n - 1].node.id}")'))
+    current = page.locator(".gp-stage g.node", has=page.locator(f'title:text-is("{last.id}")'))
     assert current.locator("[stroke='#e03131']").count() >= 1
     # Scrub back to step 3, then step forward by one.
     page.locator(".gp-scrub").fill("3")
