@@ -371,7 +371,7 @@ def write_gif(
         pen = draw_mod.Draw(page)
         for k, line in enumerate(text):
             pen.text((6, height - strip + 4 + 16 * k), line, fill=(33, 37, 41), font=font)
-        canvas.append(page.quantize(colors=128, method=image_mod.Quantize.MEDIANCUT))
+        canvas.append(page.quantize(colors=128, method=image_mod.Quantize.FASTOCTREE))
     canvas[0].save(out, format="GIF", save_all=True, append_images=canvas[1:],
                    duration=duration_ms, loop=0, optimize=False)
     return out
