@@ -15,6 +15,7 @@ from gradviz.draw.export import render
 from gradviz.errors import ArgumentError, DataError, GradvizError, SpecError, TraceError
 from gradviz.graph.model import Graph, Node, SavedTensor
 from gradviz.graph.tracing import capture, trace
+from gradviz.notebook import step_widget, widget  # lazy: anywidget loads on first call
 from gradviz.train.builder import Network, build_network
 from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from gradviz.train.data import TrainData
@@ -62,9 +63,11 @@ __all__ = [
     "render",
     "save_checkpoint",
     "spec_to_text",
+    "step_widget",
     "strategies",
     "to_dot",
     "trace",
     "trace_example",
     "train",
+    "widget",
 ]

@@ -12,6 +12,8 @@ saved tensors afterwards; parameters' ``.grad`` are restored to what they were.
 from __future__ import annotations
 
 import functools
+import os
+import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -345,6 +347,14 @@ class BackwardStepper(Sequence[Step]):
         if 0 <= position < len(self._steps):
             colors[self._steps[position].node.id] = PROGRESS_COLORS["current"]
         return colors
+
+    def animate(self, path: str | os.PathLike[str], **options: Any) -> pathlib.Path:
+        """Write this backward as an animation, one frame per step: a self-contained HTML
+        player (``.html``: play, pause, scrub, speed) or an animated GIF (``.gif``). Options:
+        see `gradviz.backward.animate.animate`."""
+        from gradviz.backward.animate import animate
+
+        return animate(self, path, **options)
 
     def position_of(self, node_id: str) -> int | None:
         """Index of the step that ran node `node_id` (None: not run, e.g. an output)."""

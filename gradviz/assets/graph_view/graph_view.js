@@ -3,8 +3,10 @@
 // reports the id of a clicked node (the <title> of its <g class="node">) as the
 // "click" trigger. The browser never lays anything out; it only moves one transform.
 //
-// Streamlit calls the default export again whenever `data` changes, with the same
-// parentElement, so everything set up once lives in STATE and later calls only update.
+// One file serves two hosts. Streamlit (st.components.v2) calls the default export again
+// whenever `data` changes, with the same parentElement, so everything set up once lives in
+// STATE and later calls only update. anywidget (Jupyter, VS Code, Colab) calls the default
+// export with no argument and gets { render }: see renderWidget at the end.
 
 const STATE = new WeakMap();
 const MIN_SCALE = 0.02;
@@ -13,6 +15,7 @@ const DRAG_THRESHOLD = 4; // px a pointer may move and still count as a click
 let RENDERS = 0; // SVGs drawn by any instance since the page loaded (tests wait on it)
 
 export default function graphView(component) {
+  if (component === undefined) return { render: renderWidget };
   const { data, parentElement, setTriggerValue } = component;
   let view = STATE.get(parentElement);
   if (!view) {
@@ -39,6 +42,7 @@ function setup(parent) {
     highlighted: [], selected: null, focus: null,
     scale: 1, tx: 0, ty: 0,
     pointer: null, send: null, clickable: 0,
+    details: {}, clusters: false, tip: null,
   };
 
   const onWheel = (e) => {
@@ -80,6 +84,13 @@ function setup(parent) {
     }
     const node = p.target && p.target.closest ? p.target.closest("g.node") : null;
     const id = node ? nodeId(node) : null;
+    if (!node && view.clusters) {
+      // A click on an open module's box (not on a node inside it) asks to close it.
+      const cluster = p.target.closest ? p.target.closest("g.cluster") : null;
+      const name = cluster ? nodeId(cluster) : null;
+      if (name && name.startsWith("cluster_") && view.send) view.send("cluster", name.slice(8));
+      return;
+    }
     if (!id || id.startsWith("legend_")) return;
     select(view, id);
     root.dataset.clicked = id;
@@ -103,7 +114,17 @@ function setup(parent) {
     else if (act === "fit") fit(view);
     else if (act === "one") zoomAt(view, 1, w, h);
   };
+  // Hover details (shape, dtype, saved tensors, parameter name) when the host sends them.
+  const onOver = (e) => {
+    const g = e.target.closest ? e.target.closest("g.node") : null;
+    const info = g ? view.details[nodeId(g)] : null;
+    if (!info) return hideTip(view);
+    showTip(view, info, e);
+  };
+  const onLeave = () => hideTip(view);
   const toolbar = root.querySelector(".gv-toolbar");
+  viewport.addEventListener("pointerover", onOver);
+  viewport.addEventListener("pointerleave", onLeave);
   viewport.addEventListener("wheel", onWheel, { passive: false });
   viewport.addEventListener("pointerdown", onDown);
   viewport.addEventListener("pointermove", onMove);
@@ -113,6 +134,8 @@ function setup(parent) {
   viewport.addEventListener("dblclick", () => fit(view));
   toolbar.addEventListener("click", onButton);
   view.dispose = () => {
+    viewport.removeEventListener("pointerover", onOver);
+    viewport.removeEventListener("pointerleave", onLeave);
     viewport.removeEventListener("wheel", onWheel);
     viewport.removeEventListener("pointerdown", onDown);
     viewport.removeEventListener("pointermove", onMove);
@@ -132,6 +155,8 @@ function nodeId(g) {
 function update(view, data) {
   const height = Number(data.height) || 700;
   view.root.style.height = `${height}px`;
+  view.details = data.details && typeof data.details === "object" ? data.details : {};
+  view.clusters = Boolean(data.clusters);
   let fresh = false;
   if (typeof data.svg === "string" && data.svg !== view.svgText) {
     const before = layoutKey(view);
@@ -267,4 +292,116 @@ function center(view, id, onlyIfHidden = false) {
   view.tx = view.viewport.clientWidth / 2 - cx * view.scale;
   view.ty = view.viewport.clientHeight / 2 - cy * view.scale;
   applyTransform(view);
+}
+
+function tipElement(view) {
+  if (!view.tip) {
+    view.tip = document.createElement("div");
+    view.tip.className = "gv-tip";
+    view.tip.hidden = true;
+    view.root.appendChild(view.tip);
+  }
+  return view.tip;
+}
+
+// info: { title, rows: [[name, value], ...] } (plain text; never parsed as HTML).
+function fillDetails(box, info) {
+  box.replaceChildren();
+  const head = document.createElement("div");
+  head.className = "gv-tip-title";
+  head.textContent = info.title || "";
+  box.appendChild(head);
+  const table = document.createElement("table");
+  for (const [name, value] of info.rows || []) {
+    const tr = table.insertRow();
+    tr.insertCell().textContent = name;
+    tr.insertCell().textContent = value;
+  }
+  box.appendChild(table);
+}
+
+function showTip(view, info, e) {
+  const tip = tipElement(view);
+  fillDetails(tip, info);
+  const rect = view.root.getBoundingClientRect();
+  tip.hidden = false;
+  const x = Math.min(e.clientX - rect.left + 14, rect.width - tip.offsetWidth - 4);
+  tip.style.left = `${Math.max(4, x)}px`;
+  tip.style.top = `${e.clientY - rect.top + 14}px`;
+  view.root.dataset.hover = info.title || "";
+}
+
+function hideTip(view) {
+  if (view.tip) view.tip.hidden = true;
+}
+
+// -- the anywidget host ------------------------------------------------------------------
+// The Python side (gradviz.notebook) sends the component's HTML as `_html` (the same
+// graph_view.html Streamlit uses) and the view's state as traits. A click sets `selected`;
+// a click on an open module, a breadcrumb step and a search are sent back as messages or
+// the `query` trait. A side panel shows the selected node's details.
+const WIDGET_TRAITS = ["svg", "highlight", "selected", "focus", "height", "details", "clusters"];
+
+function renderWidget({ model, el }) {
+  el.classList.add("gv-widget");
+  el.innerHTML =
+    '<div class="gv-bar"><input class="gv-search" type="search" ' +
+    'placeholder="Search ops, modules, parameters" aria-label="Search">' +
+    '<span class="gv-found"></span><span class="gv-crumbs"></span></div>' +
+    `<div class="gv-body"><div class="gv-main">${model.get("_html")}</div>` +
+    '<div class="gv-details"></div></div>';
+  const view = setup(el.querySelector(".gv-main"));
+  const search = el.querySelector(".gv-search");
+  const crumbs = el.querySelector(".gv-crumbs");
+  const found = el.querySelector(".gv-found");
+  const panel = el.querySelector(".gv-details");
+  el.querySelector(".gv-bar").hidden = !model.get("searchable");
+  view.send = (name, value) => {
+    if (name === "click") {
+      model.set("selected", value);
+      model.save_changes();
+    } else {
+      model.send({ event: name, value });
+    }
+  };
+  const draw = () => {
+    const data = {};
+    for (const k of WIDGET_TRAITS) data[k] = model.get(k);
+    update(view, data);
+    const info = data.selected ? view.details[data.selected] : null;
+    panel.hidden = !info;
+    if (info) fillDetails(panel, info);
+  };
+  const drawCrumbs = () => {
+    crumbs.replaceChildren();
+    (model.get("crumbs") || []).forEach((label, i, all) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = (i === 0 ? "⌂ " : "› ") + label;
+      b.disabled = i === all.length - 1;
+      b.addEventListener("click", () => model.send({ event: "back", value: i }));
+      crumbs.appendChild(b);
+    });
+    found.textContent = model.get("found") || "";
+  };
+  let typing = null;
+  search.value = model.get("query") || "";
+  search.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      model.set("query", search.value);
+      model.save_changes();
+    }, 250);
+  });
+  const events = WIDGET_TRAITS.map((k) => `change:${k}`).join(" ");
+  model.on(events, draw);
+  model.on("change:crumbs change:found", drawCrumbs);
+  draw();
+  drawCrumbs();
+  return () => {
+    clearTimeout(typing);
+    model.off(events, draw);
+    model.off("change:crumbs change:found", drawCrumbs);
+    view.dispose();
+  };
 }
