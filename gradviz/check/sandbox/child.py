@@ -367,7 +367,7 @@ def _fence(request: dict[str, Any]) -> dict[str, Any]:
     skip = frozenset(request.get("skip_protections", ()))
     workdir = os.path.realpath(os.getcwd())
     protections: dict[str, Any] = {}
-    dirs, files = fences.readable_paths(request.get("readable", []))
+    dirs, files = fences.readable_paths(request.get("readable", []), request.get("sys_path", []))
     if fences.enter_namespaces(protections, skip):  # first: needs a single thread
         try:
             fences.split_into_namespace(protections)  # returns in the worker only
@@ -399,7 +399,8 @@ def _fence(request: dict[str, Any]) -> dict[str, Any]:
          "uid nobody could not read the Python installation without the private view"
          if root and unreachable else None)  # fmt: skip
     step("no-new-privs", fences.set_no_new_privs)
-    step("landlock", lambda: fences.install_landlock(workdir, dirs, files))
+    own_proc = protections["mount-namespace"]["applied"]
+    step("landlock", lambda: fences.install_landlock(workdir, dirs, files, own_proc))
     step("seccomp", lambda: _load_sibling("seccomp").install_seccomp(os.getpid()))
     keep = {0, 1, 2, _state["result_fd"]}
     step("closed-fds", lambda: fences.close_inherited_fds(keep))

@@ -132,6 +132,8 @@ def enter_namespaces(protections: dict[str, Any], skip: frozenset[str]) -> bool:
     for name in ("pid-namespace", "mount-namespace"):
         if name in skip:
             mark(protections, name, False, "skipped on request")
+        elif not want_pid and name not in protections:
+            mark(protections, name, False, "skipped: the PID and mount namespaces go together")
     return want_pid
 
 
@@ -194,15 +196,16 @@ def _outer_wait(init: int, read_status: int) -> None:
 # --------------------------------------------------------------------- file view
 
 
-def readable_paths(extra: list[str]) -> tuple[list[str], list[str]]:
+def readable_paths(extra: list[str], hidden: list[str]) -> tuple[list[str], list[str]]:
     """(directories, files) user code may read: the Python and torch installation.
 
     The interpreter's prefixes, every directory on sys.path (site-packages, where torch
     lives), the directories of the libraries already mapped, the system library dirs and
     `extra` (the gradviz package). Nested entries are folded into their ancestors.
+    `hidden` are sys.path entries not to expose whole (the checkout holding the package).
     """
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, *extra, *_SYSTEM_LIBS}
-    dirs.update(p for p in sys.path if p)
+    dirs.update(p for p in sys.path if p and p not in hidden)
     with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split(maxsplit=5)
@@ -337,9 +340,13 @@ def _landlock_fs_rights(abi: int) -> int:
     return rights
 
 
-def install_landlock(workdir: str, dirs: list[str], files: list[str]) -> str:
+def install_landlock(workdir: str, dirs: list[str], files: list[str], own_proc: bool) -> str:
     """Landlock: read/execute `dirs`, `files` and /proc; read-write `workdir` and devices;
-    no TCP bind or connect; no signals or abstract sockets outside (by ABI)."""
+    no TCP bind or connect; no signals or abstract sockets outside (by ABI).
+
+    Without a /proc of its own (`own_proc` False) only /proc/self is readable, so the
+    app's /proc/<pid>/mem and environ stay shut even to a child that kept root.
+    """
     sc = libc().syscall
     abi = sc(ctypes.c_long(_NR_LANDLOCK_CREATE), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
@@ -354,7 +361,8 @@ def install_landlock(workdir: str, dirs: list[str], files: list[str]) -> str:
         raise OSError(ctypes.get_errno(), f"landlock_create_ruleset: {_errno_text()}")
     file_only = _LL_EXECUTE | _LL_WRITE_FILE | _LL_READ_FILE | _LL_TRUNCATE | _LL_IOCTL_DEV
     read_dir = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
-    rules = [(d, read_dir) for d in (*dirs, "/proc", "/sys/devices/system/cpu")]
+    proc = "/proc" if own_proc else f"/proc/{os.getpid()}"
+    rules = [(d, read_dir) for d in (*dirs, proc, "/sys/devices/system/cpu")]
     rules += [(f, _LL_EXECUTE | _LL_READ_FILE) for f in files]
     rules += [(d, _LL_READ_FILE | _LL_WRITE_FILE | _LL_TRUNCATE | _LL_IOCTL_DEV)
               for d in DEVICES]  # fmt: skip
