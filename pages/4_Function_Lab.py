@@ -3,7 +3,9 @@
 import streamlit as st
 
 from gradviz.app import guard
-from gradviz.app.lab_ui import EXAMPLES, load_example, run, show_result, user_code_note
+from gradviz.app.lab_ui import (
+    EXAMPLES, load_example, protection_warning, run, show_result, user_code_note,
+)
 
 st.set_page_config(page_title="gradviz · Function Lab", layout="wide")
 st.title("Function Lab")
@@ -33,7 +35,10 @@ note = user_code_note()
 if note:
     st.error(note)
 elif clicked:
-    with guard("Could not run the checks"), st.spinner("Checking in the sandbox…"):
+    with guard("Could not run the checks"):
         st.session_state.lab_result = run(source, class_name, shapes, int(max_examples), int(seed))
+warning = protection_warning(st.session_state.get("lab_result"))
+if warning:
+    st.warning(warning)
 if "lab_result" in st.session_state:
     show_result(st.session_state.lab_result)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 
@@ -9,10 +11,16 @@ from gradviz.app import show_svg, svg_of
 from gradviz.check import FunctionReport
 from gradviz.check.heatmap import heatmap_svg
 from gradviz.check.lab import LabResult, run_lab
-from gradviz.check.sandbox.parent import user_code_enabled
+from gradviz.check.sandbox.parent import (
+    ISOLATION_ENV_VAR,
+    Protection,
+    probe_protections,
+    user_code_enabled,
+)
+from gradviz.check.sandbox.slots import MAX_SANDBOXES_ENV_VAR, max_sandboxes
 from gradviz.zoo.functions import function_examples
 
-__all__ = ["EXAMPLES", "load_example", "run", "show_result"]
+__all__ = ["EXAMPLES", "load_example", "protection_warning", "run", "show_result"]
 
 EXAMPLES = function_examples()
 
@@ -25,7 +33,51 @@ def load_example() -> None:
 
 
 def run(source: str, class_name: str, shapes: str, max_examples: int, seed: int) -> LabResult:
-    return run_lab(source, class_name, shapes, max_examples=max_examples, seed=seed)
+    """Run the check, showing a "waiting" message while every sandbox slot is taken."""
+    st.session_state.lab_waited = None
+    with st.status("Checking in the sandbox…", expanded=True) as status:
+        note = st.empty()
+        started: list[float] = []
+
+        def on_wait(busy: int) -> None:
+            started.append(time.monotonic())
+            text = (f"Waiting for a free sandbox: {busy} of {max_sandboxes()} are busy with "
+                    f"other users' checks ({MAX_SANDBOXES_ENV_VAR}). Yours starts next in line.")
+            status.update(label="Waiting for a free sandbox…", state="running")
+            note.info(text)
+
+        try:
+            result = run_lab(source, class_name, shapes, max_examples=max_examples, seed=seed,
+                             on_wait=on_wait)  # fmt: skip
+        finally:
+            note.empty()
+            status.update(label="Checked in the sandbox", state="complete", expanded=False)
+    if started:
+        st.session_state.lab_waited = time.monotonic() - started[0]
+    return result
+
+
+@st.cache_resource(show_spinner="Checking what the sandbox can fence off on this machine…")
+def _probed() -> tuple[Protection, ...]:
+    return tuple(probe_protections().values())
+
+
+def protection_warning(result: LabResult | None) -> str | None:
+    """Names the protections this machine could not apply, or None when all are up."""
+    if not user_code_enabled():
+        return None
+    protections = tuple(result.sandbox.protections.values()) if result else ()
+    protections = protections or _probed()
+    if not protections:
+        return "The sandbox did not report which protections it could apply on this machine."
+    missing = [p for p in protections if not p.applied]
+    if not missing:
+        return None
+    listed = "; ".join(f"**{p.name}** ({p.reason})" for p in missing)
+    return (
+        f"The sandbox could not apply every protection on this machine: {listed}. Your code "
+        f"still runs with the rest; set {ISOLATION_ENV_VAR}=1 to refuse user code instead."
+    )
 
 
 def _checks_table(report: FunctionReport) -> list[dict]:
@@ -40,6 +92,9 @@ def _checks_table(report: FunctionReport) -> list[dict]:
 
 
 def show_result(result: LabResult) -> None:
+    waited = st.session_state.get("lab_waited")
+    if waited is not None:
+        st.caption(f"This check waited {waited:.1f} s for a free sandbox.")
     if result.report is None:
         st.error(f"Your code did not finish: {result.error}")
         if result.sandbox.traceback:

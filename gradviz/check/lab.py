@@ -9,6 +9,7 @@ and the graph (`Graph.to_json`), which the app draws itself.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +90,12 @@ def run_lab(
     max_examples: int = 100,
     seed: int | None = 0,
     limits: Limits | None = None,
+    on_wait: Callable[[int], None] | None = None,
 ) -> LabResult:
-    """Check `class_name` defined in `source` in a sandboxed child; never runs it here."""
+    """Check `class_name` defined in `source` in a sandboxed child; never runs it here.
+
+    `on_wait(busy)` is called if every sandbox slot is taken and the check must queue.
+    """
     if not isinstance(source, str) or not source.strip():
         raise ArgumentError("source", source, "paste the code of a torch.autograd.Function subclass")
     if not isinstance(class_name, str) or not class_name.isidentifier():
@@ -100,7 +105,7 @@ def run_lab(
         raise ArgumentError("max_examples", max_examples, "use a whole number from 1 to 2000")
     payload = {"source": source, "class_name": class_name, "shapes": [list(s) for s in shape_list],
                "max_examples": max_examples, "seed": seed}
-    result = run_sandboxed("lab.check", payload, limits or LAB_LIMITS)
+    result = run_sandboxed("lab.check", payload, limits or LAB_LIMITS, on_wait=on_wait)
     if not result.ok:
         return LabResult(None, None, result)
     try:

@@ -91,3 +91,56 @@ def test_lab_in_chromium_pass_then_fail_with_counterexample(app_url, page, scree
     page.get_by_text("Shrunk counterexample").first.wait_for()
     assert page.locator(".gradviz-heatmap").count() >= 2
     screenshot(page, "function_lab")
+
+
+def test_lab_page_names_protections_this_machine_lacks(monkeypatch):
+    from gradviz.app import lab_ui
+    from gradviz.check.sandbox import parent
+
+    monkeypatch.setattr(parent, "_SKIP_PROTECTIONS", ("landlock", "seccomp"))
+    lab_ui._probed.clear()
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=60).run()
+        assert not at.exception
+        [warning] = at.warning
+        assert "could not apply every protection" in warning.value
+        assert "**landlock** (skipped on request)" in warning.value
+        assert "**seccomp** (skipped on request)" in warning.value
+        assert "GRADVIZ_REQUIRE_ISOLATION=1" in warning.value
+    finally:
+        lab_ui._probed.clear()
+    monkeypatch.setattr(parent, "_SKIP_PROTECTIONS", ())
+    assert not AppTest.from_file(PAGE, default_timeout=60).run().warning
+
+
+def test_lab_page_queues_a_check_while_every_sandbox_is_busy(monkeypatch):
+    import threading
+
+    from gradviz.check.sandbox.slots import sandbox_slot
+
+    monkeypatch.setenv("GRADVIZ_MAX_SANDBOXES", "1")
+    held, release = threading.Event(), threading.Event()
+
+    def other_user() -> None:
+        with sandbox_slot():
+            held.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=other_user)
+    holder.start()
+    held.wait(timeout=10)
+    timer = threading.Timer(2.0, release.set)
+    timer.start()
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=180).run()
+        at.number_input(key="lab_examples").set_value(10)
+        at.button(key="lab_run").click().run()
+    finally:
+        release.set()
+        holder.join()
+        timer.cancel()
+    assert not at.exception
+    assert [s.value for s in at.success] == ["MyReLU: OK"]
+    [caption] = [c.value for c in at.caption if "waited" in c.value]
+    waited = float(caption.split("waited ")[1].split(" s")[0])
+    assert waited >= 1.5, caption  # it really waited for the other user's sandbox

@@ -65,6 +65,7 @@ __all__ = [
     "USER_CODE_FILENAME",
     "UserCodeDisabled",
     "isolation_required",
+    "probe_protections",
     "run_sandboxed",
     "user_code_enabled",
 ]
@@ -256,6 +257,14 @@ def run_sandboxed(
         finally:
             _remove_tree(workdir)
             _remove_tree(root)
+
+
+_PROBE_LIMITS = Limits(wall_seconds=20, cpu_seconds=5, memory_mb=512)
+
+
+def probe_protections() -> dict[str, Protection]:
+    """Start one empty child and report which protections this machine applies."""
+    return run_sandboxed("exec", {"code": "result = None"}, _PROBE_LIMITS).protections
 
 
 def _child_env(workdir: str) -> dict[str, str]:
