@@ -48,10 +48,15 @@ def check_source(payload: dict[str, Any]) -> dict[str, Any]:
     name = payload["class_name"]
     fn = namespace.get(name)
     if fn is None:
-        found = [k for k, v in namespace.items() if isinstance(v, type) and issubclass(v, torch.autograd.Function) and v is not torch.autograd.Function]
-        raise LookupError(f"the code defines no {name!r}; Function classes found: {', '.join(found) or 'none'}")
+        base = torch.autograd.Function
+        found = [k for k, v in namespace.items()
+                 if isinstance(v, type) and issubclass(v, base) and v is not base]  # fmt: skip
+        raise LookupError(
+            f"the code defines no {name!r}; Function classes found: {', '.join(found) or 'none'}"
+        )
     shapes = [tuple(s) for s in payload["shapes"]]
-    report = check_function(fn, shapes=shapes, max_examples=int(payload.get("max_examples", 100)), seed=payload.get("seed"))
+    examples = int(payload.get("max_examples", 100))
+    report = check_function(fn, shapes=shapes, max_examples=examples, seed=payload.get("seed"))
     inputs = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in shapes]
     graph = None
     try:
@@ -97,7 +102,7 @@ def run_lab(
     `on_wait(busy)` is called if every sandbox slot is taken and the check must queue.
     """
     if not isinstance(source, str) or not source.strip():
-        raise ArgumentError("source", source, "paste the code of a torch.autograd.Function subclass")
+        raise ArgumentError("source", source, "paste a torch.autograd.Function subclass's code")
     if not isinstance(class_name, str) or not class_name.isidentifier():
         raise ArgumentError("class_name", class_name, "give the Function's class name, e.g. MyReLU")
     shape_list = parse_shapes(shapes) if isinstance(shapes, str) else [tuple(s) for s in shapes]

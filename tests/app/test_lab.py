@@ -30,7 +30,8 @@ def test_lab_passes_myrelu_and_shrinks_a_buggy_one():
     ok = run_lab(EXAMPLES["relu"].source, EXAMPLES["relu"].class_name, "6", max_examples=40)
     assert ok.error is None and ok.report.ok
     assert ok.graph is not None and any(n.label == "MyReLU" for n in ok.graph.nodes)
-    bad = run_lab(EXAMPLES["relu_wrong_threshold"].source, EXAMPLES["relu_wrong_threshold"].class_name, "6", max_examples=60)
+    wrong = EXAMPLES["relu_wrong_threshold"]
+    bad = run_lab(wrong.source, wrong.class_name, "6", max_examples=60)
     assert not bad.report.ok
     failure = bad.report.failures[0]
     x = np.concatenate([np.ravel(a) for a in failure.inputs])
@@ -41,13 +42,15 @@ def test_lab_checks_an_in_place_function_and_draws_it_on_a_clone():
     example = EXAMPLES["relu_in_place"]
     result = run_lab(example.source, example.class_name, "5", max_examples=30)
     assert result.error is None and result.report.ok
-    assert [n.label for n in result.graph.nodes] == ["output", "ReLUInPlace", "CloneBackward0", "input 0"]
+    labels = [n.label for n in result.graph.nodes]
+    assert labels == ["output", "ReLUInPlace", "CloneBackward0", "input 0"]
 
 
 def test_lab_reports_user_code_problems_clearly():
     missing = run_lab("import torch\nclass A(torch.autograd.Function):\n    pass\n", "MyReLU", "3")
     assert missing.report is None and "defines no 'MyReLU'" in missing.error
-    loop = run_lab("while True:\n    pass\n", "MyReLU", "3", limits=Limits(wall_seconds=8, cpu_seconds=6))
+    short = Limits(wall_seconds=8, cpu_seconds=6)
+    loop = run_lab("while True:\n    pass\n", "MyReLU", "3", limits=short)
     assert loop.report is None and loop.sandbox.kind == "timeout"
     syntax = run_lab("def broken(:\n", "MyReLU", "3")
     assert syntax.report is None and "SyntaxError" in syntax.error
