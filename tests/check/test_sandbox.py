@@ -210,7 +210,11 @@ def test_infinite_loop_hits_the_wall_limit(code: str) -> None:
 def test_cpu_burn_hits_the_cpu_limit() -> None:
     limits = Limits(cpu_seconds=2, wall_seconds=30, memory_mb=512)
     result = run("n = 0\nwhile True:\n    n += 1\n", limits)
-    assert_ended(result, "timeout", "used more than 2.0 s of CPU time (busy loop?)", 2)
+    # The message proves the CPU limit ended it; on a loaded machine 2 s of CPU may take
+    # several times as long in wall time, so only the wall limit bounds the elapsed time.
+    assert_ended(
+        result, "timeout", "used more than 2.0 s of CPU time (busy loop?)", limits.wall_seconds
+    )
     assert_parent_still_works()
 
 
