@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 
@@ -9,12 +11,24 @@ from gradviz.app import show_svg, svg_of
 from gradviz.check import FunctionReport
 from gradviz.check.heatmap import heatmap_svg
 from gradviz.check.lab import LabResult, run_lab
-from gradviz.check.sandbox.parent import user_code_enabled
+from gradviz.check.sandbox.parent import (
+    ISOLATION_ENV_VAR,
+    Protection,
+    probe_protections,
+    user_code_enabled,
+)
+from gradviz.check.sandbox.slots import MAX_SANDBOXES_ENV_VAR, max_sandboxes
 from gradviz.zoo.functions import function_examples
 
-__all__ = ["EXAMPLES", "load_example", "run", "show_result"]
+__all__ = ["EXAMPLES", "example_label", "load_example", "protection_warning", "run", "show_result"]
 
 EXAMPLES = function_examples()
+
+
+def example_label(name: str) -> str:
+    """How the example picker shows an example: name, correct or buggy, what it shows."""
+    example = EXAMPLES[name]
+    return f"{name} — {'correct' if example.correct else 'buggy'}: {example.description}"
 
 
 def load_example() -> None:
@@ -25,7 +39,51 @@ def load_example() -> None:
 
 
 def run(source: str, class_name: str, shapes: str, max_examples: int, seed: int) -> LabResult:
-    return run_lab(source, class_name, shapes, max_examples=max_examples, seed=seed)
+    """Run the check, showing a "waiting" message while every sandbox slot is taken."""
+    st.session_state.lab_waited = None
+    with st.status("Checking in the sandbox…", expanded=True) as status:
+        note = st.empty()
+        started: list[float] = []
+
+        def on_wait(busy: int) -> None:
+            started.append(time.monotonic())
+            text = (f"Waiting for a free sandbox: {busy} of {max_sandboxes()} are busy with "
+                    f"other users' checks ({MAX_SANDBOXES_ENV_VAR}). Yours starts next in line.")
+            status.update(label="Waiting for a free sandbox…", state="running")
+            note.info(text)
+
+        try:
+            result = run_lab(source, class_name, shapes, max_examples=max_examples, seed=seed,
+                             on_wait=on_wait)  # fmt: skip
+        finally:
+            note.empty()
+            status.update(label="Checked in the sandbox", state="complete", expanded=False)
+    if started:
+        st.session_state.lab_waited = time.monotonic() - started[0]
+    return result
+
+
+@st.cache_resource(show_spinner="Checking what the sandbox can fence off on this machine…")
+def _probed() -> tuple[Protection, ...]:
+    return tuple(probe_protections().values())
+
+
+def protection_warning(result: LabResult | None) -> str | None:
+    """Names the protections this machine could not apply, or None when all are up."""
+    if not user_code_enabled():
+        return None
+    protections = tuple(result.sandbox.protections.values()) if result else ()
+    protections = protections or _probed()
+    if not protections:
+        return "The sandbox did not report which protections it could apply on this machine."
+    missing = [p for p in protections if not p.applied]
+    if not missing:
+        return None
+    listed = "; ".join(f"**{p.name}** ({p.reason})" for p in missing)
+    return (
+        f"The sandbox could not apply every protection on this machine: {listed}. Your code "
+        f"still runs with the rest; set {ISOLATION_ENV_VAR}=1 to refuse user code instead."
+    )
 
 
 def _checks_table(report: FunctionReport) -> list[dict]:
@@ -35,36 +93,48 @@ def _checks_table(report: FunctionReport) -> list[dict]:
     for check in report.checks_run:
         status = "✗ fail" if check in failed else ("⚠ warning" if check in warned else "✓ pass")
         finding = failed.get(check) or warned.get(check)
-        rows.append({"check": check, "result": status, "message": finding.message if finding else ""})
+        message = finding.message if finding else ""
+        rows.append({"check": check, "result": status, "message": message})
     return rows
 
 
 def show_result(result: LabResult) -> None:
+    waited = st.session_state.get("lab_waited")
+    if waited is not None:
+        st.caption(f"This check waited {waited:.1f} s for a free sandbox.")
     if result.report is None:
         st.error(f"Your code did not finish: {result.error}")
         if result.sandbox.traceback:
             st.code(result.sandbox.traceback, language="text")
         return
     report = result.report
-    verdict = "passes every check" if report.ok else f"fails: {', '.join(dict.fromkeys(f.check for f in report.failures))}"
+    failed = ", ".join(dict.fromkeys(f.check for f in report.failures))
+    verdict = "passes every check" if report.ok else f"fails: {failed}"
     st.markdown(
-        f'<div class="gradviz-lab-verdict" data-ok="{str(report.ok).lower()}"><b>{report.function}</b> {verdict} '
-        f"after {report.examples_run} examples</div>",
+        f'<div class="gradviz-lab-verdict" data-ok="{str(report.ok).lower()}">'
+        f"<b>{report.function}</b> {verdict} after {report.examples_run} examples</div>",
         unsafe_allow_html=True,
     )
-    (st.success if report.ok else st.error)(f"{report.function}: {'OK' if report.ok else 'bug found'}")
+    show = st.success if report.ok else st.error
+    show(f"{report.function}: {'OK' if report.ok else 'bug found'}")
     st.dataframe(_checks_table(report), hide_index=True)
     if report.kinks_seen:
-        st.info(f"{report.kinks_seen} examples touched a kink or tie; backward stayed between the one-sided slopes there, so they are not bugs.")
+        st.info(f"{report.kinks_seen} examples touched a kink or tie; backward stayed between "
+                "the one-sided slopes there, so they are not bugs.")
     for failure in (*report.failures, *report.warnings):
         st.markdown(f"**{failure.check}** — {failure.message}")
         st.markdown("Shrunk counterexample:")
-        st.code("\n".join(np.array2string(np.asarray(x), precision=6) for x in failure.inputs), language="text")
+        shown = (np.array2string(np.asarray(x), precision=6) for x in failure.inputs)
+        st.code("\n".join(shown), language="text")
         if failure.analytical is not None and failure.numerical is not None:
-            scale = float(np.nanmax(np.abs(np.concatenate([np.ravel(failure.analytical), np.ravel(failure.numerical)])))) or 1.0
-            cols = st.columns(2)
-            for col, (name, m) in zip(cols, (("analytical (your backward)", failure.analytical), ("numerical (finite differences)", failure.numerical)), strict=True):
-                col.markdown(heatmap_svg(m, name, scale=scale, row_labels=failure.rows, col_labels=failure.columns), unsafe_allow_html=True)
+            both = np.concatenate([np.ravel(failure.analytical), np.ravel(failure.numerical)])
+            scale = float(np.nanmax(np.abs(both))) or 1.0
+            matrices = (("analytical (your backward)", failure.analytical),
+                        ("numerical (finite differences)", failure.numerical))  # fmt: skip
+            for col, (name, m) in zip(st.columns(2), matrices, strict=True):
+                svg = heatmap_svg(m, name, scale=scale, row_labels=failure.rows,
+                                  col_labels=failure.columns)  # fmt: skip
+                col.markdown(svg, unsafe_allow_html=True)
     with st.expander("Full report"):
         st.code(str(report), language="text")
     if result.graph is not None:
@@ -75,4 +145,5 @@ def show_result(result: LabResult) -> None:
 def user_code_note() -> str | None:
     if user_code_enabled():
         return None
-    return "User code is turned off on this server (GRADVIZ_DISABLE_USER_CODE is set); unset it to use the lab."
+    return ("User code is turned off on this server (GRADVIZ_DISABLE_USER_CODE is set); "
+            "unset it to use the lab.")

@@ -9,6 +9,7 @@ and the graph (`Graph.to_json`), which the app draws itself.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,10 +48,15 @@ def check_source(payload: dict[str, Any]) -> dict[str, Any]:
     name = payload["class_name"]
     fn = namespace.get(name)
     if fn is None:
-        found = [k for k, v in namespace.items() if isinstance(v, type) and issubclass(v, torch.autograd.Function) and v is not torch.autograd.Function]
-        raise LookupError(f"the code defines no {name!r}; Function classes found: {', '.join(found) or 'none'}")
+        base = torch.autograd.Function
+        found = [k for k, v in namespace.items()
+                 if isinstance(v, type) and issubclass(v, base) and v is not base]  # fmt: skip
+        raise LookupError(
+            f"the code defines no {name!r}; Function classes found: {', '.join(found) or 'none'}"
+        )
     shapes = [tuple(s) for s in payload["shapes"]]
-    report = check_function(fn, shapes=shapes, max_examples=int(payload.get("max_examples", 100)), seed=payload.get("seed"))
+    examples = int(payload.get("max_examples", 100))
+    report = check_function(fn, shapes=shapes, max_examples=examples, seed=payload.get("seed"))
     inputs = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in shapes]
     graph = None
     try:
@@ -89,10 +95,14 @@ def run_lab(
     max_examples: int = 100,
     seed: int | None = 0,
     limits: Limits | None = None,
+    on_wait: Callable[[int], None] | None = None,
 ) -> LabResult:
-    """Check `class_name` defined in `source` in a sandboxed child; never runs it here."""
+    """Check `class_name` defined in `source` in a sandboxed child; never runs it here.
+
+    `on_wait(busy)` is called if every sandbox slot is taken and the check must queue.
+    """
     if not isinstance(source, str) or not source.strip():
-        raise ArgumentError("source", source, "paste the code of a torch.autograd.Function subclass")
+        raise ArgumentError("source", source, "paste a torch.autograd.Function subclass's code")
     if not isinstance(class_name, str) or not class_name.isidentifier():
         raise ArgumentError("class_name", class_name, "give the Function's class name, e.g. MyReLU")
     shape_list = parse_shapes(shapes) if isinstance(shapes, str) else [tuple(s) for s in shapes]
@@ -100,7 +110,7 @@ def run_lab(
         raise ArgumentError("max_examples", max_examples, "use a whole number from 1 to 2000")
     payload = {"source": source, "class_name": class_name, "shapes": [list(s) for s in shape_list],
                "max_examples": max_examples, "seed": seed}
-    result = run_sandboxed("lab.check", payload, limits or LAB_LIMITS)
+    result = run_sandboxed("lab.check", payload, limits or LAB_LIMITS, on_wait=on_wait)
     if not result.ok:
         return LabResult(None, None, result)
     try:

@@ -30,7 +30,8 @@ def test_lab_passes_myrelu_and_shrinks_a_buggy_one():
     ok = run_lab(EXAMPLES["relu"].source, EXAMPLES["relu"].class_name, "6", max_examples=40)
     assert ok.error is None and ok.report.ok
     assert ok.graph is not None and any(n.label == "MyReLU" for n in ok.graph.nodes)
-    bad = run_lab(EXAMPLES["relu_wrong_threshold"].source, EXAMPLES["relu_wrong_threshold"].class_name, "6", max_examples=60)
+    wrong = EXAMPLES["relu_wrong_threshold"]
+    bad = run_lab(wrong.source, wrong.class_name, "6", max_examples=60)
     assert not bad.report.ok
     failure = bad.report.failures[0]
     x = np.concatenate([np.ravel(a) for a in failure.inputs])
@@ -41,13 +42,15 @@ def test_lab_checks_an_in_place_function_and_draws_it_on_a_clone():
     example = EXAMPLES["relu_in_place"]
     result = run_lab(example.source, example.class_name, "5", max_examples=30)
     assert result.error is None and result.report.ok
-    assert [n.label for n in result.graph.nodes] == ["output", "ReLUInPlace", "CloneBackward0", "input 0"]
+    labels = [n.label for n in result.graph.nodes]
+    assert labels == ["output", "ReLUInPlace", "CloneBackward0", "input 0"]
 
 
 def test_lab_reports_user_code_problems_clearly():
     missing = run_lab("import torch\nclass A(torch.autograd.Function):\n    pass\n", "MyReLU", "3")
     assert missing.report is None and "defines no 'MyReLU'" in missing.error
-    loop = run_lab("while True:\n    pass\n", "MyReLU", "3", limits=Limits(wall_seconds=8, cpu_seconds=6))
+    short = Limits(wall_seconds=8, cpu_seconds=6)
+    loop = run_lab("while True:\n    pass\n", "MyReLU", "3", limits=short)
     assert loop.report is None and loop.sandbox.kind == "timeout"
     syntax = run_lab("def broken(:\n", "MyReLU", "3")
     assert syntax.report is None and "SyntaxError" in syntax.error
@@ -91,3 +94,56 @@ def test_lab_in_chromium_pass_then_fail_with_counterexample(app_url, page, scree
     page.get_by_text("Shrunk counterexample").first.wait_for()
     assert page.locator(".gradviz-heatmap").count() >= 2
     screenshot(page, "function_lab")
+
+
+def test_lab_page_names_protections_this_machine_lacks(monkeypatch):
+    from gradviz.app import lab_ui
+    from gradviz.check.sandbox import parent
+
+    monkeypatch.setattr(parent, "_SKIP_PROTECTIONS", ("landlock", "seccomp"))
+    lab_ui._probed.clear()
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=60).run()
+        assert not at.exception
+        [warning] = at.warning
+        assert "could not apply every protection" in warning.value
+        assert "**landlock** (skipped on request)" in warning.value
+        assert "**seccomp** (skipped on request)" in warning.value
+        assert "GRADVIZ_REQUIRE_ISOLATION=1" in warning.value
+    finally:
+        lab_ui._probed.clear()
+    monkeypatch.setattr(parent, "_SKIP_PROTECTIONS", ())
+    assert not AppTest.from_file(PAGE, default_timeout=60).run().warning
+
+
+def test_lab_page_queues_a_check_while_every_sandbox_is_busy(monkeypatch):
+    import threading
+
+    from gradviz.check.sandbox.slots import sandbox_slot
+
+    monkeypatch.setenv("GRADVIZ_MAX_SANDBOXES", "1")
+    held, release = threading.Event(), threading.Event()
+
+    def other_user() -> None:
+        with sandbox_slot():
+            held.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=other_user)
+    holder.start()
+    held.wait(timeout=10)
+    timer = threading.Timer(2.0, release.set)
+    timer.start()
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=180).run()
+        at.number_input(key="lab_examples").set_value(10)
+        at.button(key="lab_run").click().run()
+    finally:
+        release.set()
+        holder.join()
+        timer.cancel()
+    assert not at.exception
+    assert [s.value for s in at.success] == ["MyReLU: OK"]
+    [caption] = [c.value for c in at.caption if "waited" in c.value]
+    waited = float(caption.split("waited ")[1].split(" s")[0])
+    assert waited >= 1.5, caption  # it really waited for the other user's sandbox

@@ -1,24 +1,21 @@
 """The sandbox child: fence itself in, then run one whitelisted task on a JSON request.
 
 `gradviz.check.sandbox.parent.run_sandboxed` starts this file by path as
-``python -I -B -u -X faulthandler _sandbox_child.py <result fd>`` in a fresh temporary
-directory. It reads one JSON request on stdin and, before any user code runs:
-
-1. cuts the network with a new network namespace when the kernel allows it;
-2. sets resource limits (CPU, address space, file size, processes, no core dumps);
-3. on x86-64 Linux, installs a seccomp filter that makes the kernel refuse new processes,
-   ``exec``, ``ptrace``, changing the limits and a list of admin system calls, so even
-   ctypes cannot fork;
-4. imports the task function (trusted code, before the audit hook);
-5. installs an audit hook that stops the run on process creation, network use, writes
-   outside the working directory and changes to the limits.
+``python -I -B -u -X faulthandler child.py <result fd> <empty root dir>`` in a fresh
+temporary directory. It reads one JSON request on stdin and, before any user code runs,
+puts up the fences of `gradviz.check.sandbox.fences` (namespaces, a private filesystem
+view, uid nobody, no_new_privs, Landlock, limits, closed fds) and the seccomp filter of
+`gradviz.check.sandbox.seccomp`; then it imports the task function (trusted code) and
+installs an audit hook that stops the run on process creation, network use, writes
+outside the working directory and changes to the limits, and refuses reads outside the
+installation. What was applied travels to the parent in a "setup" record.
 
 Results travel as newline-delimited JSON records on a pipe of their own (the fd in argv),
 never on stdout, so what user code prints cannot pass for a result.
 
 Only the standard library is imported at module level, and the file is run by path rather
 than with ``-m``: a task that needs nothing (``exec``) never imports the gradviz package,
-and so never pays for torch. See `gradviz.check.sandbox.parent` for what this does not protect against.
+and so never pays for torch. See `gradviz.check.sandbox.parent` for what is not covered.
 """
 
 from __future__ import annotations
@@ -35,15 +32,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["USER_CODE_FILENAME", "exec_task", "run_user_code"]
+__all__ = ["ISOLATION_ENV_VAR", "USER_CODE_FILENAME", "exec_task", "run_user_code"]
 
 # Tasks compile user source under this name; tracebacks are trimmed to frames from it.
 USER_CODE_FILENAME = "<user code>"
+# Set to 1 in the app's environment: run user code only when every protection is applied.
+ISOLATION_ENV_VAR = "GRADVIZ_REQUIRE_ISOLATION"
 RECURSION_LIMIT = 1000
 # Freed when the user's code runs out of memory, so reporting it does not fail as well.
 _CUSHION_BYTES = 4 * 2**20
 
-_state: dict[str, Any] = {"result_fd": -1, "workdir": "", "limits": {}, "pid": 0}
+_state: dict[str, Any] = {"result_fd": -1, "workdir": "", "limits": {}, "pid": 0, "readable": ()}
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -104,218 +103,6 @@ def _finish(kind: str, *, value: Any = None, error: str | None = None, tb: str =
     os._exit(0)
 
 
-# ------------------------------------------------------------------------- fences
-
-
-def _cut_network() -> bool:
-    """Move into an empty network namespace (only a downed loopback). True if it worked.
-
-    Must run while the process has one thread: unshare(CLONE_NEWUSER) refuses otherwise.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return False
-    clone_newnet, clone_newuser = 0x40000000, 0x10000000
-    if libc.unshare(clone_newnet) == 0:  # root, or CAP_SYS_ADMIN
-        return True
-    uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(clone_newuser | clone_newnet) != 0:  # no unprivileged user namespaces
-        return False
-    # Map our own ids into the new user namespace, or creating files would fail (EOVERFLOW).
-    try:
-        for name, text in (
-            ("setgroups", "deny"),
-            ("uid_map", f"{uid} {uid} 1"),
-            ("gid_map", f"{gid} {gid} 1"),
-        ):
-            with open(f"/proc/self/{name}", "w") as handle:
-                handle.write(text)
-    except OSError:
-        pass  # then file creation may fail, but the network is cut all the same
-    return True
-
-
-def _count_tasks_of(uid: int) -> int:
-    """Threads of every process of `uid`: what RLIMIT_NPROC counts against."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as handle:
-                owner = threads = None
-                for line in handle:
-                    if line.startswith("Uid:"):
-                        owner = int(line.split()[1])
-                    elif line.startswith("Threads:"):
-                        threads = int(line.split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if owner == uid and threads:
-            total += threads
-    return total
-
-
-def _apply_rlimits(limits: dict[str, Any]) -> None:
-    import math
-    import resource
-
-    def cap(which: int, soft: int, hard: int | None = None) -> None:
-        hard = soft if hard is None else hard
-        _, old_hard = resource.getrlimit(which)
-        if old_hard != resource.RLIM_INFINITY:  # an unprivileged process cannot raise it
-            soft, hard = min(soft, old_hard), min(hard, old_hard)
-        resource.setrlimit(which, (soft, hard))
-
-    cpu = math.ceil(limits["cpu_seconds"])
-    # SIGXCPU at the soft limit; SIGKILL a second later if SIGXCPU was somehow survived.
-    cap(resource.RLIMIT_CPU, cpu, cpu + 1)
-    cap(resource.RLIMIT_AS, int(limits["memory_mb"]) * 2**20)
-    cap(resource.RLIMIT_FSIZE, int(limits["max_file_bytes"]))
-    cap(resource.RLIMIT_CORE, 0)
-    # RLIMIT_NPROC counts all threads of the real uid system-wide (root is exempt), so
-    # allow max_processes more than the uid already runs rather than a fixed total.
-    uid = os.getuid()
-    existing = 0 if uid == 0 else _count_tasks_of(uid)
-    cap(resource.RLIMIT_NPROC, existing + int(limits["max_processes"]))
-
-
-# x86-64 system call numbers the filter refuses with EPERM: starting programs, reaching into
-# other processes, and administration a root process could otherwise do (mount, modules,
-# namespaces, device nodes, io_uring which bypasses seccomp for the calls it performs).
-_DENIED_SYSCALLS = {
-    "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "ptrace": 101,
-    "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_getfd": 438,
-    "pidfd_send_signal": 424, "tkill": 200, "setrlimit": 160,
-    "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "reboot": 169,
-    "swapon": 167, "swapoff": 168, "sethostname": 170, "setdomainname": 171, "iopl": 172,
-    "ioperm": 173, "init_module": 175, "delete_module": 176, "finit_module": 313,
-    "kexec_load": 246, "kexec_file_load": 320, "bpf": 321, "setns": 308, "unshare": 272,
-    "acct": 163, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
-    "clock_adjtime": 305, "add_key": 248, "request_key": 249, "keyctl": 250,
-    "userfaultfd": 323, "perf_event_open": 298, "name_to_handle_at": 303,
-    "open_by_handle_at": 304, "mknod": 133, "mknodat": 259, "quotactl": 179,
-    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
-    "fspick": 433, "mount_setattr": 442,
-}  # fmt: skip
-_NR_CLONE, _NR_CLONE3, _NR_KILL, _NR_TGKILL, _NR_PRLIMIT64 = 56, 435, 62, 234, 302
-
-
-def _seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
-    """A classic-BPF seccomp filter as (code, jt, jf, k) rows; see seccomp(2).
-
-    Classic BPF jumps only forward, so the shared endings (deny, enosys, allow) come last.
-    """
-    ld_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
-    arch_x86_64, clone_thread = 0xC000003E, 0x00010000
-    nr, arch, arg0, arg2_low, arg2_high = 0, 4, 16, 32, 36
-
-    # Rows are (code, true-label, false-label, k); labels resolve to relative jumps below.
-    rows: list[tuple[Any, ...]] = [
-        ("ld", None, None, arch),
-        ("jeq", "next", "deny", arch_x86_64),  # i386 calls (int 0x80) would dodge the numbers
-        ("ld", None, None, nr),
-        ("jge", "deny", "next", 0x40000000),  # x32 ABI
-        *[("jeq", "deny", "next", number) for number in sorted(_DENIED_SYSCALLS.values())],
-        # glibc retries clone3 as clone on ENOSYS, where the flags can be read.
-        ("jeq", "enosys", "next", _NR_CLONE3),
-        ("jeq", "clone", "next", _NR_CLONE),
-        ("jeq", "kill", "next", _NR_KILL),
-        ("jeq", "tgkill", "next", _NR_TGKILL),
-        ("jeq", "prlimit", "next", _NR_PRLIMIT64),
-        ("ret", None, None, allow),
-        ("label:clone",),  # threads yes, processes no
-        ("ld", None, None, arg0),
-        ("jset", "allow", "deny", clone_thread),
-        ("label:kill",),  # signals to ourselves (pid, 0 = our group, -pid) only
-        ("ld", None, None, arg0),
-        ("jeq", "allow", "next", pid),
-        ("jeq", "allow", "next", 0),
-        ("jeq", "allow", "deny", (-pid) & 0xFFFFFFFF),
-        ("label:tgkill",),
-        ("ld", None, None, arg0),
-        ("jeq", "allow", "deny", pid),
-        ("label:prlimit",),  # reading limits (new_limit == NULL) is fine, setting is not
-        ("ld", None, None, arg2_low),
-        ("jeq", "next", "deny", 0),
-        ("ld", None, None, arg2_high),
-        ("jeq", "allow", "deny", 0),
-        ("label:deny",),
-        ("ret", None, None, eperm),
-        ("label:enosys",),
-        ("ret", None, None, enosys),
-        ("label:allow",),
-        ("ret", None, None, allow),
-    ]
-    labels: dict[str, int] = {}
-    index = 0
-    for row in rows:
-        if row[0].startswith("label:"):
-            labels[row[0][6:]] = index
-        else:
-            index += 1
-    codes = {"ld": ld_abs, "jeq": jeq, "jge": jge, "jset": jset, "ret": ret}
-    program = []
-    for row in rows:
-        if row[0].startswith("label:"):
-            continue
-        op, true_label, false_label, k = row
-        here = len(program)
-
-        def offset(label: str | None, here: int = here) -> int:
-            if label is None or label == "next":
-                return 0
-            jump = labels[label] - here - 1
-            if not 0 <= jump <= 255:
-                raise ValueError(f"seccomp jump to {label} out of range: {jump}")
-            return jump
-
-        program.append((codes[op], offset(true_label), offset(false_label), k))
-    return program
-
-
-def _install_seccomp(pid: int) -> bool:
-    """Load the filter; True if the kernel now enforces it for this process and its threads."""
-    if sys.platform != "linux" or os.uname().machine != "x86_64":
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return False
-
-    class SockFilter(ctypes.Structure):
-        _fields_ = [
-            ("code", ctypes.c_ushort),
-            ("jt", ctypes.c_ubyte),
-            ("jf", ctypes.c_ubyte),
-            ("k", ctypes.c_uint32),
-        ]
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
-
-    rows = _seccomp_program(pid)
-    table = (SockFilter * len(rows))(*[SockFilter(*row) for row in rows])
-    prog = SockFprog(len(rows), table)
-    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
-    ulong = ctypes.c_ulong
-    if libc.prctl(pr_set_no_new_privs, ulong(1), ulong(0), ulong(0), ulong(0)) != 0:
-        return False
-    return (
-        libc.prctl(
-            pr_set_seccomp, ulong(seccomp_mode_filter), ctypes.byref(prog), ulong(0), ulong(0)
-        )
-        == 0
-    )
-
-
 # --------------------------------------------------------------------- audit hook
 
 _PROCESS_EVENTS = frozenset(
@@ -357,8 +144,9 @@ _WATCHED = (
     | _SYSTEM_EVENTS
     | _SIGNAL_EVENTS
     | frozenset(_PATH_WRITE_EVENTS)
-    | {"open", "sqlite3.connect"}
+    | {"open", "sqlite3.connect", "os.listdir", "os.scandir"}
 )
+_READ_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _ALLOWED_OUTSIDE = frozenset({"/dev/null"})
 
@@ -394,6 +182,36 @@ def _outside(path: Any, dir_fd: Any = None) -> bool:
         return False
     workdir = _state["workdir"]
     return not (full == workdir or full.startswith(workdir + os.sep))
+
+
+def _unreadable(path: Any) -> bool:
+    """True if `path` lies outside the installation, the devices, /proc and the workdir."""
+    if isinstance(path, int):
+        return False  # an fd already open: reading it was checked when it was opened
+    full = _resolve("." if path is None else path)
+    if full is None:
+        return True
+    if not _outside(full):
+        return False
+    return not any(full == root or full.startswith(root + os.sep) for root in _state["readable"])
+
+
+def _refuse_read(event: str, args: tuple[Any, ...]) -> None:
+    """Raise PermissionError for a read outside: a library probing a file then carries on."""
+    path = _arg(args, 0)
+    if event == "open":
+        mode, flags = (list(args) + [None, None, None])[1:3]
+        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & _WRITE_FLAGS
+        ):
+            return  # a write: _check judges it
+    if _unreadable(path):
+        raise PermissionError(
+            errno.EACCES,
+            f"refused by the sandbox: {event} outside the Python installation and the working "
+            "directory",
+            os.fsdecode(path) if isinstance(path, str | bytes) else repr(path),
+        )
 
 
 def _arg(args: tuple[Any, ...], index: int | None) -> Any:
@@ -456,6 +274,8 @@ def _user_line() -> int | None:
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     if event not in _WATCHED:
         return
+    if event in _READ_EVENTS and _state["readable"]:
+        _refuse_read(event, args)
     try:
         verdict = _check(event, args)
     except Exception as exc:  # fail closed: an event we cannot judge is refused
@@ -511,45 +331,114 @@ def _load_task(spec: str) -> Callable[[dict[str, Any]], Any]:
     return function
 
 
-def main(argv: list[str]) -> None:
-    _state["result_fd"] = int(argv[1])
-    _state["pid"] = os.getpid()
-    _state["workdir"] = os.path.realpath(os.getcwd())
-    request = json.loads(sys.stdin.buffer.read())
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # input() sees end of file instead of the parent's pipe
-    os.close(devnull)
-    limits = _state["limits"] = request["limits"]
-    # Run as a script, this module is __main__; alias it so "gradviz.check.sandbox.child:..."
-    # tasks (and lab code importing run_user_code) share it instead of importing gradviz.
-    sys.modules.setdefault("gradviz.check.sandbox.child", sys.modules[__name__])
-    for path in reversed(request.get("sys_path", [])):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    sys.dont_write_bytecode = True
+def _load_sibling(name: str) -> Any:
+    """Import fences.py / seccomp.py beside this file by path (no gradviz package import)."""
+    import importlib.util
 
-    protections = []
-    network_isolated = _cut_network()  # first: needs a single-threaded process
-    if network_isolated:
-        protections.append("network-namespace")
-    _apply_rlimits(limits)
-    protections.append("rlimits")
-    if _install_seccomp(_state["pid"]):
-        protections.append("seccomp")
+    full = f"gradviz.check.sandbox.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(full, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[full] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
-    try:
-        task = _load_task(request["task"])
-    except BaseException as exc:
-        message, tb = describe(exc)
-        _finish("error", error=f"could not load task {request['task']}: {message}", tb=tb)
-    sys.setrecursionlimit(RECURSION_LIMIT)
-    sys.addaudithook(_audit)
-    protections.append("audit-hook")
-    _send({"type": "setup", "network_isolated": network_isolated, "protections": protections})
 
+def _world_traversable(path: str) -> bool:
+    """True if uid nobody could reach `path` (every ancestor searchable by others)."""
+    while path not in ("/", ""):
+        try:
+            if not os.stat(path).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        path = os.path.dirname(path)
+    return True
+
+
+def _fence(request: dict[str, Any]) -> dict[str, Any]:
+    """Put up every protection; returns (in the worker process only) what was applied."""
+    fences = _load_sibling("fences")
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the outer and init processes too
+    skip = frozenset(request.get("skip_protections", ()))
+    workdir = os.path.realpath(os.getcwd())
+    protections: dict[str, Any] = {}
+    dirs, files = fences.readable_paths(request.get("readable", []), request.get("sys_path", []))
+    if fences.enter_namespaces(protections, skip):  # first: needs a single thread
+        try:
+            fences.split_into_namespace(protections)  # returns in the worker only
+        except OSError as exc:
+            fences.mark(protections, "pid-namespace", False, f"fork failed: {exc}")
+    protections.setdefault("pid-namespace", {"applied": False, "reason": "not available"})
+    root = os.getuid() == 0
+    tasks = fences.count_tasks_of(fences.NOBODY if root else os.getuid())
+
+    def step(name: str, action: Callable[[], str], unless: str | None = None) -> None:
+        if name in skip:
+            fences.mark(protections, name, False, "skipped on request")
+        elif unless is not None:
+            fences.mark(protections, name, False, unless)
+        else:
+            try:
+                fences.mark(protections, name, True, action())
+            except Exception as exc:  # noqa: BLE001 - a fence that fails is reported, not fatal
+                fences.mark(protections, name, False, f"{type(exc).__name__}: {exc}")
+
+    no_pid = None if protections["pid-namespace"]["applied"] else "needs the PID namespace"
+    step("mount-namespace",
+         lambda: fences.private_view(_state["root"], workdir, dirs, files), no_pid)  # fmt: skip
+    step("rlimits", lambda: fences.apply_rlimits(request["limits"], tasks))
+    unreachable = not protections["mount-namespace"]["applied"] and not all(
+        _world_traversable(d) for d in dirs
+    )
+    step("unprivileged-user", lambda: fences.drop_privileges(workdir),
+         "uid nobody could not read the Python installation without the private view"
+         if root and unreachable else None)  # fmt: skip
+    step("no-new-privs", fences.set_no_new_privs)
+    own_proc = protections["mount-namespace"]["applied"]
+    step("landlock", lambda: fences.install_landlock(workdir, dirs, files, own_proc))
+    step("seccomp", lambda: _load_sibling("seccomp").install_seccomp(os.getpid()))
+    keep = {0, 1, 2, _state["result_fd"]}
+    step("closed-fds", lambda: fences.close_inherited_fds(keep))
+    _state["readable"] = (*dirs, *files, *fences.DEVICES, "/proc", "/sys/devices/system/cpu")
+    return protections
+
+
+def _refuse_without_isolation(setup: dict[str, Any]) -> None:
+    protections = setup["protections"]
+    missing = [f"{name} ({p['reason']})" for name, p in protections.items() if not p["applied"]]
+    if missing:
+        _send(setup)
+        _finish("refused", error=(
+            f"refused to run your code: {ISOLATION_ENV_VAR}=1 and this machine could not "
+            f"apply: {'; '.join(missing)}. Run on a kernel that allows them, or unset "
+            f"{ISOLATION_ENV_VAR}"))  # fmt: skip
+
+
+def _threads_left() -> list[str]:
+    import threading
+
+    main_thread = threading.main_thread()
+    return [t.name for t in threading.enumerate()
+            if t is not main_thread and t.is_alive() and not t.daemon]  # fmt: skip
+
+
+def _run_task(task: Callable[[dict[str, Any]], Any], payload: dict[str, Any]) -> None:
+    limits = _state["limits"]
     cushion = bytearray(_CUSHION_BYTES)
     try:
-        value = task(request["payload"])
+        value = task(payload)
+        running = _threads_left()
+        if running:
+            count = f"{len(running)} thread{'s' if len(running) > 1 else ''}"
+            names = ", ".join(running)[:120]
+            _finish("error", error=(
+                f"left {count} running when the code finished ({names}): join every "
+                "thread you start (thread.join()); the sandbox stopped them"))  # fmt: skip
         try:
             json.dumps(value, allow_nan=True)
         except (TypeError, ValueError) as exc:
@@ -575,6 +464,42 @@ def main(argv: list[str]) -> None:
             _finish("output", error=f"wrote a file larger than {limit:,} bytes")
         message, tb = describe(exc)
         _finish("error", error=message, tb=tb)
+
+
+def main(argv: list[str]) -> None:
+    _state["result_fd"] = int(argv[1])
+    _state["root"] = argv[2] if len(argv) > 2 else ""
+    request = json.loads(sys.stdin.buffer.read())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # input() sees end of file instead of the parent's pipe
+    os.close(devnull)
+    _state["limits"] = request["limits"]
+    # Run as a script, this module is __main__; alias it so "gradviz.check.sandbox.child:..."
+    # tasks (and lab code importing run_user_code) share it instead of importing gradviz.
+    sys.modules.setdefault("gradviz.check.sandbox.child", sys.modules[__name__])
+    for path in reversed(request.get("sys_path", [])):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    sys.dont_write_bytecode = True
+
+    protections = _fence(request)
+    _state["pid"] = os.getpid()  # the worker's, as its own PID namespace numbers it
+    _state["workdir"] = os.path.realpath(os.getcwd())
+    setup = {"type": "setup", "protections": protections,
+             "network_isolated": protections["network-namespace"]["applied"]}  # fmt: skip
+    if request.get("require_isolation"):
+        _refuse_without_isolation(setup)
+    try:
+        task = _load_task(request["task"])
+    except BaseException as exc:
+        message, tb = describe(exc)
+        _finish("error", error=f"could not load task {request['task']}: {message}", tb=tb)
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    sys.addaudithook(_audit)
+    protections["audit-hook"] = {"applied": True, "reason": "stops process starts, network "
+                                 "use, reads and writes outside (Python-level calls)"}  # fmt: skip
+    _send(setup)
+    _run_task(task, request["payload"])
 
 
 if __name__ == "__main__":

@@ -2,33 +2,31 @@
 
 Rule of the project: user-supplied code never runs in the app's process. Each call starts
 a fresh ``python -I`` child (same interpreter) in a new temporary directory, with a scrubbed
-environment, in its own session so the whole process group can be killed. The child
-(`gradviz.check.sandbox.child`) sets resource limits, cuts the network with a network namespace
-when the kernel allows it, loads a seccomp filter that makes the kernel refuse new processes
-(x86-64 Linux), and installs an audit hook that stops the run on process creation, network
-use or writes outside its directory. It runs one task from `TASKS` on a JSON payload and
-sends a JSON result back on a pipe of its own. However the child ends, the parent reports
-it as a `SandboxResult` with a one-line message, and removes the directory.
+environment, in its own session so the whole process group can be killed. Before user code
+runs, the child (`gradviz.check.sandbox.child`) moves into new PID, mount, network, IPC and
+UTS namespaces, pivots into a private filesystem holding only the Python/torch installation
+(read-only), the gradviz package (read-only), a few devices, its own /proc and its working
+directory; drops to uid nobody (or all capabilities inside a user namespace); sets
+no_new_privs; restricts itself with Landlock (reads as above, writes to its directory, no
+TCP, no signals outside); sets resource limits; loads a seccomp filter (no new processes,
+ptrace, process_vm_readv/writev, mounts, namespaces); closes inherited descriptors; and
+installs an audit hook that names what Python-level code tried. Each fence is reported in
+`SandboxResult.protections`; with ``GRADVIZ_REQUIRE_ISOLATION=1`` the child refuses to run
+user code unless every one is applied. At most ``GRADVIZ_MAX_SANDBOXES`` children (default 2)
+run at once per app process; others wait (`gradviz.check.sandbox.slots`).
 
-What this does NOT protect against -- it is a guard against mistakes and runaway code, not
-a security boundary for hostile, multi-tenant use:
+What this still does NOT protect against:
 
-- Audit hooks are advisory: ctypes, C extensions or ``_posixsubprocess`` can make system
-  calls the hook never sees (writing files anywhere the app's user may write, connecting to
-  Unix sockets, and, where seccomp is unavailable, starting processes), and Python code can
-  tamper with the hook's own state. The hook catches mistakes, not a determined attacker.
-- User code can read every file the app's user can read (source, data, keys, ``/proc``).
-- It shares the app's user id, so run the app as an unprivileged user, never as root:
-  whatever that user may write, ctypes code may write. Without seccomp it could also
-  signal or ptrace the app itself.
-- The limits are per child: nothing caps how many children run at once, the CPU they take
-  from other processes, or disk filled with many files just under ``max_file_bytes``.
-- Side channels (timing, /proc, shared caches) are open; the JSON result is data the user's
-  code controls, so never treat it as proof (e.g. of a passed exercise).
+- Kernel bugs: namespaces, Landlock and seccomp are only as strong as the kernel. On a
+  kernel without them, the missing fences are named in ``protections`` and only the
+  audit hook (advisory: ctypes goes around it) stands in their place.
+- Reading what the installation holds: site-packages and the gradviz package are readable.
+- Timing and shared-cache side channels; CPU taken from other processes within the limits.
+- The JSON result is data the user's code controls (it may write its own result record),
+  so never treat it as proof (e.g. of a passed exercise).
 
-For public deployments run the app with user code turned off: set
-``GRADVIZ_DISABLE_USER_CODE=1`` in its environment; `run_sandboxed` then raises
-`UserCodeDisabled`.
+For public deployments you can also turn user code off: set ``GRADVIZ_DISABLE_USER_CODE=1``
+in the app's environment; `run_sandboxed` then raises `UserCodeDisabled`.
 """
 
 from __future__ import annotations
@@ -46,21 +44,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradviz.check.sandbox.child import USER_CODE_FILENAME
+from gradviz.check.sandbox.child import ISOLATION_ENV_VAR, USER_CODE_FILENAME
+from gradviz.check.sandbox.slots import MAX_SANDBOXES_ENV_VAR, sandbox_slot
 from gradviz.errors import ArgumentError, GradvizError
 
 __all__ = [
     "DISABLE_ENV_VAR",
+    "ISOLATION_ENV_VAR",
     "KINDS",
     "Limits",
+    "MAX_SANDBOXES_ENV_VAR",
+    "Protection",
     "SandboxResult",
     "TASKS",
     "USER_CODE_FILENAME",
     "UserCodeDisabled",
+    "isolation_required",
+    "probe_protections",
     "run_sandboxed",
     "user_code_enabled",
 ]
@@ -76,7 +81,12 @@ DISABLE_ENV_VAR = "GRADVIZ_DISABLE_USER_CODE"
 KINDS = ("ok", "error", "timeout", "memory", "crash", "output", "refused", "exit")
 
 _CHILD = Path(__file__).with_name("child.py")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# The folder holding the gradviz package goes on the child's sys.path; only the package
+# itself (not the rest of a checkout) is readable from the child.
+_PACKAGE_DIR = Path(__file__).resolve().parents[2]
+_PACKAGE_ROOT = str(_PACKAGE_DIR.parent)
+# Tests name protections here to see how a machine without them is handled.
+_SKIP_PROTECTIONS: tuple[str, ...] = ()
 _EXCERPT_CHARS = 20_000
 _READ_CHUNK = 65_536
 
@@ -112,9 +122,10 @@ class Limits:
     max_processes: int = 64
     max_output_bytes: int = 1_000_000
     max_file_bytes: int = 16_000_000
+    max_open_files: int = 256
 
     def __post_init__(self) -> None:
-        minimums = {"memory_mb": 128}
+        minimums = {"memory_mb": 128, "max_open_files": 16}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             integral = field.type in ("int", int)
@@ -130,11 +141,24 @@ class Limits:
                 )
             floor = minimums.get(field.name)
             if floor is not None and value < floor:
+                need = {"memory_mb": "Python alone needs about 100 MB of address space"}
                 raise ArgumentError(
                     field.name,
                     value,
-                    f"Python alone needs about 100 MB of address space; use at least {floor}",
+                    f"{need.get(field.name, 'Python needs a few')}; use at least {floor}",
                 )
+
+
+@dataclass(frozen=True)
+class Protection:
+    """One fence the child tried to put up: applied or not, and why (what it covers)."""
+
+    name: str
+    applied: bool
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'applied' if self.applied else 'MISSING'} ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -143,7 +167,8 @@ class SandboxResult:
 
     kind is one of `KINDS`; error is a one-line message (None when ok); traceback is the
     user's traceback trimmed to their own code; stdout and stderr are capped excerpts;
-    protections lists the fences the child managed to put up.
+    protections maps each fence the child tried (name) to a `Protection` saying whether
+    it was applied on this machine and why; empty when the child died before reporting.
     """
 
     ok: bool
@@ -155,7 +180,12 @@ class SandboxResult:
     elapsed: float
     network_isolated: bool
     traceback: str = ""
-    protections: tuple[str, ...] = ()
+    protections: dict[str, Protection] = dataclasses.field(default_factory=dict)
+
+    @property
+    def missing_protections(self) -> tuple[Protection, ...]:
+        """The fences this machine could not apply (empty when every one is up)."""
+        return tuple(p for p in self.protections.values() if not p.applied)
 
     def __str__(self) -> str:
         if self.ok:
@@ -169,22 +199,37 @@ class SandboxResult:
         return "\n".join(lines)
 
 
-def run_sandboxed(task: str, payload: dict, limits: Limits | None = None) -> SandboxResult:
+def isolation_required() -> bool:
+    """True when ``GRADVIZ_REQUIRE_ISOLATION=1``: user code runs only with every fence up."""
+    value = os.environ.get(ISOLATION_ENV_VAR, "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
+def run_sandboxed(
+    task: str,
+    payload: dict,
+    limits: Limits | None = None,
+    *,
+    on_wait: Callable[[int], None] | None = None,
+) -> SandboxResult:
     """Run the registered `task` on `payload` (JSON data) in a fresh, limited child process.
 
-    Never raises for anything the child does: every ending is a `SandboxResult`. Raises
-    `UserCodeDisabled` when user code is turned off and `ArgumentError` for bad arguments.
+    At most ``GRADVIZ_MAX_SANDBOXES`` (default 2) children run at once in this process;
+    a call beyond that waits for a free slot, calling ``on_wait(busy)`` first so a page
+    can say it is waiting. Never raises for anything the child does: every ending is a
+    `SandboxResult`. Raises `UserCodeDisabled` when user code is turned off and
+    `ArgumentError` for bad arguments.
     """
     if not user_code_enabled():
         raise UserCodeDisabled()
     if not isinstance(task, str) or task not in TASKS:
-        raise ArgumentError("task", task, f"use one of {sorted(TASKS)} (see gradviz.check.sandbox.parent.TASKS)")
+        raise ArgumentError("task", task, f"use one of {sorted(TASKS)} (see parent.TASKS)")
     if not isinstance(payload, dict):
         raise ArgumentError("payload", payload, "pass a dict of JSON data, e.g. {'code': '...'}")
     if limits is None:
         limits = Limits()
     elif not isinstance(limits, Limits):
-        raise ArgumentError("limits", limits, "pass a gradviz.check.sandbox.parent.Limits(...) or None")
+        raise ArgumentError("limits", limits, "pass a sandbox.parent.Limits(...) or None")
     try:
         request = json.dumps(
             {
@@ -192,17 +237,34 @@ def run_sandboxed(task: str, payload: dict, limits: Limits | None = None) -> San
                 "payload": payload,
                 "limits": dataclasses.asdict(limits),
                 "sys_path": [_PACKAGE_ROOT],
+                "readable": [str(_PACKAGE_DIR)],
+                "require_isolation": isolation_required(),
+                "skip_protections": list(_SKIP_PROTECTIONS),
             },
             allow_nan=True,
         ).encode()
     except (TypeError, ValueError) as exc:
         raise ArgumentError("payload", payload, f"use only JSON data ({exc})") from None
 
-    workdir = tempfile.mkdtemp(prefix="gradviz-sandbox-")
-    try:
-        return _Run(request, limits, workdir).run()
-    finally:
-        _remove_tree(workdir)
+    if on_wait is not None and not callable(on_wait):
+        raise ArgumentError("on_wait", on_wait, "pass a function of one int (busy slots) or None")
+    with sandbox_slot(on_wait):
+        workdir = tempfile.mkdtemp(prefix="gradviz-sandbox-")
+        # An empty mount point for the child's private root (see fences.private_view).
+        root = tempfile.mkdtemp(prefix="gradviz-root-")
+        try:
+            return _Run(request, limits, workdir, root).run()
+        finally:
+            _remove_tree(workdir)
+            _remove_tree(root)
+
+
+_PROBE_LIMITS = Limits(wall_seconds=20, cpu_seconds=5, memory_mb=512)
+
+
+def probe_protections() -> dict[str, Protection]:
+    """Start one empty child and report which protections this machine applies."""
+    return run_sandboxed("exec", {"code": "result = None"}, _PROBE_LIMITS).protections
 
 
 def _child_env(workdir: str) -> dict[str, str]:
@@ -224,8 +286,9 @@ def _child_env(workdir: str) -> dict[str, str]:
 class _Run:
     """One child process: start it, feed it, read it within the limits, then judge it."""
 
-    def __init__(self, request: bytes, limits: Limits, workdir: str) -> None:
+    def __init__(self, request: bytes, limits: Limits, workdir: str, root: str) -> None:
         self.request = request
+        self.root = root
         self.limits = limits
         self.workdir = workdir
         self.out = {"stdout": bytearray(), "stderr": bytearray(), "result": bytearray()}
@@ -237,7 +300,7 @@ class _Run:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-B", "-u", "-X", "faulthandler", str(_CHILD),
-                 str(result_write)],
+                 str(result_write), self.root],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -405,7 +468,7 @@ class _Run:
             elapsed=elapsed,
             network_isolated=bool(setup and setup.get("network_isolated")),
             traceback=tb if isinstance(tb, str) else "",
-            protections=tuple(setup.get("protections", ())) if setup else (),
+            protections=_protections(setup),
         )
 
 
@@ -468,6 +531,17 @@ def _records(data: bytes) -> tuple[dict | None, dict | None]:
         elif record.get("type") == "result":
             result = record
     return setup, result
+
+
+def _protections(setup: dict | None) -> dict[str, Protection]:
+    found = setup.get("protections") if setup else None
+    if not isinstance(found, dict):
+        return {}
+    return {
+        str(name): Protection(str(name), bool(p.get("applied")), str(p.get("reason", "")))
+        for name, p in found.items()
+        if isinstance(p, dict)
+    }
 
 
 def _excerpt(data: bytes | bytearray) -> str:

@@ -1,0 +1,76 @@
+"""A cap on how many sandbox children run at once in this process (one Streamlit server).
+
+Each child may take gigabytes of address space and a core; without a cap, many users
+checking at once would exhaust the machine. Calls beyond the cap wait their turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+from gradviz.errors import GradvizError
+
+__all__ = ["DEFAULT_MAX_SANDBOXES", "MAX_SANDBOXES_ENV_VAR", "max_sandboxes", "sandbox_slot"]
+
+MAX_SANDBOXES_ENV_VAR = "GRADVIZ_MAX_SANDBOXES"
+DEFAULT_MAX_SANDBOXES = 2
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"size": 0, "semaphore": None, "busy": 0}
+
+
+class SandboxSlotsError(GradvizError, ValueError):
+    """GRADVIZ_MAX_SANDBOXES holds something that is not a whole number from 1 up."""
+
+
+def max_sandboxes() -> int:
+    """The cap from ``GRADVIZ_MAX_SANDBOXES`` (default 2)."""
+    text = os.environ.get(MAX_SANDBOXES_ENV_VAR, "").strip()
+    if not text:
+        return DEFAULT_MAX_SANDBOXES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SandboxSlotsError(
+            f"{MAX_SANDBOXES_ENV_VAR}={text!r}: use a whole number of sandboxes that may run "
+            f"at once, at least 1 (default {DEFAULT_MAX_SANDBOXES})"
+        )
+    return value
+
+
+def _semaphore() -> threading.Semaphore:
+    size = max_sandboxes()
+    with _lock:
+        # A changed setting takes effect for new calls; holders release their own semaphore.
+        if _state["size"] != size:
+            _state["size"], _state["semaphore"] = size, threading.Semaphore(size)
+        return _state["semaphore"]  # type: ignore[return-value]
+
+
+def busy() -> int:
+    """How many sandbox children are running now."""
+    with _lock:
+        return int(_state["busy"])  # type: ignore[call-overload]
+
+
+@contextlib.contextmanager
+def sandbox_slot(on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
+    """Hold one of the slots for the body; if none is free, call ``on_wait(busy)``, then wait."""
+    semaphore = _semaphore()
+    if not semaphore.acquire(blocking=False):
+        if on_wait is not None:
+            on_wait(busy())
+        semaphore.acquire()
+    with _lock:
+        _state["busy"] = int(_state["busy"]) + 1  # type: ignore[call-overload]
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["busy"] = int(_state["busy"]) - 1  # type: ignore[call-overload]
+        semaphore.release()
