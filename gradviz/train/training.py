@@ -428,7 +428,9 @@ def train(
     * ``loss_reduction``: ``"mean"`` (default) or ``"sum"``: how a callable ``loss``
       reduces over a batch, so whole-set losses are reported on the loss's own scale.
     * ``callback(step, total, loss)`` runs after every ``callback_every`` steps; it
-      stops the run by returning True or raising `StopTraining`. ``stop`` is polled
+      stops the run by returning True or raising `StopTraining`. A callback object with
+      ``attach(model, optimizer)``/``detach()`` (a `GradientFlow`) is attached to the
+      network before the first step and detached when the run ends. ``stop`` is polled
       before every step: a callable or a ``threading.Event`` (a Stop button).
     * ``resume``: a `Checkpoint`, its bytes/path, or a `TrainResult` to continue;
       ``steps``/``epochs`` then count the additional training, and with the same seed
@@ -632,6 +634,10 @@ def _train(
 
     stopped = diverged = False
     was_training = model.training
+    # a callback object with attach(model, optimizer) (a GradientFlow) hooks the network
+    # this run trains; its detach() runs when the run ends, also on error
+    if callable(getattr(callback, "attach", None)):
+        callback.attach(model, opt)
     t0 = time.perf_counter()
     order: torch.Tensor | None = None
     order_epoch = -1
@@ -706,6 +712,8 @@ def _train(
                 rng_state = torch.get_rng_state()
     finally:
         model.train(was_training)
+        if callable(getattr(callback, "detach", None)):
+            callback.detach()
     seconds = time.perf_counter() - t0
 
     metrics = (
