@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--seed", type=int, default=0)
     sub.add_parser("examples", help="list the example programs")
     sub.add_parser("check", help="property-test a custom autograd Function (file.py:Class --shapes 4x3,3)", add_help=False)
+    sub.add_parser("flow", help="train a preset, export its gradient flow (PRESET --steps N --out DIR)", add_help=False)
     return parser
 
 
@@ -96,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(1)
 
         return check_command(argv[1:])
+    if argv and argv[0] == "flow":
+        from gradviz.cli.flow import flow_command
+
+        return flow_command(argv[1:])
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "app":

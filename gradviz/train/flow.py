@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -147,7 +147,6 @@ class GradientFlow:
         self._module_order: list[int] | None = None  # the same, from the first recorded step
         self._pending: dict[str, Any] | None = None
         self._snap: list[torch.Tensor] | None = None
-        self._last_loss: float | None = None
 
     # ------------------------------------------------------------------ attaching
 
@@ -225,9 +224,14 @@ class GradientFlow:
         Steps are numbered by this recorder from 1 (one per backward), whatever ``step``
         says, so a resumed run's record starts at 1 too.
         """
-        if loss is not None:
-            self._last_loss = float(loss)
-        self._close()
+        value = None if loss is None else float(loss)
+        if self._pending is not None:
+            self._close(value)
+            return
+        records = self._keeper.records
+        if value is not None and records and records[-1].step == self._steps:
+            # the optimizer's step hook closed this step already: add its loss
+            records[-1] = replace(records[-1], loss=value)
 
     def chain(self, callback: Callable[[int, int, float], Any]) -> _Chained:
         """A train callback running this recorder, then ``callback`` (e.g. a progress bar)."""
@@ -337,7 +341,7 @@ class GradientFlow:
             self._module_order = list(self._act_order)
         return out
 
-    def _close(self) -> None:
+    def _close(self, loss: float | None = None) -> None:
         pending, self._pending = self._pending, None
         if pending is None:
             return
@@ -354,7 +358,7 @@ class GradientFlow:
                 ratio = np.where(table[1] > 0, table[0] / table[1], np.nan)
         record = FlowRecord(
             step=pending["step"],
-            loss=self._last_loss,
+            loss=loss,
             grad=pending["grad"],
             update_ratio=ratio,
             act=pending["act"],

@@ -81,6 +81,11 @@ def _signal(flow: Any, window: slice) -> tuple[list[str], np.ndarray, str]:
     """
     _, act = flow.series("grad_norm", kind="act")
     mods = [j for j in flow.module_depth if np.isfinite(act[window, j]).any()]
+    if len(mods) >= 3:
+        # not the output layer's own dL/dy: a squashing function inside that layer (the
+        # sigmoid in quadrant-softmax's MyLayer) makes it large however well the hidden
+        # layers pass the signal on; compare where the signal enters the last layer
+        mods = mods[:-1]
     if len(mods) >= 2:
         names = [flow.modules[j] for j in mods]
         return names, act[window][:, mods], "norm of the gradient at the layer's output"
