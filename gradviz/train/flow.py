@@ -136,6 +136,7 @@ class GradientFlow:
         self._param_names: tuple[str, ...] = ()
         self._params: list[nn.Parameter] = []
         self._sizes: list[int] = []
+        self._shapes: list[tuple[int, ...]] = []
         self._module_names: tuple[str, ...] = ()
         self._module_types: tuple[str, ...] = ()
         self._fire_order: list[int] | None = None  # parameter indices in backward order
@@ -177,6 +178,7 @@ class GradientFlow:
         self._param_names = tuple(n for n, _ in named)
         self._params = [p for _, p in named]
         self._sizes = [p.numel() for p in self._params]
+        self._shapes = [tuple(p.shape) for p in self._params]
         try:
             self._install()
         except BaseException:
@@ -399,6 +401,11 @@ class GradientFlow:
     def sizes(self) -> tuple[int, ...]:
         """Number of entries of each parameter, in the order of `params`."""
         return tuple(self._sizes[i] for i in self._depth_order())
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Shape of each parameter, in the order of `params`."""
+        return tuple(self._shapes[i] for i in self._depth_order())
 
     @property
     def modules(self) -> tuple[str, ...]:

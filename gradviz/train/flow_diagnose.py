@@ -63,12 +63,10 @@ def _median(values: np.ndarray) -> float:
 
 
 def _weights(flow: Any) -> list[int]:
-    """Depth indices of the layers to compare: matrices/kernels if there are two, else all."""
-    sizes = flow.sizes
-    names = flow.params
-    pairs = enumerate(zip(names, sizes, strict=True))
-    mats = [i for i, (n, s) in pairs if s > 1 and "bias" not in n]
-    return mats if len(mats) >= 2 else list(range(len(names)))
+    """Depth indices of the weight matrices/kernels (two dims > 1), if there are two, else
+    all parameters. Shapes, not names: seed 002 calls its biases b1, b2 (shape (1, 3))."""
+    mats = [i for i, shape in enumerate(flow.shapes) if sum(d > 1 for d in shape) >= 2]
+    return mats if len(mats) >= 2 else list(range(len(flow.params)))
 
 
 def _signal(flow: Any, window: slice) -> tuple[list[str], np.ndarray, str]:
