@@ -340,10 +340,9 @@ class GradientFlow:
         norms = [v for o in (2, 1, math.inf, 0) for v in torch._foreach_norm(grads, o)]
         table = torch.stack(norms).double().numpy().reshape(4, len(grads))
         numel = np.array([g.numel() for g in grads], dtype=np.float64)
-        out[idx, 0] = table[0]
-        out[idx, 1] = table[1] / numel
-        out[idx, 2] = table[2]
-        out[idx, 3] = 1.0 - table[3] / numel
+        table[1] /= numel
+        table[3] = 1.0 - table[3] / numel
+        out[idx] = table.T
         return out
 
     def _act_stats(self) -> np.ndarray:
@@ -360,27 +359,31 @@ class GradientFlow:
             parts += torch._foreach_norm(gs, 2) if gs else []
             values = torch.stack(parts).double().tolist()
             k = len(calls)
-            sums = np.zeros((len(self._module_names), 6))  # n, Σx, Σx², nonzero, units, alive
-            gsq = np.zeros(len(self._module_names))
-            has_g = np.zeros(len(self._module_names), dtype=bool)
+            # per module: n, Σx, Σx², nonzero, units, alive, Σ‖grad‖², got a grad (plain floats:
+            # NumPy accumulators cost more than the statistics at this size)
+            acc: dict[int, list[float]] = {}
             pos = 4 * k
             for i, (j, (t, _, _, peak, g)) in enumerate(calls):
+                a = acc.setdefault(j, [0.0] * 8)
                 n = t.numel()
-                sums[j] += (n, values[3 * k + i] * n, values[i] ** 2, values[k + i],
-                            peak.numel(), values[2 * k + i])
+                a[0] += n
+                a[1] += values[3 * k + i] * n
+                a[2] += values[i] ** 2
+                a[3] += values[k + i]
+                a[4] += peak.numel()
+                a[5] += values[2 * k + i]
                 for _ in g:
-                    gsq[j] += values[pos] ** 2
-                    has_g[j] = True
+                    a[6] += values[pos] ** 2
+                    a[7] = 1.0
                     pos += 1
-            for j in {j for j, _ in calls}:
-                n, sx, sxx, nz, units, alive = sums[j]
+            for j, (n, sx, sxx, nz, units, alive, gsq, has_g) in acc.items():
                 mean = sx / n
                 out[j] = (
                     mean,
                     math.sqrt(max(sxx / n - mean * mean, 0.0)),
                     1.0 - nz / n,
                     1.0 - alive / units,
-                    math.sqrt(gsq[j]) if has_g[j] else math.nan,
+                    math.sqrt(gsq) if has_g else math.nan,
                 )
         if self._module_order is None and self._act_order:
             self._module_order = list(self._act_order)
