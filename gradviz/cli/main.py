@@ -82,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--seed", type=int, default=0)
     sub.add_parser("examples", help="list the example programs")
     sub.add_parser("check", help="property-test a custom autograd Function (file.py:Class --shapes 4x3,3)", add_help=False)
-    sub.add_parser("flow", help="train a preset, export its gradient flow (PRESET --steps N --out DIR)", add_help=False)
+    sub.add_parser(
+        "flow", help="train a preset, export its gradient flow (PRESET --steps N --out DIR)",
+        add_help=False,
+    )
     return parser
 
 
