@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("animate", help="play backward as HTML or GIF (PROGRAM --out FILE)", add_help=False)
     sub.add_parser("examples", help="list the example programs")
     sub.add_parser("check", help="property-test a custom autograd Function (file.py:Class --shapes 4x3,3)", add_help=False)
+    sub.add_parser(
+        "flow", help="train a preset, export its gradient flow (PRESET --steps N --out DIR)",
+        add_help=False,
+    )
     return parser
 
 
@@ -101,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gradviz.cli.animate import animate_command
 
         return animate_command(argv[1:])
+    if argv and argv[0] == "flow":
+        from gradviz.cli.flow import flow_command
+
+        return flow_command(argv[1:])
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "app":

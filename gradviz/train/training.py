@@ -93,7 +93,9 @@ def train(
     * ``loss_reduction``: ``"mean"`` (default) or ``"sum"``: how a callable ``loss``
       reduces over a batch, so whole-set losses are reported on the loss's own scale.
     * ``callback(step, total, loss)`` runs after every ``callback_every`` steps; it
-      stops the run by returning True or raising `StopTraining`. ``stop`` is polled
+      stops the run by returning True or raising `StopTraining`. A callback object with
+      ``attach(model, optimizer)``/``detach()`` (a `GradientFlow`) is attached to the
+      network before the first step and detached when the run ends. ``stop`` is polled
       before every step: a callable or a ``threading.Event`` (a Stop button).
     * ``resume``: a `Checkpoint`, its bytes/path, or a `TrainResult` to continue;
       ``steps``/``epochs`` then count the additional training, and with the same seed

@@ -1,0 +1,588 @@
+"""Record how gradients flow through a network over training: per step, per parameter.
+
+`GradientFlow` hooks a module (a context manager, or a `train` callback) and keeps, for
+every recorded step: each parameter's gradient norm, mean |grad|, max |grad|, share of
+exact-zero gradient entries, update/weight ratio, and each leaf module's activation
+mean, std, share of zeros, share of dead units and the norm of the gradient reaching its
+output (the backward signal whose fall across depth is a vanishing gradient).
+
+Memory is bounded: by default the record is decimated (every other step dropped, the
+stride doubled) when it reaches ``capacity``, so a long run keeps an even overview from
+its first step; ``mode="ring"`` keeps the latest steps.
+
+How a step is seen: each forward of the model with grad enabled is one training step.
+For a step the stride keeps, a post-accumulate-grad hook on each parameter notices the
+backward and queues one callback at its end, which reads every gradient at once
+(``torch._foreach_norm``) and snapshots the weights; the step is closed (update = weights
+now − snapshot) by the optimizer's step hook, ``after_step()``, the train callback, or the
+next forward, whichever comes first. A step the stride skips costs one pre-hook call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradviz.errors import ArgumentError
+
+__all__ = ["GradientFlow", "FlowRecord", "GRAD_STATS", "ACT_STATS", "MODES"]
+
+GRAD_STATS = ("norm", "mean_abs", "max_abs", "zero_share")
+ACT_STATS = ("mean", "std", "zero_share", "dead_share", "grad_norm")
+MODES = ("decimate", "ring")
+
+
+@dataclass(frozen=True, eq=False)
+class FlowRecord:
+    """One recorded step.
+
+    ``grad``: (parameters × GRAD_STATS), NaN for a parameter without a gradient that step;
+    ``update_ratio``: ‖w_after − w_before‖ / ‖w_before‖ per parameter (NaN when unknown);
+    ``act``: (modules × ACT_STATS), NaN for a module that did not run.
+    """
+
+    step: int
+    loss: float | None
+    grad: np.ndarray
+    update_ratio: np.ndarray
+    act: np.ndarray
+
+
+class _Keeper:
+    """Which steps to keep, within ``capacity`` records (no torch: tested on its own)."""
+
+    def __init__(self, capacity: int, every: int, mode: str) -> None:
+        self.capacity, self.mode, self.stride = capacity, mode, every
+        self.records: deque[Any] | list[Any] = deque(maxlen=capacity) if mode == "ring" else []
+        self.first: int | None = None
+
+    def wants(self, step: int) -> bool:
+        if self.first is None:
+            return True
+        return (step - self.first) % self.stride == 0
+
+    def push(self, step: int, record: Any) -> None:
+        if self.first is None:
+            self.first = step
+        self.records.append(record)
+        if self.mode == "decimate" and len(self.records) > self.capacity:
+            self.stride *= 2
+            self.records = [r for r in self.records if (r.step - self.first) % self.stride == 0]
+
+
+def _check_positive(name: str, value: Any, example: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ArgumentError(name, value, f"use a whole number ≥ 1, e.g. {name}={example}")
+    return int(value)
+
+
+def _leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    leaves = [(n, m) for n, m in model.named_modules() if n and not any(m.children())]
+    return leaves or [("(model)", model)]
+
+
+class GradientFlow:
+    """Record gradient, update and activation statistics of ``model`` while it trains.
+
+    Use it around your own loop::
+
+        with GradientFlow(model, optimizer=opt) as flow:
+            for xb, yb in batches:
+                opt.zero_grad(); loss_fn(model(xb), yb).backward(); opt.step()
+        flow.diagnose()        # typed warnings naming the layer and the fix
+
+    or give it to gradviz's loop: ``train("quadrant-sgd", callback=flow)`` (it attaches to
+    the network the run builds and detaches when the run ends); ``flow.chain(cb)`` runs
+    your own progress callback too. ``every``: record every k-th step; ``capacity``: the
+    most records kept; ``mode``: ``"decimate"`` (even overview of the whole run) or
+    ``"ring"`` (the latest ``capacity`` recorded steps). ``activations=False`` skips the
+    module forward hooks.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        *,
+        every: int = 1,
+        capacity: int = 1000,
+        mode: str = "decimate",
+        optimizer: torch.optim.Optimizer | None = None,
+        activations: bool = True,
+    ) -> None:
+        if model is not None and not isinstance(model, nn.Module):
+            raise ArgumentError(
+                "model", model, "give the nn.Module you train, or None to attach later"
+            )
+        if mode not in MODES:
+            raise ArgumentError("mode", mode, f"use one of {', '.join(MODES)}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise ArgumentError("optimizer", optimizer, "give a torch.optim optimizer or None")
+        self.every = _check_positive("every", every, "10")
+        self.capacity = _check_positive("capacity", capacity, "1000")
+        self.mode = mode
+        self.activations = bool(activations)
+        self._model = model
+        self._optimizer = optimizer
+        self._keeper = _Keeper(self.capacity, self.every, mode)
+        self._handles: list[Any] = []
+        self._attached = False
+        self._steps = 0  # training steps seen: forwards of the model with grad enabled
+        self._param_names: tuple[str, ...] = ()
+        self._params: list[nn.Parameter] = []
+        self._sizes: list[int] = []
+        self._shapes: list[tuple[int, ...]] = []
+        self._module_names: tuple[str, ...] = ()
+        self._module_types: tuple[str, ...] = ()
+        self._fire_order: list[int] | None = None  # parameter indices in backward order
+        self._firing: list[int] = []
+        self._in_backward = False
+        self._rec_step: int | None = None  # the step whose hooks are on
+        self._step_handles: list[Any] = []
+        self._grad_hooks: list[Callable[[torch.Tensor], None]] = []
+        self._leaves: list[tuple[nn.Module, Callable[..., None]]] = []
+        self._acts: dict[int, list[Any]] = {}
+        self._act_order: list[int] = []  # module indices in the order this forward ran them
+        self._module_order: list[int] | None = None  # the same, from the first recorded step
+        self._pending: dict[str, Any] | None = None
+        self._snap: list[torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ attaching
+
+    def __enter__(self) -> GradientFlow:
+        return self.attach()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.detach()
+
+    def attach(
+        self, model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None
+    ) -> GradientFlow:
+        """Hook ``model`` (the one given before, if None); ``train`` calls this for you."""
+        if model is not None and self._model is not None and model is not self._model:
+            raise ArgumentError(
+                "model", type(model).__name__,
+                "this GradientFlow records another network; make a new GradientFlow() per run",
+            )
+        self._model = model if model is not None else self._model
+        if self._model is None:
+            raise ArgumentError("model", None, "give GradientFlow(model) the network to record")
+        if self._attached:
+            return self
+        self._optimizer = optimizer if optimizer is not None else self._optimizer
+        named = [(n, p) for n, p in self._model.named_parameters() if p.requires_grad]
+        if self._param_names and tuple(n for n, _ in named) != self._param_names:
+            raise ArgumentError("model", "parameters changed", "make a new GradientFlow()")
+        self._param_names = tuple(n for n, _ in named)
+        self._params = [p for _, p in named]
+        self._sizes = [p.numel() for p in self._params]
+        self._shapes = [tuple(p.shape) for p in self._params]
+        try:
+            self._install()
+        except BaseException:
+            self.detach()
+            raise
+        self._attached = True
+        return self
+
+    def _install(self) -> None:
+        model = self._model
+        assert model is not None  # attach() checked it
+        # Only the root's pre-hook stays on: the gradient and activation hooks go on for a
+        # step that will be kept and come off at the end of its backward, so a step the
+        # stride skips costs one Python call.
+        self._handles.append(model.register_forward_pre_hook(self._on_forward))
+        self._grad_hooks = [self._grad_hook(i) for i in range(len(self._params))]
+        self._leaves = []
+        if self.activations:
+            leaves = _leaf_modules(model)
+            self._module_names = tuple(n for n, _ in leaves)
+            self._module_types = tuple(type(m).__name__ for _, m in leaves)
+            self._leaves = [(m, self._act_hook(j)) for j, (_, m) in enumerate(leaves)]
+        if self._optimizer is not None:
+            self._handles.append(
+                self._optimizer.register_step_post_hook(lambda *a, **k: self._close())
+            )
+
+    def _drop_step_hooks(self) -> None:
+        for h in self._step_handles:
+            h.remove()
+        self._step_handles.clear()
+
+    def detach(self) -> None:
+        """Close the last step and remove every hook (also called on leaving ``with``)."""
+        try:
+            self._close()
+        finally:
+            self._drop_step_hooks()
+            self._rec_step = None
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+            self._attached = False
+
+    # ------------------------------------------------------------------ train callback
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        """The `train` callback: closes the step just made (``step`` of ``total``)."""
+        self.after_step(loss=loss, step=step)
+
+    def after_step(self, loss: float | None = None, step: int | None = None) -> None:
+        """Say the weights were updated: the step's update/weight ratio is measured now.
+
+        Steps are numbered by this recorder from 1 (one per training forward), whatever
+        ``step`` says, so a resumed run's record starts at 1 too.
+        """
+        value = None if loss is None else float(loss)
+        if self._pending is not None:
+            self._close(value)
+            return
+        records = self._keeper.records
+        if value is not None and records and records[-1].step == self._steps:
+            # the optimizer's step hook closed this step already: add its loss
+            records[-1] = replace(records[-1], loss=value)
+
+    def chain(self, callback: Callable[[int, int, float], Any]) -> _Chained:
+        """A train callback running this recorder, then ``callback`` (e.g. a progress bar)."""
+        if not callable(callback):
+            raise ArgumentError("callback", callback, "give a function (step, total, loss)")
+        return _Chained(self, callback)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _on_forward(self, module: nn.Module, args: Any) -> None:
+        self._close()  # a new forward: the previous step's update has surely happened
+        self._drop_step_hooks()  # a recorded forward that never saw its backward
+        self._rec_step = None
+        if not torch.is_grad_enabled():
+            return  # an evaluation, not a training step
+        self._steps += 1
+        if not self._keeper.wants(self._steps):
+            return
+        self._rec_step = self._steps
+        self._acts.clear()
+        self._act_order = []
+        self._in_backward = False
+        add = self._step_handles.append
+        for p, hook in zip(self._params, self._grad_hooks, strict=True):
+            add(p.register_post_accumulate_grad_hook(hook))
+        for m, hook in self._leaves:
+            add(m.register_forward_hook(hook))
+
+    def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
+        def hook(param: torch.Tensor) -> None:
+            if not self._in_backward:
+                self._in_backward = True
+                self._firing = []
+                torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
+            if self._fire_order is None:
+                self._firing.append(index)
+
+        return hook
+
+    def _act_hook(self, index: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor):
+                return
+            if not output.is_floating_point() or output.numel() == 0:
+                return
+            with torch.no_grad():
+                t = output.detach()
+                # a unit is a feature (dim 1): dead when 0 for every sample (and position)
+                dims = tuple(d for d in range(t.ndim) if d != 1) if t.ndim >= 2 else None
+                peak = torch.linalg.vector_norm(t, math.inf, dim=dims) if dims else t
+            calls = self._acts.get(index)
+            if calls is None:
+                calls = self._acts[index] = []
+                self._act_order.append(index)
+            # the rest waits for the end of backward, where one fused call per statistic
+            # covers every module; the version catches an in-place op changing t meanwhile
+            grads: list[torch.Tensor] = []
+            calls.append((t, t._version, t.mean(), peak, grads))
+            if output.requires_grad:
+                output.register_hook(grads.append)
+
+        return hook
+
+    def _on_backward_end(self) -> None:
+        self._in_backward = False
+        if self._fire_order is None and self._firing:
+            self._fire_order = list(self._firing)
+        self._drop_step_hooks()
+        step, self._rec_step = self._rec_step, None
+        if step is None:
+            return
+        with torch.no_grad():
+            grad = self._grad_stats()
+            pairs = zip(self._snap or [], self._params, strict=False)
+            if self._snap is None or any(
+                s.shape != p.shape or s.dtype != p.dtype for s, p in pairs
+            ):
+                self._snap = [p.detach().clone() for p in self._params]
+            else:
+                torch._foreach_copy_(self._snap, [p.detach() for p in self._params])
+        self._pending = {"step": step, "grad": grad, "act": self._act_stats()}
+        self._acts.clear()
+
+    def _grad_stats(self) -> np.ndarray:
+        out = np.full((len(self._params), len(GRAD_STATS)), np.nan)
+        idx = [i for i, p in enumerate(self._params) if p.grad is not None]
+        if not idx:
+            return out
+        grads = [self._params[i].grad for i in idx]
+        # four fused reductions over every gradient, then one copy to NumPy
+        norms = [v for o in (2, 1, math.inf, 0) for v in torch._foreach_norm(grads, o)]
+        table = torch.stack(norms).double().numpy().reshape(4, len(grads))
+        numel = np.array([g.numel() for g in grads], dtype=np.float64)
+        table[1] /= numel
+        table[3] = 1.0 - table[3] / numel
+        out[idx] = table.T
+        return out
+
+    def _act_stats(self) -> np.ndarray:
+        out = np.full((len(self._module_names), len(ACT_STATS)), np.nan)
+        calls = [
+            (j, c) for j, cs in self._acts.items() for c in cs if c[0]._version == c[1]
+        ]
+        if calls:
+            ts = [c[0] for _, c in calls]
+            peaks = [c[3] for _, c in calls]
+            gs = [g for _, c in calls for g in c[4]]
+            parts = [*torch._foreach_norm(ts, 2), *torch._foreach_norm(ts, 0),
+                     *torch._foreach_norm(peaks, 0), *(c[2] for _, c in calls)]
+            parts += torch._foreach_norm(gs, 2) if gs else []
+            values = torch.stack(parts).double().tolist()
+            k = len(calls)
+            # per module: n, Σx, Σx², nonzero, units, alive, Σ‖grad‖², got a grad (plain floats:
+            # NumPy accumulators cost more than the statistics at this size)
+            acc: dict[int, list[float]] = {}
+            pos = 4 * k
+            for i, (j, (t, _, _, peak, g)) in enumerate(calls):
+                a = acc.setdefault(j, [0.0] * 8)
+                n = t.numel()
+                a[0] += n
+                a[1] += values[3 * k + i] * n
+                a[2] += values[i] ** 2
+                a[3] += values[k + i]
+                a[4] += peak.numel()
+                a[5] += values[2 * k + i]
+                for _ in g:
+                    a[6] += values[pos] ** 2
+                    a[7] = 1.0
+                    pos += 1
+            for j, (n, sx, sxx, nz, units, alive, gsq, has_g) in acc.items():
+                mean = sx / n
+                out[j] = (
+                    mean,
+                    math.sqrt(max(sxx / n - mean * mean, 0.0)),
+                    1.0 - nz / n,
+                    1.0 - alive / units,
+                    math.sqrt(gsq) if has_g else math.nan,
+                )
+        if self._module_order is None and self._act_order:
+            self._module_order = list(self._act_order)
+        return out
+
+    def _close(self, loss: float | None = None) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        ratio = np.full(len(self._params), np.nan)
+        if self._snap is not None:
+            with torch.no_grad():
+                now = [p.detach() for p in self._params]
+                diff = torch._foreach_sub(now, self._snap)
+                parts = [*torch._foreach_norm(diff), *torch._foreach_norm(self._snap)]
+                table = torch.stack(parts).double().numpy().reshape(2, len(now))
+            # np.divide(where=) rather than np.errstate: entering errstate cost more than
+            # the whole division (0.5 ms on a busy machine)
+            np.divide(table[0], table[1], out=ratio, where=table[1] > 0)
+        record = FlowRecord(
+            step=pending["step"],
+            loss=loss,
+            grad=pending["grad"],
+            update_ratio=ratio,
+            act=pending["act"],
+        )
+        self._keeper.push(record.step, record)
+
+    # ------------------------------------------------------------------ the record
+
+    @property
+    def records(self) -> tuple[FlowRecord, ...]:
+        """The kept steps, oldest first (the step just made appears once it is closed)."""
+        return tuple(self._keeper.records)
+
+    @property
+    def steps(self) -> list[int]:
+        return [r.step for r in self._keeper.records]
+
+    @property
+    def stride(self) -> int:
+        """Steps between kept records now (``every``, doubled at each decimation)."""
+        return self._keeper.stride
+
+    @property
+    def steps_seen(self) -> int:
+        return self._steps
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Parameter names, from the input side to the output side where backward showed it.
+
+        Backward reaches the last layer first, so the reverse of the order the gradients
+        arrived in is the forward depth; parameters that never got a gradient come last.
+        """
+        order = self._depth_order()
+        return tuple(self._param_names[i] for i in order)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Number of entries of each parameter, in the order of `params`."""
+        return tuple(self._sizes[i] for i in self._depth_order())
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Shape of each parameter, in the order of `params`."""
+        return tuple(self._shapes[i] for i in self._depth_order())
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Names of the leaf modules whose activations are recorded (registration order)."""
+        return self._module_names
+
+    @property
+    def module_types(self) -> tuple[str, ...]:
+        """Class names of `modules` (``"ReLU"``, ``"Linear"``...)."""
+        return self._module_types
+
+    @property
+    def module_depth(self) -> tuple[int, ...]:
+        """Indices into `modules` in the order the first recorded forward ran them."""
+        order = self._module_order or []
+        return tuple(order + [j for j in range(len(self._module_names)) if j not in order])
+
+    def _depth_order(self) -> list[int]:
+        fired = list(reversed(self._fire_order or []))
+        seen = set(fired)
+        return fired + [i for i in range(len(self._param_names)) if i not in seen]
+
+    def series(self, stat: str = "norm", *, kind: str = "grad") -> tuple[list[int], np.ndarray]:
+        """``(steps, values)``: values is (steps × layers) in the order of `params`/`modules`.
+
+        ``kind``: ``"grad"`` (a GRAD_STATS name), ``"update"`` (``stat`` ignored: the
+        update/weight ratio) or ``"act"`` (an ACT_STATS name).
+        """
+        records = self.records
+        steps = [r.step for r in records]
+        if kind == "grad":
+            if stat not in GRAD_STATS:
+                raise ArgumentError("stat", stat, f"use one of {', '.join(GRAD_STATS)}")
+            col = GRAD_STATS.index(stat)
+            order = self._depth_order()
+            rows = [r.grad[order, col] for r in records]
+            width = len(order)
+        elif kind == "update":
+            order = self._depth_order()
+            rows = [r.update_ratio[order] for r in records]
+            width = len(order)
+        elif kind == "act":
+            if stat not in ACT_STATS:
+                raise ArgumentError("stat", stat, f"use one of {', '.join(ACT_STATS)}")
+            col = ACT_STATS.index(stat)
+            rows = [r.act[:, col] for r in records]
+            width = len(self._module_names)
+        else:
+            raise ArgumentError("kind", kind, 'use "grad", "update" or "act"')
+        values = np.array(rows, dtype=np.float64) if rows else np.zeros((0, width))
+        return steps, values.reshape(len(steps), width)
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """Long-form rows: step, layer, depth, kind (grad/update/act), stat, value, loss."""
+        names = self.params
+        for kind, stats, labels in (
+            ("grad", GRAD_STATS, names),
+            ("update", ("ratio",), names),
+            ("act", ACT_STATS, self._module_names),
+        ):
+            for stat in stats:
+                steps, values = self.series(stat, kind=kind)
+                losses = [r.loss for r in self.records]
+                for i, step in enumerate(steps):
+                    for d, layer in enumerate(labels):
+                        yield {
+                            "step": step, "layer": layer, "depth": d, "kind": kind,
+                            "stat": stat, "value": float(values[i, d]), "loss": losses[i],
+                        }
+
+    def frame(self, kind: str | None = None, stat: str | None = None) -> Any:
+        """The record as a long-form pandas DataFrame (Altair-ready), optionally filtered."""
+        import pandas as pd
+
+        columns = ["step", "layer", "depth", "kind", "stat", "value", "loss"]
+        df = pd.DataFrame(list(self.iter_rows()), columns=columns)
+        if kind is not None:
+            df = df[df["kind"] == kind]
+        if stat is not None:
+            df = df[df["stat"] == stat]
+        return df.reset_index(drop=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data: names, stride and every record (NaN written as None)."""
+
+        def clean(a: np.ndarray) -> list[Any]:
+            return [None if not math.isfinite(v) else float(v) for v in a.tolist()]
+
+        order = self._depth_order()
+        return {
+            "params": list(self.params),
+            "modules": list(self._module_names),
+            "grad_stats": list(GRAD_STATS),
+            "act_stats": list(ACT_STATS),
+            "every": self.every,
+            "stride": self.stride,
+            "capacity": self.capacity,
+            "mode": self.mode,
+            "steps_seen": self._steps,
+            "records": [
+                {
+                    "step": r.step,
+                    "loss": r.loss,
+                    "grad": {self._param_names[i]: clean(r.grad[i]) for i in order},
+                    "update_ratio": dict(
+                        zip(self.params, clean(r.update_ratio[order]), strict=True)
+                    ),
+                    "act": {m: clean(r.act[j]) for j, m in enumerate(self._module_names)},
+                }
+                for r in self.records
+            ],
+        }
+
+    def diagnose(self, **thresholds: float) -> list[Any]:
+        """Warnings naming the layer and the fix: see `gradviz.train.flow_diagnose`."""
+        from gradviz.train.flow_diagnose import diagnose
+
+        return diagnose(self, **thresholds)
+
+
+class _Chained:
+    """A recorder plus the caller's callback, as one `train` callback."""
+
+    def __init__(self, flow: GradientFlow, callback: Callable[[int, int, float], Any]) -> None:
+        self.flow, self.callback = flow, callback
+
+    def attach(self, model: nn.Module, optimizer: Any = None) -> None:
+        self.flow.attach(model, optimizer)
+
+    def detach(self) -> None:
+        self.flow.detach()
+
+    def __call__(self, step: int, total: int, loss: float) -> Any:
+        self.flow(step, total, loss)
+        return self.callback(step, total, loss)
