@@ -8,7 +8,7 @@ last dim first as ``F.pad`` takes them), ``upscale_factor``/``downscale_factor``
 the nodes do not save are recovered from the incoming gradient's shape and the pads.
 
 Circular padding (``mode="circular"``) has no node of its own in torch 2.13: it is built
-from slice copies (CopySlices, SliceBackward0), so it has no rule here.
+from slice copies (CopySlices, SliceBackward0), whose rules are in ``strided``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
+from gradviz.backward.rules._common import signed
 from gradviz.backward.rules._examples import Draw, shape, tensor
 from gradviz.backward.rules._registry import Case, RuleContext, rule
-from gradviz.backward.rules.shape import signed
 
 # ---------------------------------------------------------------- padding
 

@@ -1,5 +1,5 @@
-"""Reductions and scans (sum, mean, max, prod, var, norm, cumsum...): the gradient spreads back
-over the reduced axes, weighted by how much each input moved the result."""
+"""Reductions and scans (sum, mean, max, prod, var, norm, cumsum, mode...): the gradient
+spreads back over the reduced axes, weighted by how much each input moved the result."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from gradviz.backward.rules._examples import Draw, shape, tensor
+from gradviz.backward.rules._common import add_along_axis, axes, axis, unreduce
+from gradviz.backward.rules._examples import Draw, draw_dim, leaf, shape, tensor, uniform
 from gradviz.backward.rules._registry import Case, RuleContext, rule
-from gradviz.backward.rules.shape import add_along_axis, axes, axis, unreduce
 
 
 def _dims(draw: Draw, ndim: int) -> tuple[int, ...] | int:
@@ -24,11 +24,6 @@ def _dims(draw: Draw, ndim: int) -> tuple[int, ...] | int:
     if len(picked) == 1 and draw(st.booleans(), label="as int"):
         return picked[0]
     return tuple(picked)
-
-
-def _one_dim(draw: Draw, ndim: int) -> int:
-    n = max(ndim, 1)
-    return draw(st.integers(-n, n - 1), label="dim")
 
 
 def _keepdim(draw: Draw) -> bool:
@@ -210,7 +205,7 @@ def _by_index_example(method: str):
     def example(draw: Draw) -> Case:
         s = shape(draw, min_dims=0, max_dims=3)
         x = _with_ties(draw, s)
-        d, keep = _one_dim(draw, len(s)), _keepdim(draw)
+        d, keep = draw_dim(draw, len(s)), _keepdim(draw)
         if method == "kthvalue":
             k = draw(st.integers(1, s[d] if s else 1), label="k")
             return Case(inputs=(x,), fn=lambda x: x.kthvalue(k, d, keep)[0])
@@ -258,7 +253,7 @@ def _sort_example(stable: bool):
     def example(draw: Draw) -> Case:
         s = shape(draw, min_dims=1, max_dims=3)  # sorting a 0-dim tensor returns it unchanged
         x = _with_ties(draw, s)
-        d = _one_dim(draw, len(s))
+        d = draw_dim(draw, len(s))
         descending = draw(st.booleans(), label="descending")
         if stable:
             flag = draw(st.booleans(), label="stable")
@@ -288,7 +283,7 @@ def _sort_stable(ctx: RuleContext):
 def _topk_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3)
     x = _with_ties(draw, s)
-    d = _one_dim(draw, len(s))
+    d = draw_dim(draw, len(s))
     k = draw(st.integers(0, s[d] if s else 1), label="k")
     largest = draw(st.booleans(), label="largest")
     return Case(inputs=(x,), fn=lambda x: x.topk(k, d, largest)[0])
@@ -350,7 +345,7 @@ def _aminmax_example(draw: Draw) -> Case:
     x = _with_ties(draw, s)
     keep = _keepdim(draw)
     which = draw(st.sampled_from(["both", "min", "max"]), label="outputs used")
-    dim = None if draw(st.booleans(), label="all dims") else _one_dim(draw, len(s))
+    dim = None if draw(st.booleans(), label="all dims") else draw_dim(draw, len(s))
 
     def fn(x):
         lo, hi = torch.aminmax(x, dim=dim, keepdim=keep)
@@ -378,7 +373,7 @@ def _cum_extreme_example(method: str):
     def example(draw: Draw) -> Case:
         s = shape(draw, min_dims=0, max_dims=3)
         x = _with_ties(draw, s)
-        d = _one_dim(draw, len(s))
+        d = draw_dim(draw, len(s))
         return Case(inputs=(x,), fn=lambda x: getattr(x, method)(d)[0])
 
     return example
@@ -456,7 +451,7 @@ def _prod_all(ctx: RuleContext):
 def _prod_dim_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3, max_side=3)
     x = _with_zeros(draw, s)
-    d, keep = _one_dim(draw, len(s)), _keepdim(draw)
+    d, keep = draw_dim(draw, len(s)), _keepdim(draw)
     return Case(inputs=(x,), fn=lambda x: x.prod(d, keep))
 
 
@@ -736,7 +731,7 @@ def _logsumexp(ctx: RuleContext):
 def _cumsum_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3)
     x = tensor(draw, s)
-    d = _one_dim(draw, len(s))
+    d = draw_dim(draw, len(s))
     if draw(st.booleans(), label="dtype"):
         return Case(inputs=(x,), fn=lambda x: x.cumsum(d, dtype=torch.float64))
     return Case(inputs=(x,), fn=lambda x: torch.cumsum(x, d))
@@ -758,7 +753,7 @@ def _cumsum(ctx: RuleContext):
 def _cumprod_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3)
     x = _with_zeros(draw, s)
-    d = _one_dim(draw, len(s))
+    d = draw_dim(draw, len(s))
     return Case(inputs=(x,), fn=lambda x: x.cumprod(d))
 
 
@@ -786,7 +781,7 @@ def _cumprod(ctx: RuleContext):
 def _logcumsumexp_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3)
     x = tensor(draw, s)
-    d = _one_dim(draw, len(s))
+    d = draw_dim(draw, len(s))
     return Case(inputs=(x,), fn=lambda x: x.logcumsumexp(d))
 
 
@@ -807,3 +802,32 @@ def _logcumsumexp(ctx: RuleContext):
     exponent = np.where(later, xs[..., :, None] - ys[..., None, :], -np.inf)
     terms = gs[..., None, :] * np.exp(exponent)
     return (np.moveaxis(terms.sum(axis=-1), -1, d),)
+
+
+# ---------------------------------------------------------------- mode
+
+
+def _mode_example(draw: Draw) -> Case:
+    s = shape(draw, min_dims=0, max_dims=3)
+    # Values on a coarse grid, so that they repeat (and modes tie: the saved index decides).
+    x = leaf(np.round(uniform(draw, s, -2.0, 2.0)))
+    n = max(len(s), 1)
+    d = draw(st.integers(-n, n - 1), label="dim")
+    keep = draw(st.booleans(), label="keepdim")
+    return Case(inputs=(x,), fn=lambda x: torch.mode(x, d, keep)[0])
+
+
+@rule(
+    "ModeBackward0",
+    formula=r"(y, i) = \operatorname{mode}_d\,x:\quad \bar{x} = 0,\ \ \bar{x}[\ldots, i, \ldots] = \bar{y}\ \text{(the saved index picks the entry)}",
+    example=_mode_example,
+)
+def _mode(ctx: RuleContext):
+    sizes = tuple(ctx["self_sym_sizes"])
+    g, idx = ctx.grad, ctx["indices"]
+    if not sizes:
+        return (np.reshape(g, ()),)
+    d = axis(ctx["dim"], len(sizes))
+    if not ctx["keepdim"]:
+        g, idx = np.expand_dims(g, d), np.expand_dims(idx, d)
+    return (add_along_axis(np.zeros(sizes), d, idx, g),)
