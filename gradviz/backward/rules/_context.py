@@ -24,8 +24,11 @@ def to_numpy(value: Any) -> Any:
     """Convert what autograd saved into what a NumPy rule reads."""
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
-        if t._is_zerotensor():  # torch's lazy all-zero gradient has no storage to read
-            return np.zeros(tuple(t.shape), np.float64 if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype)
+        if t._is_zerotensor():
+            # torch's lazy all-zero gradient has no storage to read
+            if t.is_floating_point():
+                return np.zeros(tuple(t.shape))
+            return np.zeros(tuple(t.shape), torch.empty(0, dtype=t.dtype).numpy().dtype)
         if t.is_floating_point():
             return t.to(torch.float64).numpy().copy()
         if t.is_complex():
@@ -74,8 +77,12 @@ def context_from_node(node: Any, grad_outputs: Sequence[Any]) -> RuleContext:
     """
     edges = [_edge_meta(fn, i) for fn, i in node.next_functions]
     outputs = node._input_metadata
-    if any(dtype is not None and dtype.is_complex for _, dtype in edges) or any(m.dtype.is_complex for m in outputs):
-        raise ValueError(f"{type(node).__name__} has complex tensors; the NumPy rules cover real dtypes only")
+    if any(dtype is not None and dtype.is_complex for _, dtype in edges) or any(
+        m.dtype.is_complex for m in outputs
+    ):
+        raise ValueError(
+            f"{type(node).__name__} has complex tensors; the NumPy rules cover real dtypes only"
+        )
     return RuleContext(
         name=type(node).__name__,
         saved=saved_values(node),

@@ -62,7 +62,8 @@ def _leaky_relu_inplace_example(draw) -> Case:
 
 
 @rule("LeakyReluBackward1",
-      formula=r"\text{(in place, from } y\text{)}\quad \bar{x} = \bar{y} \odot (\mathbb{1}[y > 0] + s\,\mathbb{1}[y \le 0])",
+      formula=r"\text{(in place, from } y\text{)}\quad \bar{x} = \bar{y} \odot (\mathbb{1}[y > 0] "
+              r"+ s\,\mathbb{1}[y \le 0])",
       example=_leaky_relu_inplace_example)
 def _leaky_relu_inplace(ctx: RuleContext):
     g = ctx.grad
@@ -79,7 +80,8 @@ def _rrelu_example(draw) -> Case:
 
 @rule("RreluWithNoiseBackward0",
       formula=r"\bar{x} = \bar{y} \odot \begin{cases} 1 & x > 0 \\ a & x \le 0 \end{cases},\ "
-              r"a \sim U(l, u) \text{ drawn in training (saved as noise), } a = \tfrac{l + u}{2} \text{ in eval}",
+              r"a \sim U(l, u) \text{ drawn in training (saved as noise), } a = \tfrac{l + u}{2} "
+              r"\text{ in eval}",
       example=_rrelu_example)
 def _rrelu(ctx: RuleContext):
     g, x = ctx.grad, ctx["self"]
@@ -99,7 +101,8 @@ def _elu_example(draw) -> Case:
 
 @rule("EluBackward0",
       formula=r"y = \lambda\,(x \text{ if } x > 0 \text{ else } \alpha(e^{\beta x} - 1)):\quad "
-              r"\bar{x} = \bar{y} \odot (\lambda \text{ if } x > 0 \text{ else } \lambda\alpha\beta e^{\beta x})",
+              r"\bar{x} = \bar{y} \odot (\lambda \text{ if } x > 0 \text{ else } "
+              r"\lambda\alpha\beta e^{\beta x})",
       example=_elu_example)
 def _elu(ctx: RuleContext):
     g, x = ctx.grad, ctx["self"]
@@ -114,7 +117,8 @@ def _elu_inplace_example(draw) -> Case:
 
 
 @rule("EluBackward1",
-      formula=r"\text{(in place, from } y\text{)}\quad \bar{x} = \bar{y} \odot (\lambda \text{ if } y > 0 \text{ else } \beta (y + \lambda\alpha))",
+      formula=r"\text{(in place, from } y\text{)}\quad \bar{x} = \bar{y} \odot (\lambda \text{ if "
+              r"} y > 0 \text{ else } \beta (y + \lambda\alpha))",
       example=_elu_inplace_example)
 def _elu_inplace(ctx: RuleContext):
     g, y = ctx.grad, ctx["result"]
@@ -129,7 +133,8 @@ def _celu_example(draw) -> Case:
 
 
 @rule("CeluBackward0",
-      formula=r"y = \max(0, x) + \min(0, \alpha(e^{x/\alpha} - 1)):\quad \bar{x} = \bar{y} \odot (1 \text{ if } x > 0 \text{ else } e^{x/\alpha})",
+      formula=r"y = \max(0, x) + \min(0, \alpha(e^{x/\alpha} - 1)):\quad \bar{x} = \bar{y} \odot "
+              r"(1 \text{ if } x > 0 \text{ else } e^{x/\alpha})",
       example=_celu_example)
 def _celu(ctx: RuleContext):
     g, x, alpha = ctx.grad, ctx["self"], ctx["alpha"]
@@ -138,11 +143,15 @@ def _celu(ctx: RuleContext):
 
 def _celu_inplace_example(draw) -> Case:
     alpha = draw(st.sampled_from([1.0, 0.5, 2.0]))
-    return unary_example(lambda x: F.celu(x, alpha, inplace=True), away_from=0.0, inplace=True)(draw)
+    def op(x):
+        return F.celu(x, alpha, inplace=True)
+
+    return unary_example(op, away_from=0.0, inplace=True)(draw)
 
 
 @rule("CeluBackward1",
-      formula=r"\text{(in place, from } y\text{)}\quad \bar{x} = \bar{y} \odot (1 \text{ if } y > 0 \text{ else } y/\alpha + 1)",
+      formula=r"\text{(in place, from } y\text{)}\quad \bar{x} = \bar{y} \odot (1 \text{ if } y > "
+              r"0 \text{ else } y/\alpha + 1)",
       example=_celu_inplace_example)
 def _celu_inplace(ctx: RuleContext):
     g, y, alpha = ctx.grad, ctx["result"], ctx["alpha"]
@@ -157,7 +166,8 @@ def _gelu_example(draw) -> Case:
 @rule("GeluBackward0",
       formula=r"\text{none: } \bar{x} = \bar{y} \odot (\Phi(x) + x\,\varphi(x));\quad "
               r"\text{tanh: } u = \sqrt{2/\pi}(x + 0.044715x^{3}),\ "
-              r"\bar{x} = \bar{y} \odot \big(\tfrac12(1 + \tanh u) + \tfrac12 x (1 - \tanh^{2} u)\sqrt{2/\pi}(1 + 3 \cdot 0.044715 x^{2})\big)",
+              r"\bar{x} = \bar{y} \odot \big(\tfrac12(1 + \tanh u) + \tfrac12 x (1 - \tanh^{2} "
+              r"u)\sqrt{2/\pi}(1 + 3 \cdot 0.044715 x^{2})\big)",
       example=_gelu_example)
 def _gelu(ctx: RuleContext):
     g, x = ctx.grad, ctx["self"]
@@ -173,7 +183,8 @@ def _gelu(ctx: RuleContext):
     return (g * (cdf + x * pdf),)
 
 
-@rule("SiluBackward0", formula=r"y = x\,\sigma(x):\quad \bar{x} = \bar{y} \odot \sigma(x)(1 + x(1 - \sigma(x)))",
+@rule("SiluBackward0", formula=r"y = x\,\sigma(x):\quad \bar{x} = \bar{y} \odot \sigma(x)(1 + x(1 "
+                               r"- \sigma(x)))",
       example=unary_example(F.silu))
 def _silu(ctx: RuleContext):
     x = ctx["self"]
@@ -182,7 +193,8 @@ def _silu(ctx: RuleContext):
 
 
 @rule("MishBackward0",
-      formula=r"y = x \tanh(\operatorname{softplus} x):\quad t = \tanh(\operatorname{softplus} x),\ \bar{x} = \bar{y} \odot (t + x\,\sigma(x)(1 - t^{2}))",
+      formula=r"y = x \tanh(\operatorname{softplus} x):\quad t = \tanh(\operatorname{softplus} "
+              r"x),\ \bar{x} = \bar{y} \odot (t + x\,\sigma(x)(1 - t^{2}))",
       example=unary_example(F.mish))
 def _mish(ctx: RuleContext):
     x = ctx["self"]
@@ -199,7 +211,8 @@ def _softplus_example(draw) -> Case:
 
 
 @rule("SoftplusBackward0",
-      formula=r"y = \tfrac1\beta \ln(1 + e^{\beta x}):\quad \bar{x} = \bar{y} \odot \sigma(\beta x) \ (\bar{y} \text{ where } \beta x > t)",
+      formula=r"y = \tfrac1\beta \ln(1 + e^{\beta x}):\quad \bar{x} = \bar{y} \odot \sigma(\beta "
+              r"x) \ (\bar{y} \text{ where } \beta x > t)",
       example=_softplus_example)
 def _softplus(ctx: RuleContext):
     g, x = ctx.grad, ctx["self"]
@@ -257,7 +270,8 @@ def _hardsigmoid_example(draw) -> Case:
 
 
 @rule("HardsigmoidBackward0",
-      formula=r"y = \operatorname{relu6}(x + 3)/6:\quad \bar{x} = \tfrac16\,\bar{y} \odot \mathbb{1}[-3 < x < 3]",
+      formula=r"y = \operatorname{relu6}(x + 3)/6:\quad \bar{x} = \tfrac16\,\bar{y} \odot "
+              r"\mathbb{1}[-3 < x < 3]",
       example=_hardsigmoid_example)
 def _hardsigmoid(ctx: RuleContext):
     x = ctx["self"]
@@ -270,7 +284,8 @@ def _threshold_example(draw) -> Case:
 
 
 @rule("ThresholdBackward0",
-      formula=r"y = x \text{ if } x > t \text{ else } v:\quad \bar{x} = \bar{y} \odot \mathbb{1}[x > t]",
+      formula=r"y = x \text{ if } x > t \text{ else } v:\quad \bar{x} = \bar{y} \odot \mathbb{1}[x "
+              r"> t]",
       example=_threshold_example)
 def _threshold(ctx: RuleContext):
     return (np.where(ctx["self"] <= ctx["threshold"], 0.0, ctx.grad),)
@@ -332,7 +347,8 @@ def _glu_example(draw) -> Case:
 
 
 @rule("GluBackward0",
-      formula=r"x = [a; b],\ y = a \odot \sigma(b):\quad \bar{a} = \bar{y} \odot \sigma(b),\ \bar{b} = \bar{y} \odot a\,\sigma(b)(1 - \sigma(b))",
+      formula=r"x = [a; b],\ y = a \odot \sigma(b):\quad \bar{a} = \bar{y} \odot \sigma(b),\ "
+              r"\bar{b} = \bar{y} \odot a\,\sigma(b)(1 - \sigma(b))",
       example=_glu_example)
 def _glu(ctx: RuleContext):
     x = ctx["self"]
@@ -355,7 +371,8 @@ def _prelu_example(draw) -> Case:
 
 
 @rule("PreluKernelBackward0",
-      formula=r"y = x \text{ if } x > 0 \text{ else } w x:\quad \bar{x} = \bar{y} \odot (1 \text{ if } x > 0 \text{ else } w),\ "
+      formula=r"y = x \text{ if } x > 0 \text{ else } w x:\quad \bar{x} = \bar{y} \odot (1 \text{ "
+              r"if } x > 0 \text{ else } w),\ "
               r"\bar{w} = \textstyle\sum \bar{y} \odot x\,\mathbb{1}[x \le 0]",
       example=_prelu_example)
 def _prelu(ctx: RuleContext):

@@ -83,7 +83,8 @@ def _rsub_example(draw) -> Case:
     return binary_example(lambda a, b: torch.rsub(a, b, alpha=alpha))(draw)
 
 
-@rule("RsubBackward0", formula=r"y = b - \alpha a:\quad \bar{a} = -\alpha\,\bar{y},\quad \bar{b} = \bar{y}",
+@rule("RsubBackward0", formula=r"y = b - \alpha a:\quad \bar{a} = -\alpha\,\bar{y},\quad \bar{b} = "
+                               r"\bar{y}",
       example=_rsub_example)
 def _rsub(ctx: RuleContext):
     g = ctx.grad
@@ -181,7 +182,8 @@ def _div_mode(ctx: RuleContext):
 def _div_scalar_mode_example(draw) -> Case:
     x = tensor(draw, shape(draw, min_dims=0))
     mode = draw(st.sampled_from(["floor", "trunc"]))
-    return Case(inputs=(x,), fn=lambda x: torch.ops.aten.div.Scalar_mode(x, 0.7, rounding_mode=mode))
+    return Case(inputs=(x,),
+                fn=lambda x: torch.ops.aten.div.Scalar_mode(x, 0.7, rounding_mode=mode))
 
 
 @rule("DivBackward3", formula=r"y = \lfloor x / s \rceil:\quad \bar{x} = 0",
@@ -231,7 +233,8 @@ def _pow_tensor_example(draw) -> Case:
 
 
 @rule("PowBackward1",
-      formula=r"y = a^{b}:\quad \bar{a} = \bar{y} \odot b\,a^{b-1},\quad \bar{b} = \bar{y} \odot y \ln a",
+      formula=r"y = a^{b}:\quad \bar{a} = \bar{y} \odot b\,a^{b-1},\quad \bar{b} = \bar{y} \odot y "
+              r"\ln a",
       example=_pow_tensor_example)
 def _pow_tensor(ctx: RuleContext):
     g = ctx.grad
@@ -333,7 +336,8 @@ _addcdiv_example = _addc_example(torch.addcdiv, True)
 
 @rule("AddcdivBackward0",
       formula=r"y = a + v\,t_1 \oslash t_2:\quad \bar{a} = \bar{y},\ "
-              r"\bar{t}_1 = v\,\bar{y} \oslash t_2,\ \bar{t}_2 = -v\,\bar{y} \odot t_1 \oslash t_2^{2}",
+              r"\bar{t}_1 = v\,\bar{y} \oslash t_2,\ \bar{t}_2 = -v\,\bar{y} \odot t_1 \oslash "
+              r"t_2^{2}",
       example=_addcdiv_example)
 def _addcdiv(ctx: RuleContext):
     g, v = ctx.grad, ctx["value"]
@@ -362,7 +366,8 @@ def _clamp_scalar_example(draw) -> Case:
 
 
 @rule("ClampBackward1",
-      formula=r"y = \min(\max(x, lo), hi):\quad \bar{x} = \bar{y} \odot \mathbb{1}[lo \le x \le hi]",
+      formula=r"y = \min(\max(x, lo), hi):\quad "
+              r"\bar{x} = \bar{y} \odot \mathbb{1}[lo \le x \le hi]",
       example=_clamp_scalar_example)
 def _clamp_scalar(ctx: RuleContext):
     x = ctx["self"]
@@ -396,7 +401,8 @@ def _clamp_tensor_example(draw) -> Case:
 
 
 @rule("ClampBackward0",
-      formula=r"y = \min(\max(x, lo), hi):\quad \bar{x} = \bar{y} \odot \mathbb{1}[lo \le x \le hi],\ "
+      formula=r"y = \min(\max(x, lo), hi):\quad \bar{x} = \bar{y} \odot \mathbb{1}[lo \le x \le "
+              r"hi],\ "
               r"\bar{lo} = \bar{y} \odot \mathbb{1}[x < lo < hi],\ "
               r"\bar{hi} = \bar{y} \odot \mathbb{1}[x > hi \,\lor\, hi < lo]",
       example=_clamp_tensor_example)
@@ -421,7 +427,8 @@ def _clamp_min_example(draw) -> Case:
     return Case(inputs=(x,), fn=lambda x: torch.clamp_min(x, 0.5))
 
 
-@rule("ClampMinBackward0", formula=r"y = \max(x, lo):\quad \bar{x} = \bar{y} \odot \mathbb{1}[x \ge lo]",
+@rule("ClampMinBackward0", formula=r"y = \max(x, lo):\quad \bar{x} = \bar{y} \odot \mathbb{1}[x "
+                                   r"\ge lo]",
       example=_clamp_min_example)
 def _clamp_min(ctx: RuleContext):
     return (np.where(ctx["self"] >= ctx["min"], ctx.grad, 0.0),)
@@ -432,7 +439,8 @@ def _clamp_max_example(draw) -> Case:
     return Case(inputs=(x,), fn=lambda x: torch.clamp_max(x, -0.5))
 
 
-@rule("ClampMaxBackward0", formula=r"y = \min(x, hi):\quad \bar{x} = \bar{y} \odot \mathbb{1}[x \le hi]",
+@rule("ClampMaxBackward0", formula=r"y = \min(x, hi):\quad \bar{x} = \bar{y} \odot \mathbb{1}[x "
+                                   r"\le hi]",
       example=_clamp_max_example)
 def _clamp_max(ctx: RuleContext):
     return (np.where(ctx["self"] <= ctx["max"], ctx.grad, 0.0),)
@@ -498,7 +506,8 @@ _maximum_example = _maxmin_example(torch.maximum)
 
 
 @rule("MaximumBackward0",
-      formula=r"y = \max(a, b):\quad \bar{a} = \bar{y} \odot (\mathbb{1}[a > b] + \tfrac12 \mathbb{1}[a = b]),\ "
+      formula=r"y = \max(a, b):\quad \bar{a} = \bar{y} \odot (\mathbb{1}[a > b] + \tfrac12 "
+              r"\mathbb{1}[a = b]),\ "
               r"\bar{b} = \bar{y} \odot (\mathbb{1}[b > a] + \tfrac12 \mathbb{1}[a = b])",
       example=_maximum_example)
 def _maximum(ctx: RuleContext):
@@ -512,7 +521,8 @@ _minimum_example = _maxmin_example(torch.minimum)
 
 
 @rule("MinimumBackward0",
-      formula=r"y = \min(a, b):\quad \bar{a} = \bar{y} \odot (\mathbb{1}[a < b] + \tfrac12 \mathbb{1}[a = b]),\ "
+      formula=r"y = \min(a, b):\quad \bar{a} = \bar{y} \odot (\mathbb{1}[a < b] + \tfrac12 "
+              r"\mathbb{1}[a = b]),\ "
               r"\bar{b} = \bar{y} \odot (\mathbb{1}[b < a] + \tfrac12 \mathbb{1}[a = b])",
       example=_minimum_example)
 def _minimum(ctx: RuleContext):
@@ -561,7 +571,8 @@ def _where_example(draw) -> Case:
 
 
 @rule("WhereBackward0",
-      formula=r"y = c\,?\,a : b:\quad \bar{a} = \bar{y} \odot \mathbb{1}[c],\ \bar{b} = \bar{y} \odot \mathbb{1}[\lnot c]",
+      formula=r"y = c\,?\,a : b:\quad \bar{a} = \bar{y} \odot \mathbb{1}[c],\ \bar{b} = \bar{y} "
+              r"\odot \mathbb{1}[\lnot c]",
       example=_where_example)
 def _where(ctx: RuleContext):
     g, c = ctx.grad, ctx["condition"].astype(bool)
@@ -576,7 +587,8 @@ def _masked_fill_example(draw) -> Case:
     return Case(inputs=(x,), fn=lambda x: x.masked_fill(mask, -1.5))
 
 
-@rule("MaskedFillBackward0", formula=r"y = m\,?\,v : x:\quad \bar{x} = \bar{y} \odot \mathbb{1}[\lnot m]",
+@rule("MaskedFillBackward0", formula=r"y = m\,?\,v : x:\quad \bar{x} = \bar{y} \odot "
+                                     r"\mathbb{1}[\lnot m]",
       example=_masked_fill_example)
 def _masked_fill(ctx: RuleContext):
     return (shaped(ctx, 0, np.where(ctx["mask"].astype(bool), 0.0, ctx.grad)),)
@@ -592,7 +604,8 @@ def _masked_fill_tensor_example(draw) -> Case:
 
 
 @rule("MaskedFillBackward1",
-      formula=r"y = m\,?\,v : x:\quad \bar{x} = \bar{y} \odot \mathbb{1}[\lnot m],\ \bar{v} = \textstyle\sum \bar{y} \odot \mathbb{1}[m]",
+      formula=r"y = m\,?\,v : x:\quad \bar{x} = \bar{y} \odot \mathbb{1}[\lnot m],\ \bar{v} = "
+              r"\textstyle\sum \bar{y} \odot \mathbb{1}[m]",
       example=_masked_fill_tensor_example)
 def _masked_fill_tensor(ctx: RuleContext):
     g, m = ctx.grad, ctx["mask"].astype(bool)

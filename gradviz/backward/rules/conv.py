@@ -40,7 +40,9 @@ def _conv_forward(x, w, stride, padding, dilation, groups):
     nd = x.ndim - 2
     k = w.shape[2:]
     xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
-    out = tuple((xp.shape[2 + i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(nd))
+    out = tuple(
+        (xp.shape[2 + i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(nd)
+    )
     cols = _grouped(_conv_cols(xp, k, stride, dilation, out), groups)
     n, g, cg = cols.shape[:3]
     cols = cols.reshape(n, g, cg, math.prod(out), math.prod(k))
@@ -72,7 +74,9 @@ def _col2im(gcols: np.ndarray, in_spatial, stride, padding, dilation) -> np.ndar
             slice(ki * d, ki * d + (o - 1) * s + 1, s)
             for ki, d, o, s in zip(kk, dilation, out, stride, strict=True))
         gxp[dst] += gcols[(Ellipsis,) + kk]
-    crop = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, in_spatial, strict=True))
+    crop = (slice(None), slice(None)) + tuple(
+        slice(p, p + s) for p, s in zip(padding, in_spatial, strict=True)
+    )
     return gxp[crop]
 
 
@@ -101,15 +105,19 @@ def _conv_example(draw) -> Case:
     padding = tuple(draw(st.integers(0, kk // 2 + 1)) for kk in k)
     if transposed:
         # Output padding must stay below stride or dilation.
-        output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation, strict=True))
+        output_padding = tuple(
+            draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation, strict=True)
+        )
         lengths = []
         for i in range(nd):
             lo = 1
-            while (lo - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k[i] - 1) + output_padding[i] + 1 < 1:
+            reach = dilation[i] * (k[i] - 1) + output_padding[i] + 1
+            while (lo - 1) * stride[i] - 2 * padding[i] + reach < 1:
                 lo += 1
             lengths.append(draw(st.integers(lo, lo + side_max - 1)))
         x = tensor(draw, (n, groups * og) + tuple(lengths), requires_grad=draw(st.booleans()))
-        w = tensor(draw, (groups * og, cg) + k, requires_grad=draw(st.booleans()) or not x.requires_grad)
+        w = tensor(draw, (groups * og, cg) + k,
+                   requires_grad=draw(st.booleans()) or not x.requires_grad)
         b = tensor(draw, (groups * cg,)) if draw(st.booleans()) else None
         inputs = (x, w) if b is None else (x, w, b)
         conv_t = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nd]
@@ -121,8 +129,11 @@ def _conv_example(draw) -> Case:
                          max(1, dilation[i] * (k[i] - 1) + 1 - 2 * padding[i]) + side_max))
         for i in range(nd))
     x = tensor(draw, (n, groups * cg) + lengths, requires_grad=draw(st.booleans()))
-    w = tensor(draw, (groups * og, cg) + k, requires_grad=draw(st.booleans()) or not x.requires_grad)
-    b = tensor(draw, (groups * og,), requires_grad=draw(st.booleans())) if draw(st.booleans()) else None
+    w = tensor(draw, (groups * og, cg) + k,
+               requires_grad=draw(st.booleans()) or not x.requires_grad)
+    b = None
+    if draw(st.booleans()):
+        b = tensor(draw, (groups * og,), requires_grad=draw(st.booleans()))
     inputs = (x, w) if b is None else (x, w, b)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
     return Case(inputs=inputs, fn=lambda x, w, b=None: conv(
@@ -130,10 +141,13 @@ def _conv_example(draw) -> Case:
 
 
 @rule("ConvolutionBackward0",
-      formula=r"y_{n,o,p} = b_o + \textstyle\sum_{c,k} w_{o,c,k}\,x_{n,c,sp + dk - \text{pad}}:\quad "
-              r"\bar{x}_{n,c,sp+dk-\text{pad}} \mathrel{+}= \textstyle\sum_{o} \bar{y}_{n,o,p} w_{o,c,k},\ "
+      formula=r"y_{n,o,p} = b_o + \textstyle\sum_{c,k} w_{o,c,k}\,x_{n,c,sp + dk - "
+              r"\text{pad}}:\quad "
+              r"\bar{x}_{n,c,sp+dk-\text{pad}} \mathrel{+}= \textstyle\sum_{o} \bar{y}_{n,o,p} "
+              r"w_{o,c,k},\ "
               r"\bar{w}_{o,c,k} = \textstyle\sum_{n,p} \bar{y}_{n,o,p}\,x_{n,c,sp+dk-\text{pad}},\ "
-              r"\bar{b}_o = \textstyle\sum_{n,p} \bar{y}_{n,o,p}\ \ (\text{per group; transposed: the adjoint})",
+              r"\bar{b}_o = \textstyle\sum_{n,p} \bar{y}_{n,o,p}\ \ (\text{per group; transposed: "
+              r"the adjoint})",
       example=_conv_example)
 def _convolution(ctx: RuleContext):
     x, w, gy = ctx["input"], ctx["weight"], ctx.grad
@@ -175,7 +189,8 @@ def _unfold_example(draw) -> Case:
 
 
 @rule("Im2ColBackward0",
-      formula=r"Y_{(c,k),\,p} = x_{c,\,sp + dk - \text{pad}}:\quad \bar{x}_{c,\,sp+dk-\text{pad}} \mathrel{+}= \bar{Y}_{(c,k),\,p}",
+      formula=r"Y_{(c,k),\,p} = x_{c,\,sp + dk - \text{pad}}:\quad \bar{x}_{c,\,sp+dk-\text{pad}} "
+              r"\mathrel{+}= \bar{Y}_{(c,k),\,p}",
       example=_unfold_example)
 def _im2col(ctx: RuleContext):
     x_shape = ctx.input_shapes[0]
@@ -209,7 +224,8 @@ def _fold_example(draw) -> Case:
 
 
 @rule("Col2ImBackward0",
-      formula=r"y_{c,\,sp+dk-\text{pad}} \mathrel{+}= X_{(c,k),\,p}:\quad \bar{X}_{(c,k),\,p} = \bar{y}_{c,\,sp + dk - \text{pad}}",
+      formula=r"y_{c,\,sp+dk-\text{pad}} \mathrel{+}= X_{(c,k),\,p}:\quad \bar{X}_{(c,k),\,p} = "
+              r"\bar{y}_{c,\,sp + dk - \text{pad}}",
       example=_fold_example)
 def _col2im_rule(ctx: RuleContext):
     x_shape = ctx.input_shapes[0]
@@ -270,14 +286,16 @@ def _max_pool_example(nd: int):
 
 
 @rule("MaxPool2DWithIndicesBackward0",
-      formula=r"y_p = x_{i(p)},\ i(p) = \arg\max_{\text{window } p} x:\quad \bar{x}_{j} = \textstyle\sum_{p:\,i(p) = j} \bar{y}_p",
+      formula=r"y_p = x_{i(p)},\ i(p) = \arg\max_{\text{window } p} x:\quad \bar{x}_{j} = "
+              r"\textstyle\sum_{p:\,i(p) = j} \bar{y}_p",
       example=_max_pool_example(2))
 def _max_pool2d(ctx: RuleContext):
     return _scatter_to_argmax(ctx, 2)
 
 
 @rule("MaxPool3DWithIndicesBackward0",
-      formula=r"y_p = x_{i(p)},\ i(p) = \arg\max_{\text{window } p} x:\quad \bar{x}_{j} = \textstyle\sum_{p:\,i(p) = j} \bar{y}_p",
+      formula=r"y_p = x_{i(p)},\ i(p) = \arg\max_{\text{window } p} x:\quad \bar{x}_{j} = "
+              r"\textstyle\sum_{p:\,i(p) = j} \bar{y}_p",
       example=_max_pool_example(3))
 def _max_pool3d(ctx: RuleContext):
     return _scatter_to_argmax(ctx, 3)
@@ -330,14 +348,16 @@ def _adaptive_avg(ctx: RuleContext, nd: int):
     # Bin o covers [floor(o L / O), ceil((o + 1) L / O)); bins may overlap.
     for o in np.ndindex(*out):
         window = tuple(
-            slice((oi * li) // oo, -((-(oi + 1) * li) // oo)) for oi, li, oo in zip(o, lengths, out, strict=True))
+            slice((oi * li) // oo, -((-(oi + 1) * li) // oo))
+            for oi, li, oo in zip(o, lengths, out, strict=True))
         size = math.prod(s.stop - s.start for s in window)
         gx[(Ellipsis,) + window] += g[(Ellipsis,) + o][(Ellipsis,) + (None,) * nd] / size
     return (gx,)
 
 
 @rule("AdaptiveAvgPool2DBackward0",
-      formula=r"y_p = \tfrac{1}{|B_p|}\textstyle\sum_{j \in B_p} x_j:\quad \bar{x}_j = \textstyle\sum_{p:\,j \in B_p} \bar{y}_p / |B_p|,\ "
+      formula=r"y_p = \tfrac{1}{|B_p|}\textstyle\sum_{j \in B_p} x_j:\quad \bar{x}_j = "
+              r"\textstyle\sum_{p:\,j \in B_p} \bar{y}_p / |B_p|,\ "
               r"B_p = [\lfloor pL/O \rfloor, \lceil (p+1)L/O \rceil)",
       example=_adaptive_example(2, "avg"))
 def _adaptive_avg_pool2d(ctx: RuleContext):
@@ -345,7 +365,8 @@ def _adaptive_avg_pool2d(ctx: RuleContext):
 
 
 @rule("AdaptiveAvgPool3DBackward0",
-      formula=r"y_p = \tfrac{1}{|B_p|}\textstyle\sum_{j \in B_p} x_j:\quad \bar{x}_j = \textstyle\sum_{p:\,j \in B_p} \bar{y}_p / |B_p|",
+      formula=r"y_p = \tfrac{1}{|B_p|}\textstyle\sum_{j \in B_p} x_j:\quad \bar{x}_j = "
+              r"\textstyle\sum_{p:\,j \in B_p} \bar{y}_p / |B_p|",
       example=_adaptive_example(3, "avg"))
 def _adaptive_avg_pool3d(ctx: RuleContext):
     return _adaptive_avg(ctx, 3)
@@ -365,7 +386,8 @@ def _avg_pool(ctx: RuleContext, nd: int):
     gx = np.zeros(x_shape)
     for o in np.ndindex(*out):
         starts = [oi * s - p for oi, s, p in zip(o, stride, padding, strict=True)]
-        ends = [min(st_ + kk, n + p) for st_, kk, n, p in zip(starts, k, lengths, padding, strict=True)]
+        ends = [min(st_ + kk, n + p)
+                for st_, kk, n, p in zip(starts, k, lengths, padding, strict=True)]
         # The divisor counts padded cells that lie inside the padded input...
         padded_size = math.prod(e - s for s, e in zip(starts, ends, strict=True))
         starts = [max(s, 0) for s in starts]
@@ -408,7 +430,8 @@ def _avg_pool_example(nd: int):
 
 
 @rule("AvgPool2DBackward0",
-      formula=r"y_p = \tfrac{1}{D_p}\textstyle\sum_{j \in W_p} x_j:\quad \bar{x}_j = \textstyle\sum_{p:\,j \in W_p} \bar{y}_p / D_p"
+      formula=r"y_p = \tfrac{1}{D_p}\textstyle\sum_{j \in W_p} x_j:\quad \bar{x}_j = "
+              r"\textstyle\sum_{p:\,j \in W_p} \bar{y}_p / D_p"
               r"\ \ (D_p: \text{window size, with or without padding, or the override})",
       example=_avg_pool_example(2))
 def _avg_pool2d(ctx: RuleContext):
@@ -416,7 +439,8 @@ def _avg_pool2d(ctx: RuleContext):
 
 
 @rule("AvgPool3DBackward0",
-      formula=r"y_p = \tfrac{1}{D_p}\textstyle\sum_{j \in W_p} x_j:\quad \bar{x}_j = \textstyle\sum_{p:\,j \in W_p} \bar{y}_p / D_p",
+      formula=r"y_p = \tfrac{1}{D_p}\textstyle\sum_{j \in W_p} x_j:\quad \bar{x}_j = "
+              r"\textstyle\sum_{p:\,j \in W_p} \bar{y}_p / D_p",
       example=_avg_pool_example(3))
 def _avg_pool3d(ctx: RuleContext):
     return _avg_pool(ctx, 3)

@@ -66,7 +66,8 @@ def _cholesky_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgCholeskyExBackward0",
-    formula=r"A = L L^\top:\quad S = L^{-\top} \Phi(L^\top \bar{L}) L^{-1},\ \ \bar{A} = \tfrac12 (S + S^\top),\ \ \Phi = \text{lower triangle, halved diagonal}",
+    formula=r"A = L L^\top:\quad S = L^{-\top} \Phi(L^\top \bar{L}) L^{-1},\ \ \bar{A} = \tfrac12 "
+            r"(S + S^\top),\ \ \Phi = \text{lower triangle, halved diagonal}",
     example=_cholesky_example,
     note="The symmetric gradient: A is taken as symmetric, so only symmetric changes of A count.",
 )
@@ -99,7 +100,9 @@ def _old_cholesky_example(draw: Draw) -> Case:
 
 @rule(
     "CholeskyBackward0",
-    formula=r"A = L L^\top\ (\text{or } U^\top U):\quad S = L^{-\top} \Phi(L^\top \bar{L}) L^{-1},\ \ \bar{A} = \tfrac12 (S + S^\top),\ \ \Phi = \text{lower triangle, halved diagonal}",
+    formula=r"A = L L^\top\ (\text{or } U^\top U):\quad S = L^{-\top} \Phi(L^\top \bar{L}) "
+            r"L^{-1},\ \ \bar{A} = \tfrac12 (S + S^\top),\ \ \Phi = \text{lower triangle, halved "
+            r"diagonal}",
     example=_old_cholesky_example,
     note="The symmetric gradient, as for linalg.cholesky.",
 )
@@ -139,7 +142,9 @@ def _gaps(values: np.ndarray, what: str) -> np.ndarray:
 
 @rule(
     "LinalgEighBackward0",
-    formula=r"A = V \operatorname{diag}(\lambda) V^\top:\quad \bar{A} = V \Bigl(\operatorname{diag}(\bar{\lambda}) + F \circ \tfrac12 (V^\top \bar{V} - \bar{V}^\top V)\Bigr) V^\top,\ \ F_{ij} = \frac{1}{\lambda_j - \lambda_i}\ (i \ne j)",
+    formula=r"A = V \operatorname{diag}(\lambda) V^\top:\quad \bar{A} = V "
+            r"\Bigl(\operatorname{diag}(\bar{\lambda}) + F \circ \tfrac12 (V^\top \bar{V} - "
+            r"\bar{V}^\top V)\Bigr) V^\top,\ \ F_{ij} = \frac{1}{\lambda_j - \lambda_i}\ (i \ne j)",
     example=_eigh_example,
 )
 def _eigh(ctx: RuleContext):
@@ -190,7 +195,11 @@ def _svd_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgSvdBackward0",
-    formula=r"A = U \Sigma V^\top:\quad \bar{A} = U\Bigl(\operatorname{diag}(\bar{\sigma}) + \bigl(F \circ (U^\top\bar{U} - \bar{U}^\top U)\bigr)\Sigma + \Sigma \bigl(F \circ (V^\top\bar{V} - \bar{V}^\top V)\bigr)\Bigr)V^\top + (I - UU^\top)\bar{U}\Sigma^{-1}V^\top + U\Sigma^{-1}\bar{V}^\top(I - VV^\top),\ \ F_{ij} = \frac{1}{\sigma_j^2 - \sigma_i^2}",
+    formula=r"A = U \Sigma V^\top:\quad \bar{A} = U\Bigl(\operatorname{diag}(\bar{\sigma}) + "
+            r"\bigl(F \circ (U^\top\bar{U} - \bar{U}^\top U)\bigr)\Sigma + \Sigma \bigl(F \circ "
+            r"(V^\top\bar{V} - \bar{V}^\top V)\bigr)\Bigr)V^\top + (I - "
+            r"UU^\top)\bar{U}\Sigma^{-1}V^\top + U\Sigma^{-1}\bar{V}^\top(I - VV^\top),\ \ F_{ij} "
+            r"= \frac{1}{\sigma_j^2 - \sigma_i^2}",
     example=_svd_example,
 )
 def _svd(ctx: RuleContext):
@@ -198,7 +207,8 @@ def _svd(ctx: RuleContext):
     gu, gs, gvh = ctx.grad_outputs[:3]
     k = s.shape[-1]
     if ctx["full_matrices"]:
-        if (gu is not None and np.any(gu[..., :, k:])) or (gvh is not None and np.any(gvh[..., k:, :])):
+        extra_u = gu is not None and np.any(gu[..., :, k:])
+        if extra_u or (gvh is not None and np.any(gvh[..., k:, :])):
             raise ValueError(
                 "svd(full_matrices=True): the extra columns of U / rows of Vh are not "
                 "determined by A, so gradients reaching them have no meaning"
@@ -243,7 +253,10 @@ def _qr_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgQrBackward0",
-    formula=r"A = QR\ (m \ge n):\quad M = \bar{R} R^\top - Q^\top \bar{Q},\ \ \bar{A} = \bigl(\bar{Q} + Q\,(\operatorname{triu}M + \operatorname{triu}_1 M^\top)\bigr) R^{-\top};\quad m < n:\ A = [X\,|\,Y],\ \bar{Y} = Q \bar{R}_Y,\ \bar{X} \text{ as above with } \bar{Q} + Y \bar{R}_Y^\top",
+    formula=r"A = QR\ (m \ge n):\quad M = \bar{R} R^\top - Q^\top \bar{Q},\ \ \bar{A} = "
+            r"\bigl(\bar{Q} + Q\,(\operatorname{triu}M + \operatorname{triu}_1 M^\top)\bigr) "
+            r"R^{-\top};\quad m < n:\ A = [X\,|\,Y],\ \bar{Y} = Q \bar{R}_Y,\ \bar{X} \text{ as "
+            r"above with } \bar{Q} + Y \bar{R}_Y^\top",
     example=_qr_example,
 )
 def _qr(ctx: RuleContext):
@@ -252,7 +265,8 @@ def _qr(ctx: RuleContext):
         raise ValueError("qr(mode='r') does not keep Q, which the gradient needs")
     m, n = q.shape[-2], r.shape[-1]
     if mode == "complete" and m > n:
-        raise ValueError("qr(mode='complete') of a tall matrix: the extra columns of Q are not determined by A")
+        raise ValueError("qr(mode='complete') of a tall matrix: the extra columns of Q are not "
+                         "determined by A")
     gq, gr = grad_or_zeros(ctx, 0), grad_or_zeros(ctx, 1)
     y_grad = None
     if m < n:
@@ -272,14 +286,17 @@ def _qr(ctx: RuleContext):
 # ---------------------------------------------------------------- Householder products
 
 
-def _householder_grads(a: np.ndarray, tau: np.ndarray, gq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _householder_grads(
+    a: np.ndarray, tau: np.ndarray, gq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Gradients of the reflectors' storage `a` (..., m, n) and `tau` (..., k) from that of
     the full product Q = H_1 ... H_k (..., m, m), H_i = I - tau_i v_i v_i^T, where v_i is
     column i of `a` below the diagonal with a 1 on it (nothing else of `a` is read)."""
     m, k = a.shape[-2], tau.shape[-1]
     eye = np.eye(m)
     vs = np.tril(a[..., :, :k], -1) + np.eye(m, k)
-    hs = [eye - tau[..., i, None, None] * vs[..., :, i, None] * vs[..., None, :, i] for i in range(k)]
+    hs = [eye - tau[..., i, None, None] * vs[..., :, i, None] * vs[..., None, :, i]
+          for i in range(k)]
     before = [np.broadcast_to(eye, gq.shape)]  # H_1 ... H_{i-1}
     for h in hs[:-1]:
         before.append(before[-1] @ h)
@@ -295,7 +312,9 @@ def _householder_grads(a: np.ndarray, tau: np.ndarray, gq: np.ndarray) -> tuple[
     return a_grad, tau_grad
 
 
-def _reflectors(draw: Draw, m: int, n: int, k: int, rg: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+def _reflectors(
+    draw: Draw, m: int, n: int, k: int, rg: list[bool]
+) -> tuple[torch.Tensor, torch.Tensor]:
     batch = batch_shape(draw)
     a = tensor(draw, (*batch, m, n), low=-1.0, high=1.0, requires_grad=rg[0])
     tau = tensor(draw, (*batch, k), low=0.0, high=2.0, requires_grad=rg[1])
@@ -313,7 +332,9 @@ def _householder_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgHouseholderProductBackward0",
-    formula=r"Q = (H_1 \cdots H_k)_{:, :n},\ H_i = I - \tau_i v_i v_i^\top:\quad \bar{H}_i = (H_1 \cdots H_{i-1})^\top [\bar{Q}\ 0]\, (H_{i+1} \cdots H_k)^\top,\ \ \bar{\tau}_i = -v_i^\top \bar{H}_i v_i,\ \ \bar{v}_i = -\tau_i (\bar{H}_i + \bar{H}_i^\top) v_i",
+    formula=r"Q = (H_1 \cdots H_k)_{:, :n},\ H_i = I - \tau_i v_i v_i^\top:\quad \bar{H}_i = (H_1 "
+            r"\cdots H_{i-1})^\top [\bar{Q}\ 0]\, (H_{i+1} \cdots H_k)^\top,\ \ \bar{\tau}_i = "
+            r"-v_i^\top \bar{H}_i v_i,\ \ \bar{v}_i = -\tau_i (\bar{H}_i + \bar{H}_i^\top) v_i",
     example=_householder_example,
 )
 def _householder(ctx: RuleContext):
@@ -333,7 +354,8 @@ def _ormqr_example(draw: Draw) -> Case:
     rg = grad_flags(draw, 3)
     a, tau = _reflectors(draw, q_side, n, min(q_side, n), rg)
     c_batch = tuple(a.shape[:-2])
-    c = tensor(draw, (*c_batch, q_side, other) if left else (*c_batch, other, q_side), requires_grad=rg[2])
+    c_shape = (*c_batch, q_side, other) if left else (*c_batch, other, q_side)
+    c = tensor(draw, c_shape, requires_grad=rg[2])
     return Case(
         inputs=(a, tau, c),
         fn=lambda a, tau, c: torch.ormqr(a, tau, c, left=left, transpose=transpose),
@@ -342,7 +364,10 @@ def _ormqr_example(draw: Draw) -> Case:
 
 @rule(
     "OrmqrBackward0",
-    formula=r"Y = \operatorname{op}(Q) C\ (\text{or } C \operatorname{op}(Q)),\ Q = H_1 \cdots H_k:\quad \bar{C} = \operatorname{op}(Q)^\top \bar{Y},\ \ \bar{Q} = \operatorname{op}(\bar{Y} C^\top),\ \text{then } \bar{Q} \to (\bar{A}, \bar{\tau}) \text{ as for householder\_product}",
+    formula=r"Y = \operatorname{op}(Q) C\ (\text{or } C \operatorname{op}(Q)),\ Q = H_1 \cdots "
+            r"H_k:\quad \bar{C} = \operatorname{op}(Q)^\top \bar{Y},\ \ \bar{Q} = "
+            r"\operatorname{op}(\bar{Y} C^\top),\ \text{then } \bar{Q} \to (\bar{A}, \bar{\tau}) "
+            r"\text{ as for householder\_product}",
     example=_ormqr_example,
 )
 def _ormqr(ctx: RuleContext):
@@ -385,14 +410,17 @@ def _pinv_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgPinvBackward0",
-    formula=r"P = A^{+}:\quad \bar{A} = -P^\top \bar{P} P^\top + (I - AP)\,\bar{P}^\top P P^\top + P^\top P\,\bar{P}^\top (I - PA)",
+    formula=r"P = A^{+}:\quad \bar{A} = -P^\top \bar{P} P^\top + (I - AP)\,\bar{P}^\top P P^\top + "
+            r"P^\top P\,\bar{P}^\top (I - PA)",
     example=_pinv_example,
     note="Full-rank inputs only: pinv jumps where the rank changes.",
 )
 def _pinv(ctx: RuleContext):
     a, p = ctx["self"], ctx["result"]
     if np.any(np.linalg.matrix_rank(p) < min(a.shape[-2:])):
-        raise ValueError("pinv of a rank-deficient (or cutoff-truncated) matrix: not differentiable")
+        raise ValueError(
+            "pinv of a rank-deficient (or cutoff-truncated) matrix: not differentiable"
+        )
     return (_pinv_grad(a, p, ctx.grad),)
 
 
@@ -407,7 +435,8 @@ def _pinv_grad(a: np.ndarray, p: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def _lstsq_example(draw: Draw) -> Case:
-    batch, m, n, k = batch_shape(draw), draw_side(draw, "m"), draw_side(draw, "n"), draw_side(draw, "k")
+    batch = batch_shape(draw)
+    m, n, k = draw_side(draw, "m"), draw_side(draw, "n"), draw_side(draw, "k")
     rg = grad_flags(draw, 2)
     a = tensor(draw, (*batch, m, n), low=-1.0, high=1.0, requires_grad=False)
     a = (a + (min(m, n) + 1) * torch.eye(m, n, dtype=torch.float64)).requires_grad_(rg[0])
@@ -431,7 +460,10 @@ def _lstsq_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgLstsqBackward0",
-    formula=r"X = A^{+} B,\ r = \|A X - B\|^2_{\text{columns}}:\quad \bar{B} = A^{+\top} \bar{X} - 2 (AX - B) \operatorname{diag}(\bar{r}),\ \ \bar{A} = \overline{A}_{\operatorname{pinv}}(\bar{P} = \bar{X} B^\top) + 2 (AX - B) \operatorname{diag}(\bar{r}) X^\top",
+    formula=r"X = A^{+} B,\ r = \|A X - B\|^2_{\text{columns}}:\quad \bar{B} = A^{+\top} \bar{X} - "
+            r"2 (AX - B) \operatorname{diag}(\bar{r}),\ \ \bar{A} = "
+            r"\overline{A}_{\operatorname{pinv}}(\bar{P} = \bar{X} B^\top) + 2 (AX - B) "
+            r"\operatorname{diag}(\bar{r}) X^\top",
     example=_lstsq_example,
     note="Full-rank A only: the least-squares solution jumps where the rank changes.",
 )
@@ -445,8 +477,10 @@ def _lstsq(ctx: RuleContext):
     if vector:  # (the residuals keep their column dim of size 1 there)
         b, x, gx = b[..., None], x[..., None], gx[..., None]
     p = np.linalg.pinv(a)
-    if np.max(np.abs(p @ b - x), initial=0.0) > 1e-3 * max(1.0, float(np.max(np.abs(x), initial=0.0))):
-        raise ValueError("lstsq: the solution is not A^+ B (an rcond cutoff dropped singular values)")
+    size = max(1.0, float(np.max(np.abs(x), initial=0.0)))
+    if np.max(np.abs(p @ b - x), initial=0.0) > 1e-3 * size:
+        raise ValueError("lstsq: the solution is not A^+ B (an rcond cutoff dropped singular "
+                         "values)")
     a_grad = _pinv_grad(a, p, gx @ mT(b))
     b_grad = mT(p) @ gx
     if gr is not None and gr.size:
@@ -488,7 +522,8 @@ def _matrix_exp_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgMatrixExpBackward0",
-    formula=r"Y = e^{A}:\quad \bar{A} = \int_0^1 e^{sA^\top} \bar{Y} e^{(1-s)A^\top} ds = \Bigl[\exp\begin{pmatrix} A^\top & \bar{Y} \\ 0 & A^\top \end{pmatrix}\Bigr]_{12}",
+    formula=r"Y = e^{A}:\quad \bar{A} = \int_0^1 e^{sA^\top} \bar{Y} e^{(1-s)A^\top} ds = "
+            r"\Bigl[\exp\begin{pmatrix} A^\top & \bar{Y} \\ 0 & A^\top \end{pmatrix}\Bigr]_{12}",
     example=_matrix_exp_example,
 )
 def _matrix_exp(ctx: RuleContext):

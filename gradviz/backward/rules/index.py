@@ -127,7 +127,8 @@ def _index_example(draw: Draw) -> Case:
 
 @rule(
     "IndexBackward0",
-    formula=r"\bar{X} = 0,\ \ \bar{X}[I] \mathrel{+}= \bar{Y}\ \text{(repeated indices accumulate)}",
+    formula=r"\bar{X} = 0,\ \ \bar{X}[I] \mathrel{+}= \bar{Y}\ "
+    r"\text{(repeated indices accumulate)}",
     example=_index_example,
 )
 def _index(ctx: RuleContext):
@@ -148,7 +149,8 @@ def _index_select_example(draw: Draw) -> Case:
 
 @rule(
     "IndexSelectBackward0",
-    formula=r"\bar{X} = 0,\ \ \bar{X}[\ldots, \mathrm{idx}_j, \ldots] \mathrel{+}= \bar{Y}[\ldots, j, \ldots]",
+    formula=r"\bar{X} = 0,\ \ \bar{X}[\ldots, \mathrm{idx}_j, \ldots] \mathrel{+}= \bar{Y}[\ldots, "
+            r"j, \ldots]",
     example=_index_select_example,
 )
 def _index_select(ctx: RuleContext):
@@ -184,7 +186,8 @@ def _gather_example(draw: Draw) -> Case:
 
 @rule(
     "GatherBackward0",
-    formula=r"\bar{X} = 0,\ \ \bar{X}[\ldots, \mathrm{idx}[\mathbf{j}], \ldots] \mathrel{+}= \bar{Y}[\mathbf{j}]",
+    formula=r"\bar{X} = 0,\ \ \bar{X}[\ldots, \mathrm{idx}[\mathbf{j}], \ldots] \mathrel{+}= "
+            r"\bar{Y}[\mathbf{j}]",
     example=_gather_example,
 )
 def _gather(ctx: RuleContext):
@@ -204,7 +207,8 @@ def _take_example(draw: Draw) -> Case:
 
 @rule(
     "TakeBackward0",
-    formula=r"\bar{x}_{\text{flat}} = 0,\ \ \bar{x}_{\text{flat}}[\mathrm{idx}_j] \mathrel{+}= \bar{Y}_j",
+    formula=r"\bar{x}_{\text{flat}} = 0,\ \ \bar{x}_{\text{flat}}[\mathrm{idx}_j] \mathrel{+}= "
+            r"\bar{Y}_j",
     example=_take_example,
 )
 def _take(ctx: RuleContext):
@@ -225,7 +229,8 @@ def _masked_select_example(draw: Draw) -> Case:
 
 @rule(
     "MaskedSelectBackward0",
-    formula=r"\bar{X} = \operatorname{sum\_to}_{X}\big(0 \text{ with } \bar{Y} \text{ placed where } M\big)",
+    formula=r"\bar{X} = \operatorname{sum\_to}_{X}\big(0 \text{ with } \bar{Y} \text{ placed where "
+            r"} M\big)",
     example=_masked_select_example,
 )
 def _masked_select(ctx: RuleContext):
@@ -253,7 +258,8 @@ def _diag_copy_example(draw: Draw) -> Case:
     x = tensor(draw, s)
     if len(s) == 2:
         return Case(inputs=(x,), fn=lambda x: torch.diag(x, k))
-    d1, d2 = draw(st.lists(st.integers(0, len(s) - 1), min_size=2, max_size=2, unique=True), label="dims")
+    two = st.lists(st.integers(0, len(s) - 1), min_size=2, max_size=2, unique=True)
+    d1, d2 = draw(two, label="dims")
     return Case(inputs=(x,), fn=lambda x: torch.diagonal_copy(x, k, d1, d2))
 
 
@@ -296,7 +302,8 @@ def _diag_embed_example(draw: Draw) -> Case:
 
 @rule(
     "DiagEmbedBackward0",
-    formula=r"\bar{X}_{\ldots, i} = \bar{Y}_{\ldots, i, i+k, \ldots}\ \text{(the diagonal of } \bar{Y})",
+    formula=r"\bar{X}_{\ldots, i} = \bar{Y}_{\ldots, i, i+k, \ldots}\ \text{(the diagonal of } "
+            r"\bar{Y})",
     example=_diag_embed_example,
 )
 def _diag_embed(ctx: RuleContext):
@@ -317,7 +324,8 @@ def _unfold_example(draw: Draw) -> Case:
 
 @rule(
     "UnfoldBackward0",
-    formula=r"\bar{X}[\ldots, w s + j, \ldots] \mathrel{+}= \bar{Y}[\ldots, w, \ldots, j]\ \text{(overlapping windows add up)}",
+    formula=r"\bar{X}[\ldots, w s + j, \ldots] \mathrel{+}= \bar{Y}[\ldots, w, \ldots, j]\ "
+            r"\text{(overlapping windows add up)}",
     example=_unfold_example,
 )
 def _unfold(ctx: RuleContext):
@@ -395,7 +403,8 @@ def _repeat_example(draw: Draw) -> Case:
 
 @rule(
     "RepeatBackward0",
-    formula=r"\bar{X} = \textstyle\sum_{\text{copies}} \bar{Y}_{\text{copy}}\ \text{(add up every tile)}",
+    formula=r"\bar{X} = \textstyle\sum_{\text{copies}} \bar{Y}_{\text{copy}}\ \text{(add up every "
+            r"tile)}",
     example=_repeat_example,
 )
 def _repeat(ctx: RuleContext):
@@ -425,7 +434,8 @@ def _as_strided_example(draw: Draw) -> Case:
 
 @rule(
     "AsStridedBackward0",
-    formula=r"\bar{x}_{\text{flat}}[o + \textstyle\sum_k i_k s_k] \mathrel{+}= \bar{Y}_{i_1 \ldots i_n}",
+    formula=r"\bar{x}_{\text{flat}}[o + \textstyle\sum_k i_k s_k] \mathrel{+}= \bar{Y}_{i_1 \ldots "
+            r"i_n}",
     example=_as_strided_example,
     note="Exact when the input is contiguous and starts its own storage (a leaf or a fresh "
     "result); the node does not save the input's own strides or offset.",

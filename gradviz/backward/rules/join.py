@@ -34,7 +34,8 @@ def _cat_example(draw: Draw) -> Case:
 
 @rule(
     "CatBackward0",
-    formula=r"\bar{X}_i = \bar{Y}[\ldots, o_i : o_i + n_i, \ldots]\ \text{(the slice of } Y \text{ that } X_i \text{ filled)}",
+    formula=r"\bar{X}_i = \bar{Y}[\ldots, o_i : o_i + n_i, \ldots]\ \text{(the slice of } Y \text{ "
+            r"that } X_i \text{ filled)}",
     example=_cat_example,
 )
 def _cat(ctx: RuleContext):
@@ -130,7 +131,8 @@ def _split_grads(ctx: RuleContext):
     return (np.concatenate(grads, axis=d).reshape(ctx["self_sym_sizes"]),)
 
 
-_SPLIT_FORMULA = r"\bar{X} = \operatorname{cat}_d(\bar{Y}_1, \ldots, \bar{Y}_k)\ \text{(zeros for unused pieces)}"
+_SPLIT_FORMULA = (r"\bar{X} = \operatorname{cat}_d(\bar{Y}_1, \ldots, \bar{Y}_k)\ \text{(zeros for "
+                  r"unused pieces)}")
 
 
 def _split_any_example(draw: Draw) -> Case:
@@ -167,7 +169,8 @@ def _unbind_example(draw: Draw) -> Case:
 
 @rule(
     "UnbindBackward0",
-    formula=r"\bar{X} = \operatorname{stack}_d(\bar{Y}_1, \ldots, \bar{Y}_n)\ \text{(zeros for unused pieces)}",
+    formula=r"\bar{X} = \operatorname{stack}_d(\bar{Y}_1, \ldots, \bar{Y}_n)\ \text{(zeros for "
+            r"unused pieces)}",
     example=_unbind_example,
 )
 def _unbind(ctx: RuleContext):

@@ -44,8 +44,10 @@ def _batch_norm_example(draw) -> Case:
 
 @rule("NativeBatchNormBackward0",
       formula=r"\hat{x} = (x - \mu_c)\,r_c,\ y = \gamma_c \hat{x} + \beta_c:\quad "
-              r"\bar{\beta}_c = \textstyle\sum \bar{y},\ \bar{\gamma}_c = \textstyle\sum \bar{y} \odot \hat{x},\ "
-              r"\bar{x} = \gamma_c r_c \big(\bar{y} - \tfrac{1}{M}\bar{\beta}_c - \tfrac{1}{M}\hat{x}\,\bar{\gamma}_c\big) "
+              r"\bar{\beta}_c = \textstyle\sum \bar{y},\ \bar{\gamma}_c = \textstyle\sum \bar{y} "
+              r"\odot \hat{x},\ "
+              r"\bar{x} = \gamma_c r_c \big(\bar{y} - \tfrac{1}{M}\bar{\beta}_c - "
+              r"\tfrac{1}{M}\hat{x}\,\bar{\gamma}_c\big) "
               r"\text{ (training: batch } \mu, r\text{); eval: } \bar{x} = \gamma_c r_c\,\bar{y}",
       example=_batch_norm_example)
 def _batch_norm(ctx: RuleContext):
@@ -94,9 +96,12 @@ def _layer_norm_example(draw) -> Case:
 
 
 @rule("NativeLayerNormBackward0",
-      formula=r"\hat{x} = (x - \mu) r \text{ over the last dims},\ y = \gamma \odot \hat{x} + \beta:\quad "
-              r"\bar{\beta} = \textstyle\sum_{\text{rows}} \bar{y},\ \bar{\gamma} = \textstyle\sum_{\text{rows}} \bar{y} \odot \hat{x},\ "
-              r"\bar{x} = r\big(\hat{g} - \overline{\hat{g}} - \hat{x}\,\overline{\hat{g} \odot \hat{x}}\big),\ \hat{g} = \gamma \odot \bar{y}",
+      formula=r"\hat{x} = (x - \mu) r \text{ over the last dims},\ y = \gamma \odot \hat{x} + "
+              r"\beta:\quad "
+              r"\bar{\beta} = \textstyle\sum_{\text{rows}} \bar{y},\ \bar{\gamma} = "
+              r"\textstyle\sum_{\text{rows}} \bar{y} \odot \hat{x},\ "
+              r"\bar{x} = r\big(\hat{g} - \overline{\hat{g}} - \hat{x}\,\overline{\hat{g} \odot "
+              r"\hat{x}}\big),\ \hat{g} = \gamma \odot \bar{y}",
       example=_layer_norm_example)
 def _layer_norm(ctx: RuleContext):
     x, g = ctx["input"], ctx.grad
@@ -131,7 +136,8 @@ def _group_norm_example(draw) -> Case:
 
 @rule("NativeGroupNormBackward0",
       formula=r"\hat{x} = (x - \mu_{n,g}) r_{n,g},\ y = \gamma_c \hat{x} + \beta_c:\quad "
-              r"\bar{x} = r\big(\hat{g} - \overline{\hat{g}} - \hat{x}\,\overline{\hat{g} \odot \hat{x}}\big) \text{ per (sample, group)},\ \hat{g} = \gamma_c \bar{y}",
+              r"\bar{x} = r\big(\hat{g} - \overline{\hat{g}} - \hat{x}\,\overline{\hat{g} \odot "
+              r"\hat{x}}\big) \text{ per (sample, group)},\ \hat{g} = \gamma_c \bar{y}",
       example=_group_norm_example)
 def _group_norm(ctx: RuleContext):
     x, g = ctx["input"], ctx.grad
@@ -169,7 +175,8 @@ def _embedding_example(draw) -> Case:
 
 @rule("EmbeddingBackward0",
       formula=r"y_{i} = W_{t_i}:\quad \bar{W}_{r} = \textstyle\sum_{i:\,t_i = r} \bar{y}_{i}"
-              r"\ \ (0 \text{ for the padding row; } / \#\{i: t_i = r\} \text{ if scale\_grad\_by\_freq})",
+              r"\ \ (0 \text{ for the padding row; } / \#\{i: t_i = r\} \text{ if "
+              r"scale\_grad\_by\_freq})",
       example=_embedding_example)
 def _embedding(ctx: RuleContext):
     idx = ctx["indices"].astype(np.int64).reshape(-1)
@@ -193,7 +200,8 @@ def _embedding_bag_example(draw) -> Case:
     total = draw(st.integers(1, 8))
     idx = torch.from_numpy(rng.integers(0, num, size=total))
     bags = draw(st.integers(1, 3))
-    offsets = torch.from_numpy(np.sort(np.concatenate([[0], rng.integers(0, total + 1, size=bags - 1)])))
+    cuts = rng.integers(0, total + 1, size=bags - 1)
+    offsets = torch.from_numpy(np.sort(np.concatenate([[0], cuts])))
     mode = draw(st.sampled_from(["sum", "mean", "max"]))
     psw = None
     if mode == "sum" and draw(st.booleans()):
@@ -209,8 +217,10 @@ def _embedding_bag_example(draw) -> Case:
 
 @rule("EmbeddingBagBackward0",
       formula=r"y_b = \operatorname{reduce}_{i \in b}\,(s_i W_{t_i}):\quad "
-              r"\bar{W}_{t_i} \mathrel{+}= s_i \bar{y}_{b(i)} \ (\text{sum}),\ \bar{y}_{b(i)}/|b| \ (\text{mean}),\ "
-              r"\bar{y}_b \text{ at the argmax row (max)};\ \bar{s}_i = \bar{y}_{b(i)} \cdot W_{t_i}",
+              r"\bar{W}_{t_i} \mathrel{+}= s_i \bar{y}_{b(i)} \ (\text{sum}),\ \bar{y}_{b(i)}/|b| "
+              r"\ (\text{mean}),\ "
+              r"\bar{y}_b \text{ at the argmax row (max)};\ \bar{s}_i = \bar{y}_{b(i)} \cdot "
+              r"W_{t_i}",
       example=_embedding_bag_example)
 def _embedding_bag(ctx: RuleContext):
     idx = ctx["indices"].astype(np.int64)
@@ -299,7 +309,8 @@ def _sdpa_example(draw) -> Case:
 
 @rule("ScaledDotProductFlashAttentionForCpuBackward0",
       formula=r"S = s\,QK^{\top} + M,\ P = \operatorname{softmax}(S),\ O = PV:\quad "
-              r"\bar{V} = P^{\top}\bar{O},\ \bar{P} = \bar{O}V^{\top},\ \bar{S} = P \odot (\bar{P} - \operatorname{rowsum}(\bar{P} \odot P)),\ "
+              r"\bar{V} = P^{\top}\bar{O},\ \bar{P} = \bar{O}V^{\top},\ \bar{S} = P \odot (\bar{P} "
+              r"- \operatorname{rowsum}(\bar{P} \odot P)),\ "
               r"\bar{Q} = s\,\bar{S}K,\ \bar{K} = s\,\bar{S}^{\top}Q",
       example=_sdpa_example)
 def _sdpa(ctx: RuleContext):

@@ -62,7 +62,8 @@ def _addmm_example(draw: Draw) -> Case:
 
 @rule(
     "AddmmBackward0",
-    formula=r"Y = \beta M + \alpha A B:\quad \bar{M} = \beta\,\bar{Y},\ \ \bar{A} = \alpha\,\bar{Y} B^\top,\ \ \bar{B} = \alpha\,A^\top \bar{Y}",
+    formula=r"Y = \beta M + \alpha A B:\quad \bar{M} = \beta\,\bar{Y},\ \ \bar{A} = "
+            r"\alpha\,\bar{Y} B^\top,\ \ \bar{B} = \alpha\,A^\top \bar{Y}",
     example=_addmm_example,
 )
 def _addmm(ctx: RuleContext):
@@ -133,7 +134,8 @@ def _bmm_example(draw: Draw) -> Case:
 
 @rule(
     "BmmBackward0",
-    formula=r"Y_i = A_i B_i:\quad \bar{A}_i = \bar{Y}_i B_i^\top,\ \ \bar{B}_i = A_i^\top \bar{Y}_i",
+    formula=r"Y_i = A_i B_i:\quad "
+    r"\bar{A}_i = \bar{Y}_i B_i^\top,\ \ \bar{B}_i = A_i^\top \bar{Y}_i",
     example=_bmm_example,
 )
 def _bmm(ctx: RuleContext):
@@ -144,7 +146,8 @@ def _bmm(ctx: RuleContext):
 
 
 def _baddbmm_example(draw: Draw) -> Case:
-    batch, n, k, m = draw_side(draw, "batch"), draw_side(draw, "n"), draw_side(draw, "k"), draw_side(draw, "m")
+    batch, n = draw_side(draw, "batch"), draw_side(draw, "n")
+    k, m = draw_side(draw, "k"), draw_side(draw, "m")
     rg = grad_flags(draw, 3)
     bias_shape = draw(
         st.sampled_from([(batch, n, m), (n, m), (1, n, m), (m,), (batch, 1, 1)]), label="bias shape"
@@ -160,7 +163,8 @@ def _baddbmm_example(draw: Draw) -> Case:
 
 @rule(
     "BaddbmmBackward0",
-    formula=r"Y_i = \beta M_i + \alpha A_i B_i:\quad \bar{M} = \beta\,\bar{Y},\ \ \bar{A}_i = \alpha\,\bar{Y}_i B_i^\top,\ \ \bar{B}_i = \alpha\,A_i^\top \bar{Y}_i",
+    formula=r"Y_i = \beta M_i + \alpha A_i B_i:\quad \bar{M} = \beta\,\bar{Y},\ \ \bar{A}_i = "
+            r"\alpha\,\bar{Y}_i B_i^\top,\ \ \bar{B}_i = \alpha\,A_i^\top \bar{Y}_i",
     example=_baddbmm_example,
 )
 def _baddbmm(ctx: RuleContext):
@@ -172,7 +176,8 @@ def _baddbmm(ctx: RuleContext):
 
 
 def _addbmm_example(draw: Draw) -> Case:
-    batch, n, k, m = draw_side(draw, "batch"), draw_side(draw, "n"), draw_side(draw, "k"), draw_side(draw, "m")
+    batch, n = draw_side(draw, "batch"), draw_side(draw, "n")
+    k, m = draw_side(draw, "k"), draw_side(draw, "m")
     rg = grad_flags(draw, 3)
     bias_shape = draw(st.sampled_from([(n, m), (m,), (n, 1), ()]), label="bias shape")
     bias = tensor(draw, bias_shape, requires_grad=rg[0])
@@ -186,7 +191,8 @@ def _addbmm_example(draw: Draw) -> Case:
 
 @rule(
     "AddbmmBackward0",
-    formula=r"Y = \beta M + \alpha \textstyle\sum_i A_i B_i:\quad \bar{M} = \beta\,\bar{Y},\ \ \bar{A}_i = \alpha\,\bar{Y} B_i^\top,\ \ \bar{B}_i = \alpha\,A_i^\top \bar{Y}",
+    formula=r"Y = \beta M + \alpha \textstyle\sum_i A_i B_i:\quad \bar{M} = \beta\,\bar{Y},\ \ "
+            r"\bar{A}_i = \alpha\,\bar{Y} B_i^\top,\ \ \bar{B}_i = \alpha\,A_i^\top \bar{Y}",
     example=_addbmm_example,
 )
 def _addbmm(ctx: RuleContext):
@@ -242,7 +248,8 @@ def _addmv_example(draw: Draw) -> Case:
 
 @rule(
     "AddmvBackward0",
-    formula=r"y = \beta m + \alpha A v:\quad \bar{m} = \beta\,\bar{y},\ \ \bar{A} = \alpha\,\bar{y}\,v^\top,\ \ \bar{v} = \alpha\,A^\top \bar{y}",
+    formula=r"y = \beta m + \alpha A v:\quad \bar{m} = \beta\,\bar{y},\ \ \bar{A} = "
+            r"\alpha\,\bar{y}\,v^\top,\ \ \bar{v} = \alpha\,A^\top \bar{y}",
     example=_addmv_example,
 )
 def _addmv(ctx: RuleContext):
@@ -270,7 +277,8 @@ def _addr_example(draw: Draw) -> Case:
 
 @rule(
     "AddrBackward0",
-    formula=r"Y = \beta M + \alpha\,u v^\top:\quad \bar{M} = \beta\,\bar{Y},\ \ \bar{u} = \alpha\,\bar{Y} v,\ \ \bar{v} = \alpha\,\bar{Y}^\top u",
+    formula=r"Y = \beta M + \alpha\,u v^\top:\quad \bar{M} = \beta\,\bar{Y},\ \ \bar{u} = "
+            r"\alpha\,\bar{Y} v,\ \ \bar{v} = \alpha\,\bar{Y}^\top u",
     example=_addr_example,
 )
 def _addr(ctx: RuleContext):
@@ -311,7 +319,8 @@ def _vdot_example(draw: Draw) -> Case:
 
 @rule(
     "VdotBackward0",
-    formula=r"y = \bar{u}^{*} \cdot v \text{ (real: } u \cdot v):\quad \bar{u} = \bar{y}\, v,\ \ \bar{v} = \bar{y}\, u",
+    formula=r"y = \bar{u}^{*} \cdot v \text{ (real: } u \cdot v):\quad \bar{u} = \bar{y}\, v,\ \ "
+            r"\bar{v} = \bar{y}\, u",
     example=_vdot_example,
     note="Real inputs only; complex vdot conjugates its first argument.",
 )
@@ -358,7 +367,10 @@ def _cdist_example(draw: Draw) -> Case:
 
 @rule(
     "CdistBackward0",
-    formula=r"d_{ij} = \|x_i - y_j\|_p:\quad \bar{x}_i = \sum_j \bar{d}_{ij}\, \frac{\operatorname{sign}(x_i - y_j)\,|x_i - y_j|^{p-1}}{d_{ij}^{\,p-1}},\ \ \bar{y}_j = -\sum_i (\ldots)\ \ (0 \text{ where } d_{ij} = 0;\ p = \infty: \text{ties share})",
+    formula=r"d_{ij} = \|x_i - y_j\|_p:\quad \bar{x}_i = \sum_j \bar{d}_{ij}\, "
+            r"\frac{\operatorname{sign}(x_i - y_j)\,|x_i - y_j|^{p-1}}{d_{ij}^{\,p-1}},\ \ "
+            r"\bar{y}_j = -\sum_i (\ldots)\ \ (0 \text{ where } d_{ij} = 0;\ p = \infty: "
+            r"\text{ties share})",
     example=_cdist_example,
 )
 def _cdist(ctx: RuleContext):
@@ -416,7 +428,9 @@ def _euclidean_dist_example(draw: Draw) -> Case:
 
 @rule(
     "EuclideanDistBackward0",
-    formula=r"d_{ij} = \|x_i - y_j\|_2:\quad \bar{x}_i = \sum_j \bar{d}_{ij} \frac{x_i - y_j}{d_{ij}},\ \ \bar{y}_j = -\sum_i \bar{d}_{ij} \frac{x_i - y_j}{d_{ij}}\ \ (0 \text{ where } d_{ij} = 0)",
+    formula=r"d_{ij} = \|x_i - y_j\|_2:\quad \bar{x}_i = \sum_j \bar{d}_{ij} \frac{x_i - "
+            r"y_j}{d_{ij}},\ \ \bar{y}_j = -\sum_i \bar{d}_{ij} \frac{x_i - y_j}{d_{ij}}\ \ (0 "
+            r"\text{ where } d_{ij} = 0)",
     example=_euclidean_dist_example,
     note="d is the forward's own value (computed as sqrt(|x|^2 + |y|^2 - 2 x.y), clamped at 0).",
 )
@@ -442,7 +456,11 @@ def _cross_example(draw: Draw) -> Case:
     full = full[:dim] + (3,) + full[dim:-1]  # the size-3 dim moved to `dim`
     rg = grad_flags(draw, 2)
     # Both inputs have the same number of dims (linalg.cross requires it) but may broadcast.
-    s1, s2 = (tuple(1 if i != dim and draw(st.booleans(), label="size 1") else n for i, n in enumerate(full)) for _ in range(2))
+    s1, s2 = (
+        tuple(1 if i != dim and draw(st.booleans(), label="size 1") else n
+              for i, n in enumerate(full))
+        for _ in range(2)
+    )
     a, b = tensor(draw, s1, requires_grad=rg[0]), tensor(draw, s2, requires_grad=rg[1])
     how = draw(st.sampled_from(["linalg.cross", "negative dim", "torch.cross"]), label="how")
     if how == "negative dim":
@@ -486,13 +504,17 @@ def _bilinear_example(draw: Draw) -> Case:
 
 @rule(
     "TrilinearBackward0",
-    formula=r"Y = \textstyle\sum_{\text{sumdim}} \hat{A}\hat{B}\hat{C}\ (\hat{\cdot}\text{: unsqueezed at expand}):\quad \bar{A} = \operatorname{sum\_to}_{\hat{A}}\big(\bar{Y}\hat{B}\hat{C}\big)\text{, likewise } \bar{B}, \bar{C}",
+    formula=r"Y = \textstyle\sum_{\text{sumdim}} \hat{A}\hat{B}\hat{C}\ (\hat{\cdot}\text{: "
+            r"unsqueezed at expand}):\quad \bar{A} = "
+            r"\operatorname{sum\_to}_{\hat{A}}\big(\bar{Y}\hat{B}\hat{C}\big)\text{, likewise } "
+            r"\bar{B}, \bar{C}",
     example=_bilinear_example,
 )
 def _trilinear(ctx: RuleContext):
     # Each factor is unsqueezed at its expand dims, the three broadcast and multiply, and the
     # product is summed over sumdim. A factor is saved only when another's gradient needs it.
-    factors = [None if ctx[f"i{k}"] is None else np.expand_dims(ctx[f"i{k}"], tuple(ctx[f"expand{k}"]))
+    factors = [None if ctx[f"i{k}"] is None
+               else np.expand_dims(ctx[f"i{k}"], tuple(ctx[f"expand{k}"]))
                for k in (1, 2, 3)]
     g = np.expand_dims(ctx.grad, tuple(ctx["sumdim"]))
     grads: list[np.ndarray | None] = []

@@ -60,7 +60,8 @@ _plain_softmax_example = _softmax_example(F.softmax)
 
 
 @rule("SoftmaxBackward0",
-      formula=r"y = \operatorname{softmax}(x):\quad \bar{x} = y \odot \big(\bar{y} - \textstyle\sum_{d} \bar{y} \odot y\big)",
+      formula=r"y = \operatorname{softmax}(x):\quad \bar{x} = y \odot \big(\bar{y} - "
+              r"\textstyle\sum_{d} \bar{y} \odot y\big)",
       example=_plain_softmax_example)
 def _softmax(ctx: RuleContext):
     y, g = ctx["result"], ctx.grad
@@ -72,7 +73,8 @@ _log_softmax_example = _softmax_example(F.log_softmax)
 
 
 @rule("LogSoftmaxBackward0",
-      formula=r"y = \log\operatorname{softmax}(x):\quad \bar{x} = \bar{y} - e^{y} \textstyle\sum_{d} \bar{y}",
+      formula=r"y = \log\operatorname{softmax}(x):\quad \bar{x} = \bar{y} - e^{y} "
+              r"\textstyle\sum_{d} \bar{y}",
       example=_log_softmax_example)
 def _log_softmax(ctx: RuleContext):
     y, g = ctx["result"], ctx.grad
@@ -90,7 +92,8 @@ def _safe_softmax_example(draw) -> Case:
 
 
 @rule("SafeSoftmaxBackward0",
-      formula=r"y = \operatorname{softmax}(x) \text{ (0 on all-}{-\infty}\text{ rows)}:\quad \bar{x} = y \odot \big(\bar{y} - \textstyle\sum_{d} \bar{y} \odot y\big)",
+      formula=r"y = \operatorname{softmax}(x) \text{ (0 on all-}{-\infty}\text{ rows)}:\quad "
+              r"\bar{x} = y \odot \big(\bar{y} - \textstyle\sum_{d} \bar{y} \odot y\big)",
       example=_safe_softmax_example)
 def _safe_softmax(ctx: RuleContext):
     return _softmax(ctx)
@@ -152,14 +155,16 @@ def _nll(ctx: RuleContext):
 
 @rule("NllLossBackward0",
       formula=r"\ell_i = -w_{t_i} x_{i, t_i}:\quad \bar{x}_{i, t_i} = -w_{t_i}\,\bar{\ell}_i"
-              r"\ \big(/\textstyle\sum_{j} w_{t_j} \text{ for mean}\big),\ 0 \text{ elsewhere and where } t_i = \text{ignore}",
+              r"\ \big(/\textstyle\sum_{j} w_{t_j} \text{ for mean}\big),\ 0 \text{ elsewhere and "
+              r"where } t_i = \text{ignore}",
       example=_nll_example(False))
 def _nll_loss(ctx: RuleContext):
     return _nll(ctx)
 
 
 @rule("NllLoss2DBackward0",
-      formula=r"\ell_{i,h,w} = -w_{t} x_{i, t, h, w}:\quad \bar{x}_{i, t_{ihw}, h, w} = -w_{t_{ihw}}\,\bar{\ell}_{ihw}"
+      formula=r"\ell_{i,h,w} = -w_{t} x_{i, t, h, w}:\quad \bar{x}_{i, t_{ihw}, h, w} = "
+              r"-w_{t_{ihw}}\,\bar{\ell}_{ihw}"
               r"\ \big(/\textstyle\sum w_{t} \text{ for mean}\big)",
       example=_nll_example(True))
 def _nll_loss_2d(ctx: RuleContext):
@@ -188,7 +193,8 @@ _mse_example = _pair_loss_example(F.mse_loss)
 
 
 @rule("MseLossBackward0",
-      formula=r"\ell = (x - t)^{2}:\quad \bar{x} = 2 (x - t) \odot \bar{\ell}\ (/N \text{ for mean}),\ \bar{t} = -\bar{x}",
+      formula=r"\ell = (x - t)^{2}:\quad \bar{x} = 2 (x - t) \odot \bar{\ell}\ (/N \text{ for "
+              r"mean}),\ \bar{t} = -\bar{x}",
       example=_mse_example)
 def _mse(ctx: RuleContext):
     x, t = ctx["self"], ctx["target"]
@@ -200,7 +206,8 @@ _smooth_l1_example = _pair_loss_example(F.smooth_l1_loss, beta=[1.0, 0.5, 2.0])
 
 
 @rule("SmoothL1LossBackward0",
-      formula=r"d = x - t:\quad \bar{x} = \bar{\ell} \odot \begin{cases} d/\beta & |d| < \beta \\ \operatorname{sign}(d) & \text{else} \end{cases},\ \bar{t} = -\bar{x}",
+      formula=r"d = x - t:\quad \bar{x} = \bar{\ell} \odot \begin{cases} d/\beta & |d| < \beta \\ "
+              r"\operatorname{sign}(d) & \text{else} \end{cases},\ \bar{t} = -\bar{x}",
       example=_smooth_l1_example)
 def _smooth_l1(ctx: RuleContext):
     x, t, beta = ctx["self"], ctx["target"], ctx["beta"]
@@ -214,7 +221,8 @@ _huber_example = _pair_loss_example(F.huber_loss, delta=[1.0, 0.5, 2.0])
 
 
 @rule("HuberLossBackward0",
-      formula=r"d = x - t:\quad \bar{x} = \bar{\ell} \odot \begin{cases} d & |d| < \delta \\ \delta\operatorname{sign}(d) & \text{else} \end{cases},\ \bar{t} = -\bar{x}",
+      formula=r"d = x - t:\quad \bar{x} = \bar{\ell} \odot \begin{cases} d & |d| < \delta \\ "
+              r"\delta\operatorname{sign}(d) & \text{else} \end{cases},\ \bar{t} = -\bar{x}",
       example=_huber_example)
 def _huber(ctx: RuleContext):
     x, t, delta = ctx["self"], ctx["target"], ctx["delta"]
@@ -238,7 +246,8 @@ def _bce_example(draw) -> Case:
 
 
 @rule("BinaryCrossEntropyBackward0",
-      formula=r"\ell = -w\,(t \ln p + (1 - t)\ln(1 - p)):\quad \bar{p} = \bar{\ell} \odot w\,\frac{p - t}{p(1 - p)},\ "
+      formula=r"\ell = -w\,(t \ln p + (1 - t)\ln(1 - p)):\quad \bar{p} = \bar{\ell} \odot "
+              r"w\,\frac{p - t}{p(1 - p)},\ "
               r"\bar{t} = \bar{\ell} \odot w \ln\frac{1 - p}{p}\ \ (/N \text{ for mean})",
       example=_bce_example)
 def _bce(ctx: RuleContext):
@@ -275,7 +284,8 @@ def _log_sigmoid(x: np.ndarray) -> np.ndarray:
 @rule("BinaryCrossEntropyWithLogitsBackward0",
       formula=r"\ell = -w\,(q\,t \ln\sigma(x) + (1 - t)\ln(1 - \sigma(x))):\quad "
               r"\bar{x} = \bar{\ell} \odot w\,((q t + 1 - t)\sigma(x) - q t),\ "
-              r"\bar{t} = \bar{\ell} \odot w\,(\ln\sigma(-x) - q \ln\sigma(x))\ \ (/N \text{ for mean})",
+              r"\bar{t} = \bar{\ell} \odot w\,(\ln\sigma(-x) - q \ln\sigma(x))\ \ (/N \text{ for "
+              r"mean})",
       example=_bce_logits_example)
 def _bce_logits(ctx: RuleContext):
     x, t = ctx["self"], ctx["target"]
@@ -311,8 +321,10 @@ def _multi_margin_example(draw) -> Case:
 
 
 @rule("MultiMarginLossBackward0",
-      formula=r"h_{ij} = \max(0, m - x_{i t_i} + x_{ij}),\ \ell_i = \tfrac1C \textstyle\sum_{j \ne t_i} w_{t_i} h_{ij}^{p}:\quad "
-              r"\bar{x}_{ij} = \tfrac{\bar{\ell}_i}{C} w_{t_i} p\,h_{ij}^{p-1}\ (j \ne t_i),\ \bar{x}_{i t_i} = -\textstyle\sum_{j \ne t_i} \bar{x}_{ij}",
+      formula=r"h_{ij} = \max(0, m - x_{i t_i} + x_{ij}),\ \ell_i = \tfrac1C \textstyle\sum_{j \ne "
+              r"t_i} w_{t_i} h_{ij}^{p}:\quad "
+              r"\bar{x}_{ij} = \tfrac{\bar{\ell}_i}{C} w_{t_i} p\,h_{ij}^{p-1}\ (j \ne t_i),\ "
+              r"\bar{x}_{i t_i} = -\textstyle\sum_{j \ne t_i} \bar{x}_{ij}",
       example=_multi_margin_example)
 def _multi_margin(ctx: RuleContext):
     x, t = ctx["self"], ctx["target"].astype(np.int64)
@@ -356,7 +368,8 @@ def _soft_margin_example(draw: Draw) -> Case:
 
 @rule(
     "SoftMarginLossBackward0",
-    formula=r"\ell_i = \log(1 + e^{-t_i x_i}):\quad \bar{x}_i = -\bar{\ell}\,\frac{t_i}{1 + e^{t_i x_i}}\ \ (\times 1/n \text{ for the mean})",
+    formula=r"\ell_i = \log(1 + e^{-t_i x_i}):\quad \bar{x}_i = -\bar{\ell}\,\frac{t_i}{1 + e^{t_i "
+            r"x_i}}\ \ (\times 1/n \text{ for the mean})",
     example=_soft_margin_example,
 )
 def _soft_margin(ctx: RuleContext):

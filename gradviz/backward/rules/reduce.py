@@ -77,7 +77,8 @@ def _sum_dim_example(draw: Draw) -> Case:
 
 @rule(
     "SumBackward1",
-    formula=r"y = \textstyle\sum_{d \in D} x:\quad \bar{x} = \operatorname{expand}(\bar{y}) \text{ along } D",
+    formula=r"y = \textstyle\sum_{d \in D} x:\quad \bar{x} = \operatorname{expand}(\bar{y}) \text{ "
+            r"along } D",
     example=_sum_dim_example,
 )
 def _sum_dim(ctx: RuleContext):
@@ -109,7 +110,8 @@ def _mean_dim_example(draw: Draw) -> Case:
 
 @rule(
     "MeanBackward1",
-    formula=r"y = \tfrac{1}{N}\textstyle\sum_{d \in D} x:\quad \bar{x} = \operatorname{expand}(\bar{y}) / N,\ \ N = \prod_{d\in D} n_d",
+    formula=r"y = \tfrac{1}{N}\textstyle\sum_{d \in D} x:\quad \bar{x} = "
+            r"\operatorname{expand}(\bar{y}) / N,\ \ N = \prod_{d\in D} n_d",
     example=_mean_dim_example,
 )
 def _mean_dim(ctx: RuleContext):
@@ -132,7 +134,8 @@ def _nansum_example(draw: Draw) -> Case:
 
 @rule(
     "NansumBackward0",
-    formula=r"y = \textstyle\sum_{x_i \neq \mathrm{NaN}} x_i:\quad \bar{x}_i = \bar{y}\,[x_i \neq \mathrm{NaN}]",
+    formula=r"y = \textstyle\sum_{x_i \neq \mathrm{NaN}} x_i:\quad \bar{x}_i = \bar{y}\,[x_i \neq "
+            r"\mathrm{NaN}]",
     example=_nansum_example,
 )
 def _nansum(ctx: RuleContext):
@@ -158,7 +161,8 @@ def _whole_example(method: str):
     return example
 
 
-_EVENLY = r"y = {op}_i\,x_i:\quad \bar{{x}}_i = \bar{{y}}\,[x_i = y] \,/\, \#\{{j : x_j = y\}}\ \text{{(ties share evenly)}}"
+_EVENLY = (r"y = {op}_i\,x_i:\quad \bar{{x}}_i = \bar{{y}}\,[x_i = y] \,/\, \#\{{j : x_j = y\}}\ "
+           r"\text{{(ties share evenly)}}")
 
 
 @rule("MaxBackward1", formula=_EVENLY.format(op=r"\max"), example=_whole_example("max"))
@@ -214,7 +218,8 @@ def _by_index_example(method: str):
     return example
 
 
-_BY_INDEX = r"(y, i) = {op}_d\,x:\quad \bar{{x}} = 0,\ \ \bar{{x}}[\ldots, i, \ldots] = \bar{{y}}\ \text{{(the saved index picks the winner)}}"
+_BY_INDEX = (r"(y, i) = {op}_d\,x:\quad \bar{{x}} = 0,\ \ \bar{{x}}[\ldots, i, \ldots] = "
+             r"\bar{{y}}\ \text{{(the saved index picks the winner)}}")
 
 
 def _by_index(ctx: RuleContext):
@@ -266,7 +271,8 @@ def _sort_example(stable: bool):
     return example
 
 
-_SORT = r"(y, i) = \operatorname{sort}_d\,x:\quad \bar{x}[\ldots, i_j, \ldots] = \bar{y}[\ldots, j, \ldots]"
+_SORT = (r"(y, i) = \operatorname{sort}_d\,x:\quad \bar{x}[\ldots, i_j, \ldots] = \bar{y}[\ldots, "
+         r"j, \ldots]")
 
 
 @rule("SortBackward0", formula=_SORT, example=_sort_example(False))
@@ -291,7 +297,8 @@ def _topk_example(draw: Draw) -> Case:
 
 @rule(
     "TopkBackward0",
-    formula=r"(y, i) = \operatorname{topk}_d\,x:\quad \bar{x} = 0,\ \ \bar{x}[\ldots, i_j, \ldots] = \bar{y}[\ldots, j, \ldots]",
+    formula=r"(y, i) = \operatorname{topk}_d\,x:\quad \bar{x} = 0,\ \ \bar{x}[\ldots, i_j, \ldots] "
+            r"= \bar{y}[\ldots, j, \ldots]",
     example=_topk_example,
 )
 def _topk(ctx: RuleContext):
@@ -323,7 +330,8 @@ def _share_ties(
     return np.where(mask, g / count, 0.0)
 
 
-_SHARE = r"y = {op}_{{d \in D}}\,x:\quad \bar{{x}} = \bar{{y}}\,[x = y] \,/\, \#\{{\text{{ties along }} D\}}"
+_SHARE = (r"y = {op}_{{d \in D}}\,x:\quad \bar{{x}} = \bar{{y}}\,[x = y] \,/\, \#\{{\text{{ties "
+          r"along }} D\}}")
 
 
 @rule(
@@ -356,7 +364,8 @@ def _aminmax_example(draw: Draw) -> Case:
 
 @rule(
     "AminmaxBackward0",
-    formula=r"(m, M) = \operatorname{aminmax}_d\,x:\quad \bar{x} = \bar{m}\,[x = m] / \#\{x = m\} + \bar{M}\,[x = M] / \#\{x = M\}",
+    formula=r"(m, M) = \operatorname{aminmax}_d\,x:\quad \bar{x} = \bar{m}\,[x = m] / \#\{x = m\} "
+            r"+ \bar{M}\,[x = M] / \#\{x = M\}",
     example=_aminmax_example,
 )
 def _aminmax(ctx: RuleContext):
@@ -379,7 +388,8 @@ def _cum_extreme_example(method: str):
     return example
 
 
-_CUM_EXTREME = r"(y, i) = \operatorname{{{op}}}_d\,x:\quad \bar{{x}}[\ldots, k, \ldots] = \textstyle\sum_{{j : i_j = k}} \bar{{y}}[\ldots, j, \ldots]"
+_CUM_EXTREME = (r"(y, i) = \operatorname{{{op}}}_d\,x:\quad \bar{{x}}[\ldots, k, \ldots] = "
+                r"\textstyle\sum_{{j : i_j = k}} \bar{{y}}[\ldots, j, \ldots]")
 
 
 def _cum_extreme(ctx: RuleContext):
@@ -457,7 +467,8 @@ def _prod_dim_example(draw: Draw) -> Case:
 
 @rule(
     "ProdBackward1",
-    formula=r"y = \textstyle\prod_{d} x:\quad \bar{x}_k = \bar{y} \prod_{j \neq k} x_j \text{ along } d",
+    formula=r"y = \textstyle\prod_{d} x:\quad \bar{x}_k = \bar{y} \prod_{j \neq k} x_j \text{ "
+            r"along } d",
     example=_prod_dim_example,
 )
 def _prod_dim(ctx: RuleContext):
@@ -514,7 +525,8 @@ def _std_grad(
 
 @rule(
     "VarBackward0",
-    formula=r"y = \tfrac{1}{N - c}\textstyle\sum (x - \mu)^2:\quad \bar{x} = \bar{y}\,\tfrac{2}{N - c}\,(x - \mu)",
+    formula=r"y = \tfrac{1}{N - c}\textstyle\sum (x - \mu)^2:\quad \bar{x} = \bar{y}\,\tfrac{2}{N "
+            r"- c}\,(x - \mu)",
     example=_var_example("var"),
 )
 def _var(ctx: RuleContext):
@@ -523,7 +535,8 @@ def _var(ctx: RuleContext):
 
 @rule(
     "StdBackward0",
-    formula=r"y = \sqrt{\tfrac{1}{N - c}\textstyle\sum (x - \mu)^2}:\quad \bar{x} = \bar{y}\,\tfrac{x - \mu}{(N - c)\,y}",
+    formula=r"y = \sqrt{\tfrac{1}{N - c}\textstyle\sum (x - \mu)^2}:\quad \bar{x} = "
+            r"\bar{y}\,\tfrac{x - \mu}{(N - c)\,y}",
     example=_var_example("std"),
 )
 def _std(ctx: RuleContext):
@@ -555,7 +568,8 @@ def _var_mean_example(method: str):
 
 @rule(
     "VarMeanBackward0",
-    formula=r"(v, \mu) = \operatorname{var\_mean}(x):\quad \bar{x} = \bar{v}\,\tfrac{2}{N - c}\,(x - \mu) + \bar{\mu} / N",
+    formula=r"(v, \mu) = \operatorname{var\_mean}(x):\quad \bar{x} = \bar{v}\,\tfrac{2}{N - c}\,(x "
+            r"- \mu) + \bar{\mu} / N",
     example=_var_mean_example("var_mean"),
 )
 def _var_mean(ctx: RuleContext):
@@ -571,7 +585,8 @@ def _var_mean(ctx: RuleContext):
 
 @rule(
     "StdMeanBackward0",
-    formula=r"(s, \mu) = \operatorname{std\_mean}(x):\quad \bar{x} = \bar{s}\,\tfrac{x - \mu}{(N - c)\,s} + \bar{\mu} / N",
+    formula=r"(s, \mu) = \operatorname{std\_mean}(x):\quad \bar{x} = \bar{s}\,\tfrac{x - \mu}{(N - "
+            r"c)\,s} + \bar{\mu} / N",
     example=_var_mean_example("std_mean"),
 )
 def _std_mean(ctx: RuleContext):
@@ -614,7 +629,9 @@ def _norm_grad(
         return scaled * np.where(r == 0, 0.0, g / r ** (p - 1))
 
 
-_NORM = r"y = \|x\|_p:\quad \bar{x} = \bar{y}\,\frac{\operatorname{sign}(x)\,|x|^{p-1}}{y^{p-1}}\ \ (p=2:\ \bar{y}\,x / y;\ p=1:\ \bar{y}\operatorname{sign}(x);\ p=\infty: \text{ties share})"
+_NORM = (r"y = \|x\|_p:\quad \bar{x} = \bar{y}\,\frac{\operatorname{sign}(x)\,|x|^{p-1}}{y^{p-1}}\ "
+         r"\ (p=2:\ \bar{y}\,x / y;\ p=1:\ \bar{y}\operatorname{sign}(x);\ p=\infty: \text{ties "
+         r"share})")
 
 
 def _norm_p(draw: Draw) -> float:
@@ -715,7 +732,8 @@ def _logsumexp_example(draw: Draw) -> Case:
 
 @rule(
     "LogsumexpBackward0",
-    formula=r"y = \log\textstyle\sum_{D} e^{x}:\quad \bar{x} = \bar{y}\,e^{x - y}\ \text{(the softmax of } x \text{ along } D)",
+    formula=r"y = \log\textstyle\sum_{D} e^{x}:\quad \bar{x} = \bar{y}\,e^{x - y}\ \text{(the "
+            r"softmax of } x \text{ along } D)",
     example=_logsumexp_example,
 )
 def _logsumexp(ctx: RuleContext):
@@ -739,7 +757,8 @@ def _cumsum_example(draw: Draw) -> Case:
 
 @rule(
     "CumsumBackward0",
-    formula=r"y_j = \textstyle\sum_{i \le j} x_i:\quad \bar{x}_i = \sum_{j \ge i} \bar{y}_j\ \text{(a reversed cumsum)}",
+    formula=r"y_j = \textstyle\sum_{i \le j} x_i:\quad \bar{x}_i = \sum_{j \ge i} \bar{y}_j\ "
+            r"\text{(a reversed cumsum)}",
     example=_cumsum_example,
 )
 def _cumsum(ctx: RuleContext):
@@ -759,7 +778,8 @@ def _cumprod_example(draw: Draw) -> Case:
 
 @rule(
     "CumprodBackward0",
-    formula=r"y_j = \textstyle\prod_{i \le j} x_i:\quad \bar{x}_k = \sum_{j \ge k} \bar{y}_j \prod_{i \le j,\, i \neq k} x_i",
+    formula=r"y_j = \textstyle\prod_{i \le j} x_i:\quad \bar{x}_k = \sum_{j \ge k} \bar{y}_j "
+            r"\prod_{i \le j,\, i \neq k} x_i",
     example=_cumprod_example,
 )
 def _cumprod(ctx: RuleContext):
@@ -787,7 +807,8 @@ def _logcumsumexp_example(draw: Draw) -> Case:
 
 @rule(
     "LogcumsumexpBackward0",
-    formula=r"y_j = \log\textstyle\sum_{i \le j} e^{x_i}:\quad \bar{x}_k = \sum_{j \ge k} \bar{y}_j\, e^{x_k - y_j}",
+    formula=r"y_j = \log\textstyle\sum_{i \le j} e^{x_i}:\quad \bar{x}_k = \sum_{j \ge k} "
+            r"\bar{y}_j\, e^{x_k - y_j}",
     example=_logcumsumexp_example,
 )
 def _logcumsumexp(ctx: RuleContext):
@@ -819,7 +840,8 @@ def _mode_example(draw: Draw) -> Case:
 
 @rule(
     "ModeBackward0",
-    formula=r"(y, i) = \operatorname{mode}_d\,x:\quad \bar{x} = 0,\ \ \bar{x}[\ldots, i, \ldots] = \bar{y}\ \text{(the saved index picks the entry)}",
+    formula=r"(y, i) = \operatorname{mode}_d\,x:\quad \bar{x} = 0,\ \ \bar{x}[\ldots, i, \ldots] = "
+            r"\bar{y}\ \text{(the saved index picks the entry)}",
     example=_mode_example,
 )
 def _mode(ctx: RuleContext):

@@ -132,7 +132,9 @@ def _antialias_matrix(n_in: int, n_out: int, scale: float | None, align_corners:
 # The rule: contract the gradient with each axis's matrix
 # ---------------------------------------------------------------------------------------
 
-_SCALE_NAMES = {1: ("scales",), 2: ("scales_h", "scales_w"), 3: ("scales_d", "scales_h", "scales_w")}
+_SCALE_NAMES = {
+    1: ("scales",), 2: ("scales_h", "scales_w"), 3: ("scales_d", "scales_h", "scales_w")
+}
 
 
 def _axis_matrix(kind: str, nd: int, n_in: int, n_out: int, scale, align: bool) -> np.ndarray:
@@ -191,9 +193,11 @@ def _resample_example(nd: int, mode: str, antialias: bool = False):
         if mode not in ("nearest", "nearest-exact"):
             kwargs["align_corners"] = draw(st.booleans(), label="align_corners")
         if draw(st.booleans(), label="use size"):
-            kwargs["size"] = tuple(draw(st.integers(min_side, 6), label="out side") for _ in range(nd))
+            sides = st.integers(min_side, 6)
+            kwargs["size"] = tuple(draw(sides, label="out side") for _ in range(nd))
         else:
-            factors = [settle(n, draw(_FACTORS | st.floats(0.3, 3.2), label="factor")) for n in n_in]
+            factor = _FACTORS | st.floats(0.3, 3.2)
+            factors = [settle(n, draw(factor, label="factor")) for n in n_in]
             one = len(set(factors)) == 1 and draw(st.booleans(), label="one factor")
             kwargs["scale_factor"] = factors[0] if one else tuple(factors)
             kwargs["recompute_scale_factor"] = draw(st.sampled_from([None, False, True]))
@@ -211,18 +215,25 @@ def _resample_example(nd: int, mode: str, antialias: bool = False):
 # ---------------------------------------------------------------------------------------
 
 _STEP = r"\rho = 1/\text{scale (kept) or } L_{in}/L_{out}"
-_NEAREST = (r"y_o = x_{s(o)},\ s(o) = \min(\lfloor o\,\rho \rfloor, L_{in} - 1),\ " + _STEP + r":\quad "
+_NEAREST = (r"y_o = x_{s(o)},\ s(o) = \min(\lfloor o\,\rho \rfloor, L_{in} - 1),\ "
+            + _STEP + r":\quad "
+        r""
             r"\bar{x}_i = \textstyle\sum_{o:\,s(o) = i} \bar{y}_o \text{ per spatial axis}")
-_NEAREST_EXACT = (r"y_o = x_{s(o)},\ s(o) = \min(\lfloor (o + \tfrac12)\,\rho \rfloor, L_{in} - 1):\quad "
+_NEAREST_EXACT = (r"y_o = x_{s(o)},\ s(o) = \min(\lfloor (o + \tfrac12)\,\rho \rfloor, L_{in} - "
+                  r"1):\quad "
                   r"\bar{x}_i = \textstyle\sum_{o:\,s(o) = i} \bar{y}_o \text{ per spatial axis}")
-_LINEAR = (r"y = x \times_k W_k,\ W_k[o, \lfloor u \rfloor] = 1 - \lambda,\ W_k[o, \lfloor u \rfloor + 1] = \lambda,\ "
+_LINEAR = (r"y = x \times_k W_k,\ W_k[o, \lfloor u \rfloor] = 1 - \lambda,\ W_k[o, \lfloor u "
+           r"\rfloor + 1] = \lambda,\ "
            r"u = \begin{cases} o\,\tfrac{L_{in} - 1}{L_{out} - 1} & \text{align corners} \\ "
            r"\max(\rho\,(o + \tfrac12) - \tfrac12,\ 0) & \text{else} \end{cases}:\quad "
            r"\bar{x} = \bar{y} \times_k W_k^{\top}")
 _CUBIC = (r"y = x \times_k W_k,\ W_k[o, \operatorname{clamp}(\lfloor u \rfloor + j)] \mathrel{+}= "
-          r"K_{-0.75}(j - \lambda),\ j \in \{-1, 0, 1, 2\}:\quad \bar{x} = \bar{y} \times_k W_k^{\top}")
-_ANTIALIAS = (r"y = x \times_k W_k,\ W_k[o, i] \propto K\big((i + \tfrac12 - c_o)/\max(\rho, 1)\big),\ "
-              r"c_o = \rho\,(o + \tfrac12),\ \textstyle\sum_i W_k[o, i] = 1,\ K: \text{triangle or } K_{-0.5}:\quad "
+          r"K_{-0.75}(j - \lambda),\ j \in \{-1, 0, 1, 2\}:\quad \bar{x} = \bar{y} \times_k "
+          r"W_k^{\top}")
+_ANTIALIAS = (r"y = x \times_k W_k,\ W_k[o, i] \propto K\big((i + \tfrac12 - c_o)/\max(\rho, "
+              r"1)\big),\ "
+              r"c_o = \rho\,(o + \tfrac12),\ \textstyle\sum_i W_k[o, i] = 1,\ K: \text{triangle or "
+              r"} K_{-0.5}:\quad "
               r"\bar{x} = \bar{y} \times_k W_k^{\top}")
 
 _NEAREST_NOTE = ("The derivative of torch's forward. Where a kept scale_factor other than 1 (2) "
@@ -368,26 +379,34 @@ def _cubic(t: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def _grid_sampler(ctx: RuleContext):
     x, grid, g = ctx["input"], ctx["grid"], ctx.grad
-    mode, padding, align = int(ctx["interpolation_mode"]), int(ctx["padding_mode"]), bool(ctx["align_corners"])
+    mode, padding = int(ctx["interpolation_mode"]), int(ctx["padding_mode"])
+    align = bool(ctx["align_corners"])
     if mode not in (0, 1, 2):
-        raise ValueError(f"grid_sample interpolation mode {mode} is not bilinear, nearest or bicubic")
+        raise ValueError(
+            f"grid_sample interpolation mode {mode} is not bilinear, nearest or bicubic"
+        )
     sizes = x.shape[2:]
     d = len(sizes)
     # Channels last, so that indexing with (batch, *pixel) arrays picks a vector of channels.
     xm, gm = np.moveaxis(x, 1, -1), np.moveaxis(g, 1, -1)
     grad_xm = np.zeros_like(xm)
     out_shape = grid.shape[:-1]
-    batch = np.broadcast_to(np.arange(x.shape[0]).reshape((-1,) + (1,) * (len(out_shape) - 1)), out_shape)
+    batch = np.broadcast_to(
+        np.arange(x.shape[0]).reshape((-1,) + (1,) * (len(out_shape) - 1)), out_shape
+    )
 
     def visit(index: list[np.ndarray], weight: np.ndarray) -> np.ndarray:
         """Add grad * weight onto the input pixel at `index` (when inside the input);
         return sum over channels of grad * pixel value there (0 outside)."""
         inside = np.all([(i >= 0) & (i < n) for i, n in zip(index, sizes, strict=True)], axis=0)
-        at = (batch, *(np.clip(i, 0, n - 1).astype(np.int64) for i, n in zip(index, sizes, strict=True)))
+        at = (batch, *(np.clip(i, 0, n - 1).astype(np.int64)
+                       for i, n in zip(index, sizes, strict=True)))
         np.add.at(grad_xm, at, gm * (weight * inside)[..., None])
         return np.sum(gm * xm[at], axis=-1) * inside
 
-    pixel, scale = zip(*(_unnormalize(grid[..., d - 1 - j], sizes[j], align) for j in range(d)), strict=True)
+    pixel, scale = zip(
+        *(_unnormalize(grid[..., d - 1 - j], sizes[j], align) for j in range(d)), strict=True
+    )
     grad_pixel = [np.zeros(out_shape) for _ in range(d)]
     if mode == 2:
         if d != 2:
@@ -440,10 +459,12 @@ def _grid_sample_example(d: int):
         coords = []
         for side in reversed(sizes):  # grid order: width first
             whole = rng.integers(-side - 1, 2 * side + 1, size=(n, *out))
-            frac = rng.uniform(-0.4, 0.4, size=(n, *out)) if mode == "nearest" else rng.uniform(0.05, 0.95, size=(n, *out))
+            low, high = (-0.4, 0.4) if mode == "nearest" else (0.05, 0.95)
+            frac = rng.uniform(low, high, size=(n, *out))
             p = whole + frac
             if align:  # a size-1 side maps every grid value to pixel 0
-                coords.append(p / (side - 1) * 2 - 1 if side > 1 else rng.uniform(-1.5, 1.5, size=p.shape))
+                coords.append(p / (side - 1) * 2 - 1 if side > 1
+                              else rng.uniform(-1.5, 1.5, size=p.shape))
             else:
                 coords.append((2 * p + 1) / side - 1)
         which = draw(st.sampled_from(["both", "input", "grid"]), label="needs grad")
@@ -456,9 +477,11 @@ def _grid_sample_example(d: int):
 
 
 _GRID_SAMPLE = (
-    r"Y_{n,c,o} = \sum_{p} w_p(u_o)\, X_{n,c,p},\ u_o = \operatorname{pad}(\operatorname{unnorm}(G_{n,o})):\quad "
+    r"Y_{n,c,o} = \sum_{p} w_p(u_o)\, X_{n,c,p},\ u_o = "
+    r"\operatorname{pad}(\operatorname{unnorm}(G_{n,o})):\quad "
     r"\bar{X}_{n,c,p} = \sum_o w_p(u_o)\,\bar{Y}_{n,c,o},\quad "
-    r"\bar{G}_{n,o} = \sum_{c,p} \bar{Y}_{n,c,o} X_{n,c,p}\, \frac{\partial w_p}{\partial u}\frac{\partial u}{\partial G}"
+    r"\bar{G}_{n,o} = \sum_{c,p} \bar{Y}_{n,c,o} X_{n,c,p}\, \frac{\partial w_p}{\partial "
+    r"u}\frac{\partial u}{\partial G}"
 )
 rule("GridSampler2DBackward0", formula=_GRID_SAMPLE, example=_grid_sample_example(2))(_grid_sampler)
 rule("GridSampler3DBackward0", formula=_GRID_SAMPLE, example=_grid_sample_example(3))(_grid_sampler)
@@ -489,7 +512,8 @@ def _affine_grid_example(draw: Draw) -> Case:
 
 @rule(
     "AffineGridGeneratorBackward0",
-    formula=r"G_{n,o} = \Theta_n\,(b_o, 1):\quad \bar{\Theta}_n = \sum_o \bar{G}_{n,o}\,(b_o, 1)^\top",
+    formula=r"G_{n,o} = \Theta_n\,(b_o, 1):\quad \bar{\Theta}_n = \sum_o \bar{G}_{n,o}\,(b_o, "
+            r"1)^\top",
     example=_affine_grid_example,
 )
 def _affine_grid(ctx: RuleContext):

@@ -58,7 +58,8 @@ def _zero_at(grad: np.ndarray, dim: int, index: np.ndarray) -> np.ndarray:
 
 @rule(
     "ScatterBackward0",
-    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at the written places},\ \ \bar{S} = \operatorname{gather}_d(\bar{Y}, \mathrm{idx})",
+    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at the written places},\ \ \bar{S} = "
+            r"\operatorname{gather}_d(\bar{Y}, \mathrm{idx})",
     example=_scatter_example("src"),
 )
 def _scatter_src(ctx: RuleContext):
@@ -129,7 +130,8 @@ def _index_add(ctx: RuleContext):
 
 @rule(
     "IndexCopyBackward0",
-    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at rows idx},\ \ \bar{S} = \bar{Y}[\ldots, \mathrm{idx}, \ldots]",
+    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at rows idx},\ \ \bar{S} = \bar{Y}[\ldots, "
+            r"\mathrm{idx}, \ldots]",
     example=_index_add_example("copy"),
 )
 def _index_copy(ctx: RuleContext):
@@ -173,7 +175,8 @@ def _index_fill_scalar(ctx: RuleContext):
 
 @rule(
     "IndexFillBackward1",
-    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at rows idx},\ \ \bar{v} = \textstyle\sum_{\text{filled}} \bar{Y}",
+    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at rows idx},\ \ \bar{v} = "
+            r"\textstyle\sum_{\text{filled}} \bar{Y}",
     example=_index_fill_example(True),
 )
 def _index_fill_tensor(ctx: RuleContext):
@@ -216,7 +219,8 @@ def _index_put_example(draw: Draw) -> Case:
 
 @rule(
     "IndexPutBackward0",
-    formula=r"\bar{X} = \bar{Y} \text{ (accumulate) or } \bar{Y} \text{ with } 0 \text{ at } I,\ \ \bar{V} = \operatorname{sum\_to}_V(\bar{Y}[I])",
+    formula=r"\bar{X} = \bar{Y} \text{ (accumulate) or } \bar{Y} \text{ with } 0 \text{ at } I,\ \ "
+            r"\bar{V} = \operatorname{sum\_to}_V(\bar{Y}[I])",
     example=_index_put_example,
 )
 def _index_put(ctx: RuleContext):
@@ -253,7 +257,8 @@ def _scatter_view_example(kind: str):
 
 @rule(
     "SelectScatterBackward0",
-    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at } [\ldots, i, \ldots],\ \ \bar{S} = \bar{Y}[\ldots, i, \ldots]",
+    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at } [\ldots, i, \ldots],\ \ \bar{S} = "
+            r"\bar{Y}[\ldots, i, \ldots]",
     example=_scatter_view_example("select"),
 )
 def _select_scatter(ctx: RuleContext):
@@ -266,7 +271,8 @@ def _select_scatter(ctx: RuleContext):
 
 @rule(
     "SliceScatterBackward0",
-    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at } [\ldots, a{:}b{:}s, \ldots],\ \ \bar{S} = \bar{Y}[\ldots, a{:}b{:}s, \ldots]",
+    formula=r"\bar{X} = \bar{Y} \text{ with } 0 \text{ at } [\ldots, a{:}b{:}s, \ldots],\ \ "
+            r"\bar{S} = \bar{Y}[\ldots, a{:}b{:}s, \ldots]",
     example=_scatter_view_example("slice"),
 )
 def _slice_scatter(ctx: RuleContext):
@@ -293,7 +299,8 @@ def _masked_scatter_example(draw: Draw) -> Case:
     self_shape = full if inplace else suffix_shape(draw, full)
     count = int(np.broadcast_to(mask, np.broadcast_shapes(mask.shape, self_shape)).sum())
     extra = draw(st.integers(0, 3), label="unused source entries")
-    source_shape = draw(st.sampled_from([(count + extra,), (1, count + extra)]), label="source shape")
+    source_shape = draw(st.sampled_from([(count + extra,), (1, count + extra)]), label="source "
+            "shape")
     which = draw(st.sampled_from(["both", "self", "source"]), label="needs grad")
     x = tensor(draw, self_shape, requires_grad=which != "source")
     src = tensor(draw, source_shape, requires_grad=which != "self")
@@ -305,7 +312,8 @@ def _masked_scatter_example(draw: Draw) -> Case:
 
 @rule(
     "MaskedScatterBackward0",
-    formula=r"\bar{X} = \bar{Y}\,[\lnot M],\quad \bar{s}_{0..k-1} = \bar{Y}[M]\ \text{(row-major)},\ \bar{s}_{k..} = 0",
+    formula=r"\bar{X} = \bar{Y}\,[\lnot M],\quad \bar{s}_{0..k-1} = \bar{Y}[M]\ "
+            r"\text{(row-major)},\ \bar{s}_{k..} = 0",
     example=_masked_scatter_example,
 )
 def _masked_scatter(ctx: RuleContext):

@@ -71,9 +71,12 @@ def _det_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgDetBackward0",
-    formula=r"y = \det A,\ A = U \Sigma V^\top:\quad \bar{A} = \bar{y}\,\operatorname{cof}(A) = \bar{y}\,\det(U)\det(V)\; U \operatorname{diag}\Bigl(\textstyle\prod_{j \ne i} \sigma_j\Bigr) V^\top",
+    formula=r"y = \det A,\ A = U \Sigma V^\top:\quad \bar{A} = \bar{y}\,\operatorname{cof}(A) = "
+            r"\bar{y}\,\det(U)\det(V)\; U \operatorname{diag}\Bigl(\textstyle\prod_{j \ne i} "
+            r"\sigma_j\Bigr) V^\top",
     example=_det_example,
-    note="Exact for singular matrices too (the cofactor matrix), where autograd 2.13 returns zeros.",
+    note="Exact for singular matrices too (the cofactor matrix), "
+    "where autograd 2.13 returns zeros.",
 )
 def _det(ctx: RuleContext):
     # The cofactor matrix det(A) A^{-T}, written through the SVD so that it stays exact
@@ -98,7 +101,8 @@ def _slogdet_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgSlogdetBackward0",
-    formula=r"(s, \ell) = (\operatorname{sign}\det A,\ \log|\det A|):\quad \bar{A} = \bar{\ell}\, A^{-\top}\ \ (s \text{ is piecewise constant})",
+    formula=r"(s, \ell) = (\operatorname{sign}\det A,\ \log|\det A|):\quad \bar{A} = \bar{\ell}\, "
+            r"A^{-\top}\ \ (s \text{ is piecewise constant})",
     example=_slogdet_example,
 )
 def _slogdet(ctx: RuleContext):
@@ -135,7 +139,8 @@ def _solve_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgSolveExBackward0",
-    formula=r"A X = B:\quad \bar{B} = A^{-\top} \bar{X},\ \ \bar{A} = -\bar{B} X^\top\qquad (X A = B:\ \bar{B} = \bar{X} A^{-\top},\ \ \bar{A} = -X^\top \bar{B})",
+    formula=r"A X = B:\quad \bar{B} = A^{-\top} \bar{X},\ \ \bar{A} = -\bar{B} X^\top\qquad (X A = "
+            r"B:\ \bar{B} = \bar{X} A^{-\top},\ \ \bar{A} = -X^\top \bar{B})",
     example=_solve_example,
 )
 def _solve(ctx: RuleContext):
@@ -174,7 +179,9 @@ def _solve_triangular_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgSolveTriangularBackward0",
-    formula=r"T X = B,\ T = \operatorname{triu/tril}(A):\quad \bar{B} = T^{-\top} \bar{X},\ \ \bar{A} = \operatorname{triu/tril}(-\bar{B} X^\top)\ \ (\text{strict if unitriangular; } X T = B \text{ likewise})",
+    formula=r"T X = B,\ T = \operatorname{triu/tril}(A):\quad \bar{B} = T^{-\top} \bar{X},\ \ "
+            r"\bar{A} = \operatorname{triu/tril}(-\bar{B} X^\top)\ \ (\text{strict if "
+            r"unitriangular; } X T = B \text{ likewise})",
     example=_solve_triangular_example,
 )
 def _solve_triangular(ctx: RuleContext):
@@ -187,7 +194,8 @@ def _solve_triangular(ctx: RuleContext):
     else:
         b_grad = mT(np.linalg.solve(t, mT(g)))
         a_grad = -mT(x) @ b_grad
-    return (_triangle_part(a_grad, upper, unit) if needs(ctx, 0) else None, b_grad if needs(ctx, 1) else None)
+    a_part = _triangle_part(a_grad, upper, unit) if needs(ctx, 0) else None
+    return (a_part, b_grad if needs(ctx, 1) else None)
 
 
 def _triangle(a: np.ndarray, upper: bool, unit: bool) -> np.ndarray:
@@ -208,7 +216,9 @@ def _triangle_part(g: np.ndarray, upper: bool, unit: bool) -> np.ndarray:
 def _triangular_solve_example(draw: Draw) -> Case:
     n, k = draw_side(draw), draw_side(draw, "k")
     rg = grad_flags(draw, 2)
-    upper, transpose, unit = (draw(st.booleans(), label=lbl) for lbl in ("upper", "transpose", "unit"))
+    upper, transpose, unit = (
+        draw(st.booleans(), label=lbl) for lbl in ("upper", "transpose", "unit")
+    )
     batch = batch_shape(draw)
     a = invertible(draw, (*batch, n, n), requires_grad=rg[0])
     b_batch = draw(st.sampled_from([batch, (2, *(1 for _ in batch))]), label="b batch")
@@ -228,7 +238,10 @@ def _triangular_solve_example(draw: Draw) -> Case:
 
 @rule(
     "TriangularSolveBackward0",
-    formula=r"\operatorname{op}(T) X = B,\ T = \operatorname{triu/tril}(A),\ C = A:\quad \bar{B} = \operatorname{op}(T)^{-\top} \bar{X},\ \ \bar{A} = \operatorname{triu/tril}\bigl(\operatorname{op}(-\bar{B} X^\top)\bigr) + \bar{C}\ \ (\operatorname{op} = \text{transpose or not; strict if unitriangular})",
+    formula=r"\operatorname{op}(T) X = B,\ T = \operatorname{triu/tril}(A),\ C = A:\quad \bar{B} = "
+            r"\operatorname{op}(T)^{-\top} \bar{X},\ \ \bar{A} = "
+            r"\operatorname{triu/tril}\bigl(\operatorname{op}(-\bar{B} X^\top)\bigr) + \bar{C}\ \ "
+            r"(\operatorname{op} = \text{transpose or not; strict if unitriangular})",
     example=_triangular_solve_example,
 )
 def _triangular_solve(ctx: RuleContext):
@@ -294,7 +307,8 @@ def _lu_grad(low: np.ndarray, up: np.ndarray, gl: np.ndarray, gu: np.ndarray) ->
         top = np.linalg.solve(mT(l1), np.concatenate([mm, gu2], -1))
         left = mT(np.linalg.solve(u1, mT(np.concatenate([top[..., :, :k], gl2], -2))))
     except np.linalg.LinAlgError as e:
-        raise ValueError("LU of a singular matrix: U is singular, the factors are not differentiable") from e
+        raise ValueError("LU of a singular matrix: U is singular, the factors are not "
+                         "differentiable") from e
     out = np.zeros((*left.shape[:-2], low.shape[-2], up.shape[-1]))
     out[..., :, :k] = left
     out[..., :k, k:] = top[..., :, k:]
@@ -329,7 +343,12 @@ def _lu_factor_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgLuFactorExBackward0",
-    formula=r"PA = LU \text{ packed in } F = \operatorname{tril}_{-1}L + U:\quad \bar{A} = P \bar{C}\bigl(\bar{L} = \operatorname{tril}_{-1}\bar{F},\ \bar{U} = \operatorname{triu}\bar{F}\bigr),\ \ \bar{C} = L^{-\top}\bigl(\operatorname{tril}_{-1}(L^\top\bar{L}) + \operatorname{triu}(\bar{U}U^\top)\bigr)U^{-\top}\ (\text{square; see } \texttt{\_lu\_grad})",
+    formula=r"PA = LU \text{ packed in } F = \operatorname{tril}_{-1}L + U:\quad \bar{A} = P "
+            r"\bar{C}\bigl(\bar{L} = \operatorname{tril}_{-1}\bar{F},\ \bar{U} = "
+            r"\operatorname{triu}\bar{F}\bigr),\ \ \bar{C} = "
+            r"L^{-\top}\bigl(\operatorname{tril}_{-1}(L^\top\bar{L}) + "
+            r"\operatorname{triu}(\bar{U}U^\top)\bigr)U^{-\top}\ (\text{square; see } "
+            r"\texttt{\_lu\_grad})",
     example=_lu_factor_example,
 )
 def _lu_factor(ctx: RuleContext):
@@ -350,7 +369,10 @@ def _linalg_lu_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgLuBackward0",
-    formula=r"A = PLU:\quad \bar{A} = P \bar{C},\ \ \bar{C} = L^{-\top}\bigl(\operatorname{tril}_{-1}(L^\top\bar{L}) + \operatorname{triu}(\bar{U}U^\top)\bigr)U^{-\top}\ (\text{square; wide and tall see } \texttt{\_lu\_grad})",
+    formula=r"A = PLU:\quad \bar{A} = P \bar{C},\ \ \bar{C} = "
+            r"L^{-\top}\bigl(\operatorname{tril}_{-1}(L^\top\bar{L}) + "
+            r"\operatorname{triu}(\bar{U}U^\top)\bigr)U^{-\top}\ (\text{square; wide and tall see "
+            r"} \texttt{\_lu\_grad})",
     example=_linalg_lu_example,
 )
 def _linalg_lu(ctx: RuleContext):
@@ -370,12 +392,14 @@ def _lu_unpack_example(draw: Draw) -> Case:
 
 @rule(
     "LuUnpackBackward0",
-    formula=r"L = \operatorname{tril}_{-1}F + I,\ U = \operatorname{triu}F:\quad \bar{F} = \operatorname{tril}_{-1}\bar{L} + \operatorname{triu}\bar{U}",
+    formula=r"L = \operatorname{tril}_{-1}F + I,\ U = \operatorname{triu}F:\quad \bar{F} = "
+            r"\operatorname{tril}_{-1}\bar{L} + \operatorname{triu}\bar{U}",
     example=_lu_unpack_example,
 )
 def _lu_unpack(ctx: RuleContext):
     if any(len(s) < 2 for s in ctx.output_shapes):
-        raise ValueError("lu_unpack(unpack_data=False) returns empty L and U: there is nothing to differentiate")
+        raise ValueError("lu_unpack(unpack_data=False) returns empty L and U: there is nothing to "
+                         "differentiate")
     return (_pack(grad_or_zeros(ctx, 0), grad_or_zeros(ctx, 1)),)
 
 
@@ -405,7 +429,11 @@ def _lu_solve_example(draw: Draw) -> Case:
 
 @rule(
     "LinalgLuSolveBackward0",
-    formula=r"A = PLU,\ \operatorname{op}(A) X = B:\quad \bar{B} = \operatorname{op}(A)^{-\top}\bar{X},\ \ \bar{A} = \operatorname{op}(-\bar{B}X^\top),\ \ \bar{F} = \operatorname{tril}_{-1}(P^\top \bar{A} U^\top) + \operatorname{triu}(L^\top P^\top \bar{A})\ \ (X \operatorname{op}(A) = B \text{ likewise})",
+    formula=r"A = PLU,\ \operatorname{op}(A) X = B:\quad \bar{B} = "
+            r"\operatorname{op}(A)^{-\top}\bar{X},\ \ \bar{A} = "
+            r"\operatorname{op}(-\bar{B}X^\top),\ \ \bar{F} = \operatorname{tril}_{-1}(P^\top "
+            r"\bar{A} U^\top) + \operatorname{triu}(L^\top P^\top \bar{A})\ \ (X "
+            r"\operatorname{op}(A) = B \text{ likewise})",
     example=_lu_solve_example,
 )
 def _lu_solve(ctx: RuleContext):

@@ -43,7 +43,8 @@ def _ratio(num: np.ndarray, x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- gamma family
 
 _lgamma_example = unary_example(torch.lgamma, -4.0, 5.0, poles=True, inplace=torch.Tensor.lgamma_)
-_digamma_example = unary_example(torch.digamma, -4.0, 5.0, poles=True, inplace=torch.Tensor.digamma_)
+_digamma_example = unary_example(torch.digamma, -4.0, 5.0, poles=True,
+                                 inplace=torch.Tensor.digamma_)
 
 
 @rule("LgammaBackward0", formula=r"\bar{x} = \bar{y}\,\psi(x)", example=_lgamma_example)
@@ -90,7 +91,8 @@ def _mvlgamma_example(draw: Draw) -> Case:
 
 @rule(
     "MvlgammaBackward0",
-    formula=r"y = \log\Gamma_p(x):\quad \bar{x} = \bar{y}\sum_{i=0}^{p-1} \psi\!\left(x - \tfrac{i}{2}\right)",
+    formula=r"y = \log\Gamma_p(x):\quad \bar{x} = \bar{y}\sum_{i=0}^{p-1} \psi\!\left(x - "
+            r"\tfrac{i}{2}\right)",
     example=_mvlgamma_example,
 )
 def _mvlgamma(ctx: RuleContext):
@@ -114,7 +116,8 @@ def _gamma_density(ctx: RuleContext) -> np.ndarray:
     return np.exp((a - 1) * np.log(x) - x - sp.gammaln(a))
 
 
-_IGAMMA = r"{op}(a, x):\quad \bar{{x}} = {sign}\bar{{y}}\,\frac{{x^{{a-1}} e^{{-x}}}}{{\Gamma(a)}}\ \text{{(}}\bar{{a}}\text{{ not defined)}}"
+_IGAMMA = (r"{op}(a, x):\quad \bar{{x}} = {sign}\bar{{y}}\,\frac{{x^{{a-1}} "
+           r"e^{{-x}}}}{{\Gamma(a)}}\ \text{{(}}\bar{{a}}\text{{ not defined)}}")
 _igamma_example = _incomplete_gamma_example(torch.igamma)
 _igammac_example = _incomplete_gamma_example(torch.igammac)
 
@@ -150,7 +153,8 @@ def _zeta(ctx: RuleContext):
     return (grad_q,) if ctx.name == "SpecialZetaBackward1" else (None, grad_q)
 
 
-_ZETA = r"y = \zeta(x, q):\quad \bar{q} = -\bar{y}\,x\,\zeta(x + 1, q)\ \text{(}\bar{x}\text{ not defined)}"
+_ZETA = (r"y = \zeta(x, q):\quad \bar{q} = -\bar{y}\,x\,\zeta(x + 1, q)\ \text{(}\bar{x}\text{ not "
+         r"defined)}")
 rule("SpecialZetaBackward0", formula=_ZETA, example=_zeta_example(False))(_zeta)
 rule("SpecialZetaBackward1", formula=_ZETA, example=_zeta_example(True))(_zeta)
 
@@ -171,7 +175,8 @@ def _i0(ctx: RuleContext):
 
 @rule(
     "SpecialI0EBackward0",
-    formula=r"y = e^{-|x|} I_0(x):\quad \bar{x} = \bar{y}\,\big(e^{-|x|} I_1(x) - \operatorname{sgn}(x)\, y\big)",
+    formula=r"y = e^{-|x|} I_0(x):\quad \bar{x} = \bar{y}\,\big(e^{-|x|} I_1(x) - "
+            r"\operatorname{sgn}(x)\, y\big)",
     example=_i0e_example,
 )
 def _i0e(ctx: RuleContext):
@@ -181,7 +186,8 @@ def _i0e(ctx: RuleContext):
 
 @rule(
     "SpecialI1Backward0",
-    formula=r"\bar{x} = \bar{y}\,\big(I_0(x) - I_1(x) / x\big)\ \ (\tfrac12\bar{y} \text{ at } x = 0)",
+    formula=r"\bar{x} = \bar{y}\,\big(I_0(x) - I_1(x) / x\big)\ \ (\tfrac12\bar{y} \text{ at } x = "
+            r"0)",
     example=_i1_example,
 )
 def _i1(ctx: RuleContext):
@@ -191,7 +197,8 @@ def _i1(ctx: RuleContext):
 
 @rule(
     "SpecialI1EBackward0",
-    formula=r"y = e^{-|x|} I_1(x):\quad \bar{x} = \bar{y}\,\big(e^{-|x|} I_0(x) - y\,(\operatorname{sgn}(x) + 1/x)\big)\ \ (\tfrac12\bar{y} \text{ at } x = 0)",
+    formula=r"y = e^{-|x|} I_1(x):\quad \bar{x} = \bar{y}\,\big(e^{-|x|} I_0(x) - "
+            r"y\,(\operatorname{sgn}(x) + 1/x)\big)\ \ (\tfrac12\bar{y} \text{ at } x = 0)",
     example=_i1e_example,
 )
 def _i1e(ctx: RuleContext):
@@ -216,7 +223,8 @@ def _sinc_example(draw: Draw) -> Case:
 
 @rule(
     "SincBackward0",
-    formula=r"y = \frac{\sin \pi x}{\pi x}:\quad \bar{x} = \bar{y}\,\frac{\cos \pi x - y}{x}\ \ (0 \text{ at } x = 0)",
+    formula=r"y = \frac{\sin \pi x}{\pi x}:\quad \bar{x} = \bar{y}\,\frac{\cos \pi x - y}{x}\ \ (0 "
+            r"\text{ at } x = 0)",
     example=_sinc_example,
 )
 def _sinc(ctx: RuleContext):
@@ -248,7 +256,8 @@ def _ndtri(ctx: RuleContext):
 
 @rule(
     "SpecialLogNdtrBackward0",
-    formula=r"y = \log \Phi(x):\quad \bar{x} = \bar{y}\,\frac{\varphi(x)}{\Phi(x)} = \bar{y}\,\frac{e^{-x^2/2 - y}}{\sqrt{2\pi}}",
+    formula=r"y = \log \Phi(x):\quad \bar{x} = \bar{y}\,\frac{\varphi(x)}{\Phi(x)} = "
+            r"\bar{y}\,\frac{e^{-x^2/2 - y}}{\sqrt{2\pi}}",
     example=_log_ndtr_example,
 )
 def _log_ndtr(ctx: RuleContext):
@@ -258,7 +267,8 @@ def _log_ndtr(ctx: RuleContext):
 
 @rule(
     "SpecialErfcxBackward0",
-    formula=r"y = e^{x^2}\operatorname{erfc}(x):\quad \bar{x} = \bar{y}\,\big(2 x y - 2/\sqrt{\pi}\big)",
+    formula=r"y = e^{x^2}\operatorname{erfc}(x):\quad \bar{x} = \bar{y}\,\big(2 x y - "
+            r"2/\sqrt{\pi}\big)",
     example=_erfcx_example,
 )
 def _erfcx(ctx: RuleContext):
@@ -304,7 +314,8 @@ def _xlog1py(ctx: RuleContext):
             "SpecialXlog1PyBackward2": (grad_x,)}.get(ctx.name, (grad_x, grad_y))
 
 
-_XLOG1PY = r"z = x \log(1 + y):\quad \bar{x} = \bar{z}\log(1 + y),\quad \bar{y} = \bar{z}\,\frac{x}{1 + y}"
+_XLOG1PY = (r"z = x \log(1 + y):\quad \bar{x} = \bar{z}\log(1 + y),\quad \bar{y} = "
+            r"\bar{z}\,\frac{x}{1 + y}")
 for _v in (0, 1, 2):
     rule(f"SpecialXlog1PyBackward{_v}", formula=_XLOG1PY, example=_xlog1py_example(_v))(_xlog1py)
 
@@ -348,7 +359,8 @@ def _copysign(ctx: RuleContext):
     return grad_x, (np.zeros(ctx.input_shapes[1]) if needs(ctx, 1) else None)
 
 
-_COPYSIGN = r"z = |x| \operatorname{sgn}(y):\quad \bar{x} = \bar{z}\,z / x\ \ (0 \text{ at } x = 0),\quad \bar{y} = 0"
+_COPYSIGN = (r"z = |x| \operatorname{sgn}(y):\quad \bar{x} = \bar{z}\,z / x\ \ (0 \text{ at } x = "
+             r"0),\quad \bar{y} = 0")
 rule("CopysignBackward0", formula=_COPYSIGN, example=_copysign_example(False))(_copysign)
 rule("CopysignBackward1", formula=_COPYSIGN, example=_copysign_example(True))(_copysign)
 
@@ -413,7 +425,8 @@ def _mod_scalar(ctx: RuleContext):
 
 _MOD_SCALAR = r"y = x \bmod c\ \text{(}c\text{ a number)}:\quad \bar{x} = \bar{y}"
 rule("FmodBackward0", formula=_MOD_SCALAR, example=_division_example("fmod", True))(_mod_scalar)
-rule("RemainderBackward0", formula=_MOD_SCALAR, example=_division_example("remainder", True))(_mod_scalar)
+rule("RemainderBackward0", formula=_MOD_SCALAR,
+     example=_division_example("remainder", True))(_mod_scalar)
 
 
 def _mod_tensor(ctx: RuleContext, quotient) -> tuple[np.ndarray | None, ...]:
@@ -425,7 +438,8 @@ def _mod_tensor(ctx: RuleContext, quotient) -> tuple[np.ndarray | None, ...]:
 
 @rule(
     "FmodBackward1",
-    formula=r"y = a - \operatorname{trunc}(a / b)\, b:\quad \bar{a} = \bar{y},\quad \bar{b} = -\bar{y}\operatorname{trunc}(a / b)",
+    formula=r"y = a - \operatorname{trunc}(a / b)\, b:\quad \bar{a} = \bar{y},\quad \bar{b} = "
+            r"-\bar{y}\operatorname{trunc}(a / b)",
     example=_division_example("fmod", False),
 )
 def _fmod(ctx: RuleContext):
@@ -434,7 +448,8 @@ def _fmod(ctx: RuleContext):
 
 @rule(
     "RemainderBackward1",
-    formula=r"y = a - \lfloor a / b \rfloor b:\quad \bar{a} = \bar{y},\quad \bar{b} = -\bar{y}\lfloor a / b \rfloor",
+    formula=r"y = a - \lfloor a / b \rfloor b:\quad \bar{a} = \bar{y},\quad \bar{b} = "
+            r"-\bar{y}\lfloor a / b \rfloor",
     example=_division_example("remainder", False),
 )
 def _remainder(ctx: RuleContext):

@@ -284,7 +284,8 @@ _atan2_example = binary_example(torch.atan2, away_b=0.0)
 
 
 @rule("Atan2Backward0",
-      formula=r"y = \operatorname{atan2}(a, b):\quad \bar{a} = \bar{y} \odot \frac{b}{a^{2} + b^{2}},\ "
+      formula=r"y = \operatorname{atan2}(a, b):\quad \bar{a} = \bar{y} \odot \frac{b}{a^{2} + "
+              r"b^{2}},\ "
               r"\bar{b} = -\bar{y} \odot \frac{a}{a^{2} + b^{2}}",
       example=_atan2_example)
 def _atan2(ctx: RuleContext):
@@ -297,7 +298,8 @@ _hypot_example = binary_example(torch.hypot, away_b=0.0)
 
 
 @rule("HypotBackward0",
-      formula=r"y = \sqrt{a^{2} + b^{2}}:\quad \bar{a} = \bar{y} \odot a \oslash y,\ \bar{b} = \bar{y} \odot b \oslash y",
+      formula=r"y = \sqrt{a^{2} + b^{2}}:\quad \bar{a} = \bar{y} \odot a \oslash y,\ \bar{b} = "
+              r"\bar{y} \odot b \oslash y",
       example=_hypot_example)
 def _hypot(ctx: RuleContext):
     g, y = ctx.grad, ctx["result"]
@@ -355,7 +357,8 @@ def _erfinv(x: np.ndarray) -> np.ndarray:
 _erfinv_example = unary_example(torch.erfinv, -0.95, 0.95)
 
 
-@rule("ErfinvBackward0", formula=r"y = \operatorname{erf}^{-1}(x):\quad \bar{x} = \bar{y} \odot \tfrac{\sqrt{\pi}}{2} e^{y^{2}}",
+@rule("ErfinvBackward0", formula=r"y = \operatorname{erf}^{-1}(x):\quad \bar{x} = \bar{y} \odot "
+                                 r"\tfrac{\sqrt{\pi}}{2} e^{y^{2}}",
       example=_erfinv_example)
 def _erfinv_rule(ctx: RuleContext):
     y = _erfinv(ctx["self"])
@@ -374,7 +377,8 @@ def _logit_example(draw) -> Case:
 
 
 @rule("LogitBackward0",
-      formula=r"y = \ln\frac{x}{1 - x}:\quad \bar{x} = \frac{\bar{y}}{x(1 - x)} \text{ (0 outside } [\epsilon, 1-\epsilon])",
+      formula=r"y = \ln\frac{x}{1 - x}:\quad \bar{x} = \frac{\bar{y}}{x(1 - x)} \text{ (0 outside "
+              r"} [\epsilon, 1-\epsilon])",
       example=_logit_example)
 def _logit(ctx: RuleContext):
     g, x, eps = ctx.grad, ctx["self"], ctx["eps"]
@@ -405,7 +409,8 @@ def _xlogy_self_grad(g, a, b):
 
 
 @rule("XlogyBackward0",
-      formula=r"y = a \ln b:\quad \bar{a} = \bar{y} \odot \ln b,\ \bar{b} = \bar{y} \odot a \oslash b",
+      formula=r"y = a \ln b:\quad \bar{a} = \bar{y} \odot \ln b,\ \bar{b} = \bar{y} \odot a "
+              r"\oslash b",
       example=_xlogy_example)
 def _xlogy(ctx: RuleContext):
     g, a, b = ctx.grad, arr(ctx["self"]), arr(ctx["other"])
@@ -435,7 +440,8 @@ _logaddexp_example = binary_example(torch.logaddexp)
 
 
 @rule("LogaddexpBackward0",
-      formula=r"y = \ln(e^{a} + e^{b}):\quad \bar{a} = \bar{y} \odot \sigma(a - b),\ \bar{b} = \bar{y} \odot \sigma(b - a)",
+      formula=r"y = \ln(e^{a} + e^{b}):\quad \bar{a} = \bar{y} \odot \sigma(a - b),\ \bar{b} = "
+              r"\bar{y} \odot \sigma(b - a)",
       example=_logaddexp_example)
 def _logaddexp(ctx: RuleContext):
     wa, wb = _logaddexp_parts(arr(ctx["self"]), arr(ctx["other"]), 1.0)
@@ -446,7 +452,8 @@ _logaddexp2_example = binary_example(torch.logaddexp2)
 
 
 @rule("Logaddexp2Backward0",
-      formula=r"y = \log_2(2^{a} + 2^{b}):\quad \bar{a} = \bar{y} \odot \frac{2^{a}}{2^{a} + 2^{b}},\ "
+      formula=r"y = \log_2(2^{a} + 2^{b}):\quad \bar{a} = \bar{y} \odot \frac{2^{a}}{2^{a} + "
+              r"2^{b}},\ "
               r"\bar{b} = \bar{y} \odot \frac{2^{b}}{2^{a} + 2^{b}}",
       example=_logaddexp2_example)
 def _logaddexp2(ctx: RuleContext):

@@ -180,7 +180,8 @@ def _expand_example(draw: Draw) -> Case:
 
 @rule(
     "ExpandBackward0",
-    formula=r"\bar{X} = \textstyle\sum_{\text{broadcast axes}} \bar{Y}\ \text{(sum back to } \operatorname{shape}(X))",
+    formula=r"\bar{X} = \textstyle\sum_{\text{broadcast axes}} \bar{Y}\ \text{(sum back to } "
+            r"\operatorname{shape}(X))",
     example=_expand_example,
 )
 def _expand(ctx: RuleContext):
@@ -207,7 +208,8 @@ def _squeeze_example(inplace: bool, variant: int):
     return example
 
 
-_SQUEEZE_FORMULA = r"\bar{X} = \operatorname{reshape}(\bar{Y}, \operatorname{shape}(X))\ \text{(put the size-1 axes back)}"
+_SQUEEZE_FORMULA = (r"\bar{X} = \operatorname{reshape}(\bar{Y}, \operatorname{shape}(X))\ "
+                    r"\text{(put the size-1 axes back)}")
 
 
 @rule("SqueezeBackward0", formula=_SQUEEZE_FORMULA, example=_squeeze_example(False, 0))
@@ -326,7 +328,8 @@ def _to_copy(ctx: RuleContext):
 def _rot90_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=2, max_dims=4)
     n = len(s)
-    d1, d2 = draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2, unique=True), label="dims")
+    two = st.lists(st.integers(0, n - 1), min_size=2, max_size=2, unique=True)
+    d1, d2 = draw(two, label="dims")
     dims = [d - n if draw(st.booleans(), label="negative") else d for d in (d1, d2)]
     k = draw(st.integers(-5, 5), label="k")
     x = tensor(draw, s)
