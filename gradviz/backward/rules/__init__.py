@@ -22,6 +22,7 @@ from gradviz.backward.rules import (  # noqa: F401, E402
     scatter,
     solve,
     special,
+    spectral,
     unary,
     view,
 )

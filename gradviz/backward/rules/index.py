@@ -420,26 +420,36 @@ def _repeat(ctx: RuleContext):
 # ---------------------------------------------------------------- strided views
 
 
-def _as_strided_example(draw: Draw) -> Case:
-    nd = draw(st.integers(1, 3), label="ndim")
-    size = tuple(draw(st.integers(1, 3), label="size") for _ in range(nd))
-    stride = tuple(draw(st.integers(0, 4), label="stride") for _ in range(nd))
-    reach = sum((n - 1) * s for n, s in zip(size, stride, strict=True))
-    offset = draw(st.one_of(st.none(), st.integers(0, 4)), label="offset")
-    numel = reach + (offset or 0) + 1 + draw(st.integers(0, 3), label="slack")
-    x_shape = draw(st.sampled_from([(numel,), (1, numel), (numel, 1)]), label="x shape")
-    x = tensor(draw, x_shape)
-    return Case(inputs=(x,), fn=lambda x: x.as_strided(size, stride, offset))
+def _as_strided_example(inplace: bool):
+    def example(draw: Draw) -> Case:
+        nd = draw(st.integers(1, 3), label="ndim")
+        size = tuple(draw(st.integers(1, 3), label="size") for _ in range(nd))
+        stride = tuple(draw(st.integers(0, 4), label="stride") for _ in range(nd))
+        reach = sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        offset = draw(st.one_of(st.none(), st.integers(0, 4)), label="offset")
+        numel = reach + (offset or 0) + 1 + draw(st.integers(0, 3), label="slack")
+        x_shape = draw(st.sampled_from([(numel,), (1, numel), (numel, 1)]), label="x shape")
+        x = tensor(draw, x_shape)
+        if inplace:
+            # as_strided_ restrides a fresh result in place, as adaptive_avg_pool2d(x, 1)
+            # does to give its mean a channels-last input's strides (swin_t, convnext).
+            return Case(inputs=(x,), fn=lambda x: (x * 1.0).as_strided_(size, stride, offset))
+        return Case(inputs=(x,), fn=lambda x: x.as_strided(size, stride, offset))
+
+    return example
 
 
-@rule(
-    "AsStridedBackward0",
-    formula=r"\bar{x}_{\text{flat}}[o + \textstyle\sum_k i_k s_k] \mathrel{+}= \bar{Y}_{i_1 \ldots "
-            r"i_n}",
-    example=_as_strided_example,
-    note="Exact when the input is contiguous and starts its own storage (a leaf or a fresh "
-    "result); the node does not save the input's own strides or offset.",
-)
+_AS_STRIDED = (r"\bar{x}_{\text{flat}}[o + \textstyle\sum_k i_k s_k] \mathrel{+}= "
+               r"\bar{Y}_{i_1 \ldots i_n}")
+_AS_STRIDED_NOTE = ("Exact when the input is contiguous and starts its own storage (a leaf or a "
+                    "fresh result); the node does not save the input's own strides or offset.")
+
+
+# AsStridedBackward1 is the in-place as_strided_; both save the view's size, stride, offset.
+@rule("AsStridedBackward1", formula=_AS_STRIDED, example=_as_strided_example(True),
+      note=_AS_STRIDED_NOTE)
+@rule("AsStridedBackward0", formula=_AS_STRIDED, example=_as_strided_example(False),
+      note=_AS_STRIDED_NOTE)
 def _as_strided(ctx: RuleContext):
     x_shape = ctx.input_shapes[0]
     g = ctx.grad

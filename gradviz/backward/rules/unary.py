@@ -122,12 +122,20 @@ def _reciprocal(ctx: RuleContext):
 # ---------------------------------------------------------------------------------------
 
 
-_abs_example = unary_example(torch.abs, away_from=0.0)
+def _abs_example(draw) -> Case:
+    if draw(st.booleans(), label="complex"):
+        # |z| of a complex z: the values (pairs of reals) avoid z = 0, where |z| has a kink.
+        x = tensor(draw, (*shape(draw, min_dims=0), 2), away_from=0.0, margin=0.1)
+        return Case(inputs=(x,), fn=lambda x: torch.view_as_complex(x).abs())
+    return unary_example(torch.abs, away_from=0.0)(draw)
 
 
-@rule("AbsBackward0", formula=r"y = |x|:\quad \bar{x} = \bar{y} \odot \operatorname{sign}(x)",
-      example=_abs_example)
+@rule("AbsBackward0",
+      formula=r"y = |x|:\quad \bar{x} = \bar{y} \odot \operatorname{sgn}(x)\ "
+              r"(x / |x| \text{ for complex } x,\ 0 \text{ at } 0)",
+      example=_abs_example, complex=True)
 def _abs(ctx: RuleContext):
+    # np.sign of a complex number is z / |z| (0 at 0): the complex gradient's direction.
     return (ctx.grad * np.sign(ctx["self"]),)
 
 

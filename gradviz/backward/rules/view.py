@@ -317,6 +317,7 @@ def _to_copy_example(draw: Draw) -> Case:
     example=_to_copy_example,
     note="Autograd casts the gradient back to the input's dtype; this rule keeps float64, so "
     "for an input narrower than the output it differs by that cast's rounding.",
+    complex=True,  # a real input cast to complex gets the real part (see reference_for)
 )
 def _to_copy(ctx: RuleContext):
     return (ctx.grad,)
