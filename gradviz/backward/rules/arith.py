@@ -28,6 +28,21 @@ from gradviz.backward.rules._registry import Case, RuleContext, rule
 # ---------------------------------------------------------------------------------------
 
 
+def _value(v) -> np.ndarray:
+    """A saved operand as a float64 array, or complex128 when it is complex."""
+    a = np.asarray(v)
+    return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)
+
+
+def _complex_example(draw, op, away_from: float | None = None) -> Case:
+    """`op` on two complex tensors (pairs of reals read by view_as_complex), seen as reals."""
+    sa, sb = broadcast_shapes(draw)
+    a = tensor(draw, (*sa, 2))
+    b = tensor(draw, (*sb, 2), away_from=away_from, margin=0.3)
+    return Case(inputs=(a, b), fn=lambda a, b: torch.view_as_real(
+        op(torch.view_as_complex(a), torch.view_as_complex(b))))
+
+
 def _add_example(draw) -> Case:
     alpha = draw(st.sampled_from([1, 2, -0.5]))
     if draw(st.booleans()):
@@ -37,7 +52,7 @@ def _add_example(draw) -> Case:
 
 
 @rule("AddBackward0", formula=r"\bar{a} = \bar{y},\quad \bar{b} = \alpha\,\bar{y}",
-      example=_add_example)
+      example=_add_example, complex=True)
 def _add(ctx: RuleContext):
     g = ctx.grad
     return shaped(ctx, 0, g), shaped(ctx, 1, g * ctx["alpha"])
@@ -48,7 +63,7 @@ def _add_scalar_example(draw) -> Case:
     return Case(inputs=(x,), fn=lambda x: torch.ops.aten.add.Scalar(x, 2.5, alpha=3))
 
 
-@rule("AddBackward1", formula=r"\bar{x} = \bar{y}", example=_add_scalar_example)
+@rule("AddBackward1", formula=r"\bar{x} = \bar{y}", example=_add_scalar_example, complex=True)
 def _add_scalar(ctx: RuleContext):
     return (ctx.grad,)
 
@@ -62,7 +77,7 @@ def _sub_example(draw) -> Case:
 
 
 @rule("SubBackward0", formula=r"\bar{a} = \bar{y},\quad \bar{b} = -\alpha\,\bar{y}",
-      example=_sub_example)
+      example=_sub_example, complex=True)
 def _sub(ctx: RuleContext):
     g = ctx.grad
     return shaped(ctx, 0, g), shaped(ctx, 1, -g * ctx["alpha"])
@@ -73,7 +88,7 @@ def _sub_scalar_example(draw) -> Case:
     return Case(inputs=(x,), fn=lambda x: torch.ops.aten.sub.Scalar(x, 2.5))
 
 
-@rule("SubBackward1", formula=r"\bar{x} = \bar{y}", example=_sub_scalar_example)
+@rule("SubBackward1", formula=r"\bar{x} = \bar{y}", example=_sub_scalar_example, complex=True)
 def _sub_scalar(ctx: RuleContext):
     return (ctx.grad,)
 
@@ -111,18 +126,22 @@ def _mul_example(draw) -> Case:
     if kind == "scalar":
         x = tensor(draw, shape(draw, min_dims=0))
         return Case(inputs=(x,), fn=lambda x: x * 2.5)
+    if draw(st.booleans(), label="complex"):
+        return _complex_example(draw, torch.mul)
     # In training, dropout on CPU multiplies by a (mask / (1 - p)) tensor: a MulBackward0.
     x = tensor(draw, (draw(st.integers(1, 3)), draw(st.integers(1, 4)), 3, 2))
     torch.manual_seed(draw(st.integers(0, 1000)))
     return Case(inputs=(x,), fn=lambda x: F.dropout2d(x, 0.4, training=True))
 
 
-@rule("MulBackward0", formula=r"\bar{a} = \bar{y} \odot b,\quad \bar{b} = \bar{y} \odot a",
-      example=_mul_example)
+@rule("MulBackward0",
+      formula=r"\bar{a} = \bar{y} \odot b^{*},\quad \bar{b} = \bar{y} \odot a^{*}\ "
+              r"(^{*}\text{: conjugate, for complex operands})",
+      example=_mul_example, complex=True)
 def _mul(ctx: RuleContext):
     g = ctx.grad
-    ga = None if ctx.input_shapes[0] is None else g * arr(ctx["other"])
-    gb = None if ctx.input_shapes[1] is None else g * arr(ctx["self"])
+    ga = None if ctx.input_shapes[0] is None else g * np.conj(_value(ctx["other"]))
+    gb = None if ctx.input_shapes[1] is None else g * np.conj(_value(ctx["self"]))
     return shaped(ctx, 0, ga), shaped(ctx, 1, gb)
 
 
@@ -132,12 +151,15 @@ def _mul_scalar_example(draw) -> Case:
     return Case(inputs=(x,), fn=lambda x: torch.ops.aten.mul.Scalar(x, s))
 
 
-@rule("MulBackward1", formula=r"\bar{x} = s\,\bar{y}", example=_mul_scalar_example)
+@rule("MulBackward1", formula=r"\bar{x} = s^{*}\,\bar{y}", example=_mul_scalar_example,
+      complex=True)
 def _mul_scalar(ctx: RuleContext):
-    return (ctx.grad * ctx["other"],)
+    return (ctx.grad * np.conj(ctx["other"]),)
 
 
 def _div_example(draw) -> Case:
+    if draw(st.integers(0, 3), label="kind") == 0:
+        return _complex_example(draw, torch.div, away_from=0.0)
     if draw(st.booleans()):
         return binary_example(torch.div, low_b=0.5, high_b=3.0)(draw)
     x = tensor(draw, shape(draw, min_dims=0))
@@ -145,13 +167,14 @@ def _div_example(draw) -> Case:
 
 
 @rule("DivBackward0",
-      formula=r"\bar{a} = \bar{y} \oslash b,\quad \bar{b} = -\bar{y} \odot a \oslash b^{2}",
-      example=_div_example)
+      formula=r"\bar{a} = \bar{y} \oslash b^{*},\quad \bar{b} = -\bar{y} \odot (a \oslash "
+              r"b^{2})^{*}",
+      example=_div_example, complex=True)
 def _div(ctx: RuleContext):
     g = ctx.grad
-    b = arr(ctx["other"])
-    ga = None if ctx.input_shapes[0] is None else g / b
-    gb = None if ctx.input_shapes[1] is None else -g * (arr(ctx["self"]) / b) / b
+    b = _value(ctx["other"])
+    ga = None if ctx.input_shapes[0] is None else g / np.conj(b)
+    gb = None if ctx.input_shapes[1] is None else -g * np.conj((_value(ctx["self"]) / b) / b)
     return shaped(ctx, 0, ga), shaped(ctx, 1, gb)
 
 
@@ -160,9 +183,10 @@ def _div_scalar_example(draw) -> Case:
     return Case(inputs=(x,), fn=lambda x: torch.ops.aten.div.Scalar(x, -2.5))
 
 
-@rule("DivBackward1", formula=r"\bar{x} = \bar{y} / s", example=_div_scalar_example)
+@rule("DivBackward1", formula=r"\bar{x} = \bar{y} / s^{*}", example=_div_scalar_example,
+      complex=True)
 def _div_scalar(ctx: RuleContext):
-    return (ctx.grad / ctx["other"],)
+    return (ctx.grad / np.conj(ctx["other"]),)
 
 
 def _div_mode_example(draw) -> Case:
