@@ -12,6 +12,7 @@ from gradviz.backward.rules import (  # noqa: F401, E402
     conv,
     decomp,
     index,
+    inplace,
     join,
     layers,
     linalg,

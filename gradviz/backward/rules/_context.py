@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradviz.backward.rules._copyslices import copy_slices_saved
 from gradviz.backward.rules._registry import RULES, RuleContext, sum_to
 from gradviz.graph.tracing import is_accumulate
 
@@ -84,9 +85,15 @@ def context_from_node(node: Any, grad_outputs: Sequence[Any]) -> RuleContext:
         rule is not None and rule.complex
     ):
         raise ValueError(f"{name} has complex tensors; its NumPy rule covers real dtypes only")
+    if name == "CopySlices":  # its saved values are hidden; compiled autograd reads them
+        grad = grad_outputs[0]
+        saved = {k: to_numpy(v) for k, v in copy_slices_saved(node, grad).items()}
+        saved["fn_saved"] = {k: to_numpy(v) for k, v in saved["fn_saved"].items()}
+    else:
+        saved = saved_values(node)
     return RuleContext(
         name=name,
-        saved=saved_values(node),
+        saved=saved,
         grad_outputs=tuple(None if g is None else to_numpy(g) for g in grad_outputs),
         input_shapes=tuple(shape for shape, _ in edges),
         output_shapes=tuple(tuple(m.shape) for m in outputs),

@@ -8,7 +8,7 @@ last dim first as ``F.pad`` takes them), ``upscale_factor``/``downscale_factor``
 the nodes do not save are recovered from the incoming gradient's shape and the pads.
 
 Circular padding (``mode="circular"``) has no node of its own in torch 2.13: it is built
-from slice copies (CopySlices, SliceBackward0), whose rules are in ``strided``.
+from slice copies (CopySlices, SliceBackward0), whose rules are in ``inplace`` and ``index``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Programs that reach the FFT family, complex views and as_strided, stepped in float64: every
-op node type they produce has a NumPy rule, and every reference agrees with torch.
+"""Programs that reach in-place writes into views (CopySlices), as_strided, the FFT family
+and complex views, stepped in float64: every op node type they produce has a NumPy rule,
+and every reference agrees with torch.
 
-These are the shapes issue 15 met in user models: an FFT filter and round trip, the
-channels-last mean that swin_t and convnext_tiny restride with as_strided_, and a
-shifted-window attention block written the way torchvision's swin_t writes it.
+These are the shapes issue 15 met in user models: efficientnet's in-place dropout on a
+flattened (viewed) tensor, slice assignment and index_put_ into views, an FFT filter and
+round trip, the channels-last mean that swin_t and convnext_tiny restride with
+as_strided_, and a shifted-window attention block written the way swin_t writes it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,29 @@ from gradviz import BackwardStepper
 from gradviz.backward.rules import RULES
 
 D = torch.float64
+
+
+def _efficientnet_head():
+    # torchvision's efficientnet classifier: Dropout(inplace=True) right after flatten,
+    # a view of the pooled features, so the in-place mul lands in a CopySlices.
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(True))
+    classifier = nn.Sequential(nn.Dropout(0.2, inplace=True), nn.Linear(8, 4))
+    model = nn.ModuleDict({"features": features, "classifier": classifier}).to(D).train()
+    x = torch.randn(2, 3, 5, 5, dtype=D)
+    pooled = torch.flatten(F.adaptive_avg_pool2d(model["features"](x), 1), 1)
+    return F.cross_entropy(model["classifier"](pooled), torch.tensor([1, 3]))
+
+
+def _writes_into_views():
+    x = torch.randn(4, 3, dtype=D, requires_grad=True)
+    z = torch.randn(4, dtype=D, requires_grad=True)
+    y = x.clone()
+    y[1:3].mul_(2)  # in place on a slice
+    y[:, 0] = z  # slice assignment: a copy_ into a select view
+    y.t()[1].index_put_((torch.tensor([0, 2]),), z[:2], accumulate=True)
+    y.diagonal().relu_()
+    return (y * torch.arange(12.0, dtype=D).reshape(4, 3)).pow(2).sum()
 
 
 def _fft_filter():
@@ -81,6 +106,8 @@ def _swin_like():
 
 
 PROGRAMS = {
+    "efficientnet head": (_efficientnet_head, {"CopySlices", "NativeBatchNormBackward0"}),
+    "writes into views": (_writes_into_views, {"CopySlices", "CloneBackward0"}),
     "fft filter": (_fft_filter, {"FftR2CBackward0", "FftC2RBackward0", "FftC2CBackward0",
                                  "AbsBackward0", "ViewAsRealBackward0", "MulBackward0"}),
     "complex views": (_complex_views, {"PolarBackward0", "ViewAsComplexBackward0",
