@@ -195,6 +195,10 @@ class BackwardStepper(Sequence[Step]):
                 for leaf in leaves:
                     leaf.grad = None
                 torch.autograd.backward(loss, grad, retain_graph=True)
+                # Off before the references are read: a CopySlices reference traces one more
+                # backward through its node, which must not land in this recording.
+                for handle in handles:
+                    handle.remove()
                 self._raw_param_grads = {
                     self.graph.node(ids[fn]).label: fn.variable.grad
                     for fn in fns

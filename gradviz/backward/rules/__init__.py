@@ -7,15 +7,25 @@ from __future__ import annotations
 
 # Each family module registers its rules when imported; a new family is listed here.
 from gradviz.backward.rules import (  # noqa: F401, E402
+    activations,
+    arith,
+    conv,
     decomp,
-    elementwise,
+    index,
+    inplace,
+    join,
+    layers,
     linalg,
-    misc,
-    nn,
+    loss,
     pad,
     reduce,
     resample,
-    shape,
+    scatter,
+    solve,
+    special,
+    spectral,
+    unary,
+    view,
 )
 from gradviz.backward.rules._context import (
     compare,

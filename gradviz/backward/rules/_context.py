@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradviz.backward.rules._copyslices import copy_slices_saved
 from gradviz.backward.rules._registry import RULES, RuleContext, sum_to
 from gradviz.graph.tracing import is_accumulate
 
@@ -24,12 +25,15 @@ def to_numpy(value: Any) -> Any:
     """Convert what autograd saved into what a NumPy rule reads."""
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
-        if t._is_zerotensor():  # torch's lazy all-zero gradient has no storage to read
-            return np.zeros(tuple(t.shape), np.float64 if t.is_floating_point() else torch.empty(0, dtype=t.dtype).numpy().dtype)
+        if t._is_zerotensor():
+            # torch's lazy all-zero gradient has no storage to read
+            if t.is_floating_point():
+                return np.zeros(tuple(t.shape))
+            return np.zeros(tuple(t.shape), torch.empty(0, dtype=t.dtype).numpy().dtype)
         if t.is_floating_point():
             return t.to(torch.float64).numpy().copy()
         if t.is_complex():
-            return t.resolve_conj().numpy().copy()
+            return t.resolve_conj().resolve_neg().to(torch.complex128).numpy().copy()
         return t.numpy().copy()
     if isinstance(value, torch.dtype):
         return str(value).replace("torch.", "")
@@ -69,19 +73,31 @@ def _edge_meta(fn: Any, index: int) -> tuple[tuple[int, ...] | None, torch.dtype
 def context_from_node(node: Any, grad_outputs: Sequence[Any]) -> RuleContext:
     """Build the `RuleContext` of a live autograd node (its saved values must still exist).
 
-    Raises ValueError for a node with a complex input or output: the rules are written
-    for real tensors, and read as real they would report a wrong gradient as torch's bug.
+    Raises ValueError for a node with a complex input or output whose rule is written for
+    real tensors only: read as real, it would report a wrong gradient as torch's bug.
     """
+    name = type(node).__name__
     edges = [_edge_meta(fn, i) for fn, i in node.next_functions]
     outputs = node._input_metadata
-    if any(dtype is not None and dtype.is_complex for _, dtype in edges) or any(m.dtype.is_complex for m in outputs):
-        raise ValueError(f"{type(node).__name__} has complex tensors; the NumPy rules cover real dtypes only")
+    complex_inputs = tuple(dtype is not None and dtype.is_complex for _, dtype in edges)
+    rule = RULES.get(name)
+    if (any(complex_inputs) or any(m.dtype.is_complex for m in outputs)) and not (
+        rule is not None and rule.complex
+    ):
+        raise ValueError(f"{name} has complex tensors; its NumPy rule covers real dtypes only")
+    if name == "CopySlices":  # its saved values are hidden; compiled autograd reads them
+        grad = grad_outputs[0]
+        saved = {k: to_numpy(v) for k, v in copy_slices_saved(node, grad).items()}
+        saved["fn_saved"] = {k: to_numpy(v) for k, v in saved["fn_saved"].items()}
+    else:
+        saved = saved_values(node)
     return RuleContext(
-        name=type(node).__name__,
-        saved=saved_values(node),
+        name=name,
+        saved=saved,
         grad_outputs=tuple(None if g is None else to_numpy(g) for g in grad_outputs),
         input_shapes=tuple(shape for shape, _ in edges),
         output_shapes=tuple(tuple(m.shape) for m in outputs),
+        complex_inputs=complex_inputs if any(complex_inputs) else (),
     )
 
 
@@ -89,7 +105,8 @@ def reference_for(ctx: RuleContext) -> tuple[np.ndarray | None, ...] | None:
     """Run the registered NumPy rule for `ctx.name`; None when there is no rule.
 
     Each result is reduced to its edge's shape the way the engine reduces a broadcast
-    gradient, and is None where the edge is absent.
+    gradient, and is None where the edge is absent. A real edge keeps the real part of a
+    complex result (the gradient of a real input of a complex op).
     """
     rule = RULES.get(ctx.name)
     if rule is None:
@@ -100,8 +117,10 @@ def reference_for(ctx: RuleContext) -> tuple[np.ndarray | None, ...] | None:
         g = raw[i] if i < len(raw) else None
         if shape is None or g is None:
             out.append(None)
+        elif i < len(ctx.complex_inputs) and ctx.complex_inputs[i]:
+            out.append(sum_to(np.asarray(g, dtype=np.complex128), shape))
         else:
-            out.append(sum_to(np.asarray(g, dtype=np.float64), shape))
+            out.append(sum_to(np.real(np.asarray(g)).astype(np.float64), shape))
     return tuple(out)
 
 
@@ -119,8 +138,8 @@ def compare(
     for ref, act in zip(reference, actual, strict=False):
         if act is None:
             continue
-        a = to_numpy(act) if isinstance(act, torch.Tensor) else np.asarray(act, dtype=np.float64)
-        r = np.zeros_like(a) if ref is None else np.asarray(ref, dtype=np.float64)
+        a = to_numpy(act) if isinstance(act, torch.Tensor) else np.asarray(act)
+        r = np.zeros_like(a) if ref is None else np.asarray(ref)
         if r.shape != a.shape:
             return float("inf"), float("inf")
         if a.size == 0:

@@ -36,6 +36,9 @@ class RuleContext:
     input_shapes: the shape of each next edge's tensor, i.e. the shape each returned
         gradient must have; None where the edge is absent (input did not need grad).
     output_shapes: the shape of each forward output of the op.
+    complex_inputs: which next edges carry complex tensors (empty: none do). Complex
+        gradients follow torch's convention: the conjugate Wirtinger derivative, i.e.
+        dL/dRe(z) + i dL/dIm(z) for the real loss L.
     """
 
     name: str
@@ -43,6 +46,7 @@ class RuleContext:
     grad_outputs: Grads
     input_shapes: tuple[tuple[int, ...] | None, ...]
     output_shapes: tuple[tuple[int, ...], ...] = ()
+    complex_inputs: tuple[bool, ...] = ()
 
     def __getitem__(self, key: str) -> Any:
         return self.saved[key]
@@ -77,6 +81,8 @@ class Rule:
     example: Callable[[Callable[[Any], Any]], Case] | None = field(default=None, repr=False)
     # Rules that are exact only for some inputs say so here (shown in the UI).
     note: str = ""
+    # Whether the rule reads complex tensors correctly; the others are refused them.
+    complex: bool = False
 
 
 RULES: dict[str, Rule] = {}
@@ -87,14 +93,20 @@ def rule(
     formula: str,
     example: Callable[[Callable[[Any], Any]], Case] | None = None,
     note: str = "",
+    complex: bool = False,
 ) -> Callable[[Callable[[RuleContext], Sequence[np.ndarray | None]]], Callable]:
-    """Register `fn` as the NumPy backward of every autograd node in `names`."""
+    """Register `fn` as the NumPy backward of every autograd node in `names`.
+
+    complex=True says the rule handles complex tensors (torch's conjugate Wirtinger
+    convention); nodes with complex tensors are otherwise refused.
+    """
 
     def register(fn: Callable[[RuleContext], Sequence[np.ndarray | None]]) -> Callable:
         for name in names:
             if name in RULES:
                 raise RuntimeError(f"two NumPy rules registered for {name}")
-            RULES[name] = Rule(name=name, fn=fn, formula=formula, example=example, note=note)
+            RULES[name] = Rule(name=name, fn=fn, formula=formula, example=example, note=note,
+                              complex=complex)
         return fn
 
     return register

@@ -8,7 +8,7 @@ last dim first as ``F.pad`` takes them), ``upscale_factor``/``downscale_factor``
 the nodes do not save are recovered from the incoming gradient's shape and the pads.
 
 Circular padding (``mode="circular"``) has no node of its own in torch 2.13: it is built
-from slice copies (CopySlices, SliceBackward0), so it has no rule here.
+from slice copies (CopySlices, SliceBackward0), whose rules are in ``inplace`` and ``index``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
+from gradviz.backward.rules._common import signed
 from gradviz.backward.rules._examples import Draw, shape, tensor
 from gradviz.backward.rules._registry import Case, RuleContext, rule
-from gradviz.backward.rules.shape import signed
 
 # ---------------------------------------------------------------- padding
 
 
-def _unpad(g: np.ndarray, pads: Sequence[int], source: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+def _unpad(
+    g: np.ndarray, pads: Sequence[int], source: Callable[[np.ndarray, int], np.ndarray]
+) -> np.ndarray:
     """Send `g` back through a pad of the last ``len(pads) // 2`` dims.
 
     `source(i, n)` maps each output position, shifted so the input starts at 0, to the
@@ -80,7 +82,8 @@ def _constant_pad_example(draw: Draw) -> Case:
 
 @rule(
     "ConstantPadNdBackward0",
-    formula=r"\bar{X}_{i} = \bar{Y}_{i + p_{\text{lo}}}\ \text{(per padded dim; the padding gets nothing, cropped entries get 0)}",
+    formula=r"\bar{X}_{i} = \bar{Y}_{i + p_{\text{lo}}}\ \text{(per padded dim; the padding gets "
+            r"nothing, cropped entries get 0)}",
     example=_constant_pad_example,
 )
 def _constant_pad(ctx: RuleContext):
@@ -147,7 +150,8 @@ def _pixel_shuffle_example(unshuffle: bool):
 
 @rule(
     "PixelShuffleBackward0",
-    formula=r"\bar{X}_{\ldots,\, c r^2 + i r + j,\, h,\, w} = \bar{Y}_{\ldots,\, c,\, h r + i,\, w r + j}\ \text{(pixel\_unshuffle of } \bar{Y})",
+    formula=r"\bar{X}_{\ldots,\, c r^2 + i r + j,\, h,\, w} = \bar{Y}_{\ldots,\, c,\, h r + i,\, w "
+            r"r + j}\ \text{(pixel\_unshuffle of } \bar{Y})",
     example=_pixel_shuffle_example(unshuffle=False),
 )
 def _pixel_shuffle(ctx: RuleContext):
@@ -161,7 +165,8 @@ def _pixel_shuffle(ctx: RuleContext):
 
 @rule(
     "PixelUnshuffleBackward0",
-    formula=r"\bar{X}_{\ldots,\, c,\, h r + i,\, w r + j} = \bar{Y}_{\ldots,\, c r^2 + i r + j,\, h,\, w}\ \text{(pixel\_shuffle of } \bar{Y})",
+    formula=r"\bar{X}_{\ldots,\, c,\, h r + i,\, w r + j} = \bar{Y}_{\ldots,\, c r^2 + i r + j,\, "
+            r"h,\, w}\ \text{(pixel\_shuffle of } \bar{Y})",
     example=_pixel_shuffle_example(unshuffle=True),
 )
 def _pixel_unshuffle(ctx: RuleContext):
@@ -182,7 +187,8 @@ def _triangle_example(upper: bool):
         k = draw(st.integers(-s[-2] - 1, s[-1] + 1), label="diagonal")
         x = tensor(draw, s)
         if draw(st.booleans(), label="in place"):
-            return Case(inputs=(x,), fn=lambda x: (x * 1.0).triu_(k) if upper else (x * 1.0).tril_(k))
+            return Case(inputs=(x,),
+                        fn=lambda x: (x * 1.0).triu_(k) if upper else (x * 1.0).tril_(k))
         return Case(inputs=(x,), fn=lambda x: torch.triu(x, k) if upper else torch.tril(x, k))
 
     return example
@@ -190,7 +196,8 @@ def _triangle_example(upper: bool):
 
 @rule(
     "TrilBackward0",
-    formula=r"\bar{X} = \operatorname{tril}_k(\bar{Y})\ \text{(zero above diagonal } k\text{, over the last two dims)}",
+    formula=r"\bar{X} = \operatorname{tril}_k(\bar{Y})\ \text{(zero above diagonal } k\text{, over "
+            r"the last two dims)}",
     example=_triangle_example(upper=False),
 )
 def _tril(ctx: RuleContext):
@@ -199,7 +206,8 @@ def _tril(ctx: RuleContext):
 
 @rule(
     "TriuBackward0",
-    formula=r"\bar{X} = \operatorname{triu}_k(\bar{Y})\ \text{(zero below diagonal } k\text{, over the last two dims)}",
+    formula=r"\bar{X} = \operatorname{triu}_k(\bar{Y})\ \text{(zero below diagonal } k\text{, over "
+            r"the last two dims)}",
     example=_triangle_example(upper=True),
 )
 def _triu(ctx: RuleContext):
@@ -220,7 +228,8 @@ def _nan_to_num_example(draw: Draw) -> Case:
 
 @rule(
     "NanToNumBackward0",
-    formula=r"\bar{x} = \bar{y}\,[x \text{ is finite}]\ \text{(replaced nan/}\pm\infty\text{ entries get 0)}",
+    formula=r"\bar{x} = \bar{y}\,[x \text{ is finite}]\ \text{(replaced nan/}\pm\infty\text{ "
+            r"entries get 0)}",
     example=_nan_to_num_example,
 )
 def _nan_to_num(ctx: RuleContext):

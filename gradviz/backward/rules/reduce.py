@@ -1,5 +1,5 @@
-"""Reductions and scans (sum, mean, max, prod, var, norm, cumsum...): the gradient spreads back
-over the reduced axes, weighted by how much each input moved the result."""
+"""Reductions and scans (sum, mean, max, prod, var, norm, cumsum, mode...): the gradient
+spreads back over the reduced axes, weighted by how much each input moved the result."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from gradviz.backward.rules._examples import Draw, shape, tensor
+from gradviz.backward.rules._common import add_along_axis, axes, axis, unreduce
+from gradviz.backward.rules._examples import Draw, draw_dim, leaf, shape, tensor, uniform
 from gradviz.backward.rules._registry import Case, RuleContext, rule
-from gradviz.backward.rules.shape import add_along_axis, axes, axis, unreduce
 
 
 def _dims(draw: Draw, ndim: int) -> tuple[int, ...] | int:
@@ -24,11 +24,6 @@ def _dims(draw: Draw, ndim: int) -> tuple[int, ...] | int:
     if len(picked) == 1 and draw(st.booleans(), label="as int"):
         return picked[0]
     return tuple(picked)
-
-
-def _one_dim(draw: Draw, ndim: int) -> int:
-    n = max(ndim, 1)
-    return draw(st.integers(-n, n - 1), label="dim")
 
 
 def _keepdim(draw: Draw) -> bool:
@@ -82,7 +77,8 @@ def _sum_dim_example(draw: Draw) -> Case:
 
 @rule(
     "SumBackward1",
-    formula=r"y = \textstyle\sum_{d \in D} x:\quad \bar{x} = \operatorname{expand}(\bar{y}) \text{ along } D",
+    formula=r"y = \textstyle\sum_{d \in D} x:\quad \bar{x} = \operatorname{expand}(\bar{y}) \text{ "
+            r"along } D",
     example=_sum_dim_example,
 )
 def _sum_dim(ctx: RuleContext):
@@ -114,7 +110,8 @@ def _mean_dim_example(draw: Draw) -> Case:
 
 @rule(
     "MeanBackward1",
-    formula=r"y = \tfrac{1}{N}\textstyle\sum_{d \in D} x:\quad \bar{x} = \operatorname{expand}(\bar{y}) / N,\ \ N = \prod_{d\in D} n_d",
+    formula=r"y = \tfrac{1}{N}\textstyle\sum_{d \in D} x:\quad \bar{x} = "
+            r"\operatorname{expand}(\bar{y}) / N,\ \ N = \prod_{d\in D} n_d",
     example=_mean_dim_example,
 )
 def _mean_dim(ctx: RuleContext):
@@ -137,7 +134,8 @@ def _nansum_example(draw: Draw) -> Case:
 
 @rule(
     "NansumBackward0",
-    formula=r"y = \textstyle\sum_{x_i \neq \mathrm{NaN}} x_i:\quad \bar{x}_i = \bar{y}\,[x_i \neq \mathrm{NaN}]",
+    formula=r"y = \textstyle\sum_{x_i \neq \mathrm{NaN}} x_i:\quad \bar{x}_i = \bar{y}\,[x_i \neq "
+            r"\mathrm{NaN}]",
     example=_nansum_example,
 )
 def _nansum(ctx: RuleContext):
@@ -163,7 +161,8 @@ def _whole_example(method: str):
     return example
 
 
-_EVENLY = r"y = {op}_i\,x_i:\quad \bar{{x}}_i = \bar{{y}}\,[x_i = y] \,/\, \#\{{j : x_j = y\}}\ \text{{(ties share evenly)}}"
+_EVENLY = (r"y = {op}_i\,x_i:\quad \bar{{x}}_i = \bar{{y}}\,[x_i = y] \,/\, \#\{{j : x_j = y\}}\ "
+           r"\text{{(ties share evenly)}}")
 
 
 @rule("MaxBackward1", formula=_EVENLY.format(op=r"\max"), example=_whole_example("max"))
@@ -210,7 +209,7 @@ def _by_index_example(method: str):
     def example(draw: Draw) -> Case:
         s = shape(draw, min_dims=0, max_dims=3)
         x = _with_ties(draw, s)
-        d, keep = _one_dim(draw, len(s)), _keepdim(draw)
+        d, keep = draw_dim(draw, len(s)), _keepdim(draw)
         if method == "kthvalue":
             k = draw(st.integers(1, s[d] if s else 1), label="k")
             return Case(inputs=(x,), fn=lambda x: x.kthvalue(k, d, keep)[0])
@@ -219,7 +218,8 @@ def _by_index_example(method: str):
     return example
 
 
-_BY_INDEX = r"(y, i) = {op}_d\,x:\quad \bar{{x}} = 0,\ \ \bar{{x}}[\ldots, i, \ldots] = \bar{{y}}\ \text{{(the saved index picks the winner)}}"
+_BY_INDEX = (r"(y, i) = {op}_d\,x:\quad \bar{{x}} = 0,\ \ \bar{{x}}[\ldots, i, \ldots] = "
+             r"\bar{{y}}\ \text{{(the saved index picks the winner)}}")
 
 
 def _by_index(ctx: RuleContext):
@@ -258,7 +258,7 @@ def _sort_example(stable: bool):
     def example(draw: Draw) -> Case:
         s = shape(draw, min_dims=1, max_dims=3)  # sorting a 0-dim tensor returns it unchanged
         x = _with_ties(draw, s)
-        d = _one_dim(draw, len(s))
+        d = draw_dim(draw, len(s))
         descending = draw(st.booleans(), label="descending")
         if stable:
             flag = draw(st.booleans(), label="stable")
@@ -271,7 +271,8 @@ def _sort_example(stable: bool):
     return example
 
 
-_SORT = r"(y, i) = \operatorname{sort}_d\,x:\quad \bar{x}[\ldots, i_j, \ldots] = \bar{y}[\ldots, j, \ldots]"
+_SORT = (r"(y, i) = \operatorname{sort}_d\,x:\quad \bar{x}[\ldots, i_j, \ldots] = \bar{y}[\ldots, "
+         r"j, \ldots]")
 
 
 @rule("SortBackward0", formula=_SORT, example=_sort_example(False))
@@ -288,7 +289,7 @@ def _sort_stable(ctx: RuleContext):
 def _topk_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3)
     x = _with_ties(draw, s)
-    d = _one_dim(draw, len(s))
+    d = draw_dim(draw, len(s))
     k = draw(st.integers(0, s[d] if s else 1), label="k")
     largest = draw(st.booleans(), label="largest")
     return Case(inputs=(x,), fn=lambda x: x.topk(k, d, largest)[0])
@@ -296,7 +297,8 @@ def _topk_example(draw: Draw) -> Case:
 
 @rule(
     "TopkBackward0",
-    formula=r"(y, i) = \operatorname{topk}_d\,x:\quad \bar{x} = 0,\ \ \bar{x}[\ldots, i_j, \ldots] = \bar{y}[\ldots, j, \ldots]",
+    formula=r"(y, i) = \operatorname{topk}_d\,x:\quad \bar{x} = 0,\ \ \bar{x}[\ldots, i_j, \ldots] "
+            r"= \bar{y}[\ldots, j, \ldots]",
     example=_topk_example,
 )
 def _topk(ctx: RuleContext):
@@ -328,7 +330,8 @@ def _share_ties(
     return np.where(mask, g / count, 0.0)
 
 
-_SHARE = r"y = {op}_{{d \in D}}\,x:\quad \bar{{x}} = \bar{{y}}\,[x = y] \,/\, \#\{{\text{{ties along }} D\}}"
+_SHARE = (r"y = {op}_{{d \in D}}\,x:\quad \bar{{x}} = \bar{{y}}\,[x = y] \,/\, \#\{{\text{{ties "
+          r"along }} D\}}")
 
 
 @rule(
@@ -350,7 +353,7 @@ def _aminmax_example(draw: Draw) -> Case:
     x = _with_ties(draw, s)
     keep = _keepdim(draw)
     which = draw(st.sampled_from(["both", "min", "max"]), label="outputs used")
-    dim = None if draw(st.booleans(), label="all dims") else _one_dim(draw, len(s))
+    dim = None if draw(st.booleans(), label="all dims") else draw_dim(draw, len(s))
 
     def fn(x):
         lo, hi = torch.aminmax(x, dim=dim, keepdim=keep)
@@ -361,7 +364,8 @@ def _aminmax_example(draw: Draw) -> Case:
 
 @rule(
     "AminmaxBackward0",
-    formula=r"(m, M) = \operatorname{aminmax}_d\,x:\quad \bar{x} = \bar{m}\,[x = m] / \#\{x = m\} + \bar{M}\,[x = M] / \#\{x = M\}",
+    formula=r"(m, M) = \operatorname{aminmax}_d\,x:\quad \bar{x} = \bar{m}\,[x = m] / \#\{x = m\} "
+            r"+ \bar{M}\,[x = M] / \#\{x = M\}",
     example=_aminmax_example,
 )
 def _aminmax(ctx: RuleContext):
@@ -378,13 +382,14 @@ def _cum_extreme_example(method: str):
     def example(draw: Draw) -> Case:
         s = shape(draw, min_dims=0, max_dims=3)
         x = _with_ties(draw, s)
-        d = _one_dim(draw, len(s))
+        d = draw_dim(draw, len(s))
         return Case(inputs=(x,), fn=lambda x: getattr(x, method)(d)[0])
 
     return example
 
 
-_CUM_EXTREME = r"(y, i) = \operatorname{{{op}}}_d\,x:\quad \bar{{x}}[\ldots, k, \ldots] = \textstyle\sum_{{j : i_j = k}} \bar{{y}}[\ldots, j, \ldots]"
+_CUM_EXTREME = (r"(y, i) = \operatorname{{{op}}}_d\,x:\quad \bar{{x}}[\ldots, k, \ldots] = "
+                r"\textstyle\sum_{{j : i_j = k}} \bar{{y}}[\ldots, j, \ldots]")
 
 
 def _cum_extreme(ctx: RuleContext):
@@ -456,13 +461,14 @@ def _prod_all(ctx: RuleContext):
 def _prod_dim_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3, max_side=3)
     x = _with_zeros(draw, s)
-    d, keep = _one_dim(draw, len(s)), _keepdim(draw)
+    d, keep = draw_dim(draw, len(s)), _keepdim(draw)
     return Case(inputs=(x,), fn=lambda x: x.prod(d, keep))
 
 
 @rule(
     "ProdBackward1",
-    formula=r"y = \textstyle\prod_{d} x:\quad \bar{x}_k = \bar{y} \prod_{j \neq k} x_j \text{ along } d",
+    formula=r"y = \textstyle\prod_{d} x:\quad \bar{x}_k = \bar{y} \prod_{j \neq k} x_j \text{ "
+            r"along } d",
     example=_prod_dim_example,
 )
 def _prod_dim(ctx: RuleContext):
@@ -519,7 +525,8 @@ def _std_grad(
 
 @rule(
     "VarBackward0",
-    formula=r"y = \tfrac{1}{N - c}\textstyle\sum (x - \mu)^2:\quad \bar{x} = \bar{y}\,\tfrac{2}{N - c}\,(x - \mu)",
+    formula=r"y = \tfrac{1}{N - c}\textstyle\sum (x - \mu)^2:\quad \bar{x} = \bar{y}\,\tfrac{2}{N "
+            r"- c}\,(x - \mu)",
     example=_var_example("var"),
 )
 def _var(ctx: RuleContext):
@@ -528,7 +535,8 @@ def _var(ctx: RuleContext):
 
 @rule(
     "StdBackward0",
-    formula=r"y = \sqrt{\tfrac{1}{N - c}\textstyle\sum (x - \mu)^2}:\quad \bar{x} = \bar{y}\,\tfrac{x - \mu}{(N - c)\,y}",
+    formula=r"y = \sqrt{\tfrac{1}{N - c}\textstyle\sum (x - \mu)^2}:\quad \bar{x} = "
+            r"\bar{y}\,\tfrac{x - \mu}{(N - c)\,y}",
     example=_var_example("std"),
 )
 def _std(ctx: RuleContext):
@@ -560,7 +568,8 @@ def _var_mean_example(method: str):
 
 @rule(
     "VarMeanBackward0",
-    formula=r"(v, \mu) = \operatorname{var\_mean}(x):\quad \bar{x} = \bar{v}\,\tfrac{2}{N - c}\,(x - \mu) + \bar{\mu} / N",
+    formula=r"(v, \mu) = \operatorname{var\_mean}(x):\quad \bar{x} = \bar{v}\,\tfrac{2}{N - c}\,(x "
+            r"- \mu) + \bar{\mu} / N",
     example=_var_mean_example("var_mean"),
 )
 def _var_mean(ctx: RuleContext):
@@ -576,7 +585,8 @@ def _var_mean(ctx: RuleContext):
 
 @rule(
     "StdMeanBackward0",
-    formula=r"(s, \mu) = \operatorname{std\_mean}(x):\quad \bar{x} = \bar{s}\,\tfrac{x - \mu}{(N - c)\,s} + \bar{\mu} / N",
+    formula=r"(s, \mu) = \operatorname{std\_mean}(x):\quad \bar{x} = \bar{s}\,\tfrac{x - \mu}{(N - "
+            r"c)\,s} + \bar{\mu} / N",
     example=_var_mean_example("std_mean"),
 )
 def _std_mean(ctx: RuleContext):
@@ -619,7 +629,9 @@ def _norm_grad(
         return scaled * np.where(r == 0, 0.0, g / r ** (p - 1))
 
 
-_NORM = r"y = \|x\|_p:\quad \bar{x} = \bar{y}\,\frac{\operatorname{sign}(x)\,|x|^{p-1}}{y^{p-1}}\ \ (p=2:\ \bar{y}\,x / y;\ p=1:\ \bar{y}\operatorname{sign}(x);\ p=\infty: \text{ties share})"
+_NORM = (r"y = \|x\|_p:\quad \bar{x} = \bar{y}\,\frac{\operatorname{sign}(x)\,|x|^{p-1}}{y^{p-1}}\ "
+         r"\ (p=2:\ \bar{y}\,x / y;\ p=1:\ \bar{y}\operatorname{sign}(x);\ p=\infty: \text{ties "
+         r"share})")
 
 
 def _norm_p(draw: Draw) -> float:
@@ -720,7 +732,8 @@ def _logsumexp_example(draw: Draw) -> Case:
 
 @rule(
     "LogsumexpBackward0",
-    formula=r"y = \log\textstyle\sum_{D} e^{x}:\quad \bar{x} = \bar{y}\,e^{x - y}\ \text{(the softmax of } x \text{ along } D)",
+    formula=r"y = \log\textstyle\sum_{D} e^{x}:\quad \bar{x} = \bar{y}\,e^{x - y}\ \text{(the "
+            r"softmax of } x \text{ along } D)",
     example=_logsumexp_example,
 )
 def _logsumexp(ctx: RuleContext):
@@ -736,7 +749,7 @@ def _logsumexp(ctx: RuleContext):
 def _cumsum_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3)
     x = tensor(draw, s)
-    d = _one_dim(draw, len(s))
+    d = draw_dim(draw, len(s))
     if draw(st.booleans(), label="dtype"):
         return Case(inputs=(x,), fn=lambda x: x.cumsum(d, dtype=torch.float64))
     return Case(inputs=(x,), fn=lambda x: torch.cumsum(x, d))
@@ -744,7 +757,8 @@ def _cumsum_example(draw: Draw) -> Case:
 
 @rule(
     "CumsumBackward0",
-    formula=r"y_j = \textstyle\sum_{i \le j} x_i:\quad \bar{x}_i = \sum_{j \ge i} \bar{y}_j\ \text{(a reversed cumsum)}",
+    formula=r"y_j = \textstyle\sum_{i \le j} x_i:\quad \bar{x}_i = \sum_{j \ge i} \bar{y}_j\ "
+            r"\text{(a reversed cumsum)}",
     example=_cumsum_example,
 )
 def _cumsum(ctx: RuleContext):
@@ -758,13 +772,14 @@ def _cumsum(ctx: RuleContext):
 def _cumprod_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3)
     x = _with_zeros(draw, s)
-    d = _one_dim(draw, len(s))
+    d = draw_dim(draw, len(s))
     return Case(inputs=(x,), fn=lambda x: x.cumprod(d))
 
 
 @rule(
     "CumprodBackward0",
-    formula=r"y_j = \textstyle\prod_{i \le j} x_i:\quad \bar{x}_k = \sum_{j \ge k} \bar{y}_j \prod_{i \le j,\, i \neq k} x_i",
+    formula=r"y_j = \textstyle\prod_{i \le j} x_i:\quad \bar{x}_k = \sum_{j \ge k} \bar{y}_j "
+            r"\prod_{i \le j,\, i \neq k} x_i",
     example=_cumprod_example,
 )
 def _cumprod(ctx: RuleContext):
@@ -786,13 +801,14 @@ def _cumprod(ctx: RuleContext):
 def _logcumsumexp_example(draw: Draw) -> Case:
     s = shape(draw, min_dims=0, max_dims=3)
     x = tensor(draw, s)
-    d = _one_dim(draw, len(s))
+    d = draw_dim(draw, len(s))
     return Case(inputs=(x,), fn=lambda x: x.logcumsumexp(d))
 
 
 @rule(
     "LogcumsumexpBackward0",
-    formula=r"y_j = \log\textstyle\sum_{i \le j} e^{x_i}:\quad \bar{x}_k = \sum_{j \ge k} \bar{y}_j\, e^{x_k - y_j}",
+    formula=r"y_j = \log\textstyle\sum_{i \le j} e^{x_i}:\quad \bar{x}_k = \sum_{j \ge k} "
+            r"\bar{y}_j\, e^{x_k - y_j}",
     example=_logcumsumexp_example,
 )
 def _logcumsumexp(ctx: RuleContext):
@@ -807,3 +823,33 @@ def _logcumsumexp(ctx: RuleContext):
     exponent = np.where(later, xs[..., :, None] - ys[..., None, :], -np.inf)
     terms = gs[..., None, :] * np.exp(exponent)
     return (np.moveaxis(terms.sum(axis=-1), -1, d),)
+
+
+# ---------------------------------------------------------------- mode
+
+
+def _mode_example(draw: Draw) -> Case:
+    s = shape(draw, min_dims=0, max_dims=3)
+    # Values on a coarse grid, so that they repeat (and modes tie: the saved index decides).
+    x = leaf(np.round(uniform(draw, s, -2.0, 2.0)))
+    n = max(len(s), 1)
+    d = draw(st.integers(-n, n - 1), label="dim")
+    keep = draw(st.booleans(), label="keepdim")
+    return Case(inputs=(x,), fn=lambda x: torch.mode(x, d, keep)[0])
+
+
+@rule(
+    "ModeBackward0",
+    formula=r"(y, i) = \operatorname{mode}_d\,x:\quad \bar{x} = 0,\ \ \bar{x}[\ldots, i, \ldots] = "
+            r"\bar{y}\ \text{(the saved index picks the entry)}",
+    example=_mode_example,
+)
+def _mode(ctx: RuleContext):
+    sizes = tuple(ctx["self_sym_sizes"])
+    g, idx = ctx.grad, ctx["indices"]
+    if not sizes:
+        return (np.reshape(g, ()),)
+    d = axis(ctx["dim"], len(sizes))
+    if not ctx["keepdim"]:
+        g, idx = np.expand_dims(g, d), np.expand_dims(idx, d)
+    return (add_along_axis(np.zeros(sizes), d, idx, g),)

@@ -1,26 +1,34 @@
 """Resampling (``F.interpolate`` / ``nn.Upsample``): nearest, nearest-exact, (bi/tri)linear,
-bicubic, and antialiased bilinear/bicubic.
+bicubic, and antialiased bilinear/bicubic; and grid sampling (``F.grid_sample``) with
+affine grids.
 
-Every mode is separable and linear in its input: along each spatial axis the output is a
-fixed (out, in) weight matrix times the input, built from the node's saved sizes, scales
-and ``align_corners`` alone. So these rules read no forward values; the backward contracts
-the incoming gradient with each axis's matrix. The matrices follow ATen's CPU index
-formulas (``ATen/native/UpSample.h``) down to their float32 steps.
+Every interpolate mode is separable and linear in its input: along each spatial axis the
+output is a fixed (out, in) weight matrix times the input, built from the node's saved
+sizes, scales and ``align_corners`` alone. So these rules read no forward values; the
+backward contracts the incoming gradient with each axis's matrix. The matrices follow
+ATen's CPU index formulas (``ATen/native/UpSample.h``) down to their float32 steps.
 
 In a few corners torch's backward is not the derivative of its own forward (gradcheck
 fails there); the rules follow the forward, each such rule's note says where.
+
+grid_sample saves ``input``/``grid`` and the integer ``interpolation_mode`` (0 bilinear,
+1 nearest, 2 bicubic) and ``padding_mode`` (0 zeros, 1 border, 2 reflection); affine_grid
+saves ``size``. Bicubic grid sampling exists in 2-D only (the rule raises ValueError for
+anything else).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
-from gradviz.backward.rules._examples import tensor
+from gradviz.backward.rules._examples import Draw, leaf, shape, tensor
 from gradviz.backward.rules._registry import Case, RuleContext, rule
 
 # ---------------------------------------------------------------------------------------
@@ -124,7 +132,9 @@ def _antialias_matrix(n_in: int, n_out: int, scale: float | None, align_corners:
 # The rule: contract the gradient with each axis's matrix
 # ---------------------------------------------------------------------------------------
 
-_SCALE_NAMES = {1: ("scales",), 2: ("scales_h", "scales_w"), 3: ("scales_d", "scales_h", "scales_w")}
+_SCALE_NAMES = {
+    1: ("scales",), 2: ("scales_h", "scales_w"), 3: ("scales_d", "scales_h", "scales_w")
+}
 
 
 def _axis_matrix(kind: str, nd: int, n_in: int, n_out: int, scale, align: bool) -> np.ndarray:
@@ -183,9 +193,11 @@ def _resample_example(nd: int, mode: str, antialias: bool = False):
         if mode not in ("nearest", "nearest-exact"):
             kwargs["align_corners"] = draw(st.booleans(), label="align_corners")
         if draw(st.booleans(), label="use size"):
-            kwargs["size"] = tuple(draw(st.integers(min_side, 6), label="out side") for _ in range(nd))
+            sides = st.integers(min_side, 6)
+            kwargs["size"] = tuple(draw(sides, label="out side") for _ in range(nd))
         else:
-            factors = [settle(n, draw(_FACTORS | st.floats(0.3, 3.2), label="factor")) for n in n_in]
+            factor = _FACTORS | st.floats(0.3, 3.2)
+            factors = [settle(n, draw(factor, label="factor")) for n in n_in]
             one = len(set(factors)) == 1 and draw(st.booleans(), label="one factor")
             kwargs["scale_factor"] = factors[0] if one else tuple(factors)
             kwargs["recompute_scale_factor"] = draw(st.sampled_from([None, False, True]))
@@ -203,18 +215,25 @@ def _resample_example(nd: int, mode: str, antialias: bool = False):
 # ---------------------------------------------------------------------------------------
 
 _STEP = r"\rho = 1/\text{scale (kept) or } L_{in}/L_{out}"
-_NEAREST = (r"y_o = x_{s(o)},\ s(o) = \min(\lfloor o\,\rho \rfloor, L_{in} - 1),\ " + _STEP + r":\quad "
+_NEAREST = (r"y_o = x_{s(o)},\ s(o) = \min(\lfloor o\,\rho \rfloor, L_{in} - 1),\ "
+            + _STEP + r":\quad "
+        r""
             r"\bar{x}_i = \textstyle\sum_{o:\,s(o) = i} \bar{y}_o \text{ per spatial axis}")
-_NEAREST_EXACT = (r"y_o = x_{s(o)},\ s(o) = \min(\lfloor (o + \tfrac12)\,\rho \rfloor, L_{in} - 1):\quad "
+_NEAREST_EXACT = (r"y_o = x_{s(o)},\ s(o) = \min(\lfloor (o + \tfrac12)\,\rho \rfloor, L_{in} - "
+                  r"1):\quad "
                   r"\bar{x}_i = \textstyle\sum_{o:\,s(o) = i} \bar{y}_o \text{ per spatial axis}")
-_LINEAR = (r"y = x \times_k W_k,\ W_k[o, \lfloor u \rfloor] = 1 - \lambda,\ W_k[o, \lfloor u \rfloor + 1] = \lambda,\ "
+_LINEAR = (r"y = x \times_k W_k,\ W_k[o, \lfloor u \rfloor] = 1 - \lambda,\ W_k[o, \lfloor u "
+           r"\rfloor + 1] = \lambda,\ "
            r"u = \begin{cases} o\,\tfrac{L_{in} - 1}{L_{out} - 1} & \text{align corners} \\ "
            r"\max(\rho\,(o + \tfrac12) - \tfrac12,\ 0) & \text{else} \end{cases}:\quad "
            r"\bar{x} = \bar{y} \times_k W_k^{\top}")
 _CUBIC = (r"y = x \times_k W_k,\ W_k[o, \operatorname{clamp}(\lfloor u \rfloor + j)] \mathrel{+}= "
-          r"K_{-0.75}(j - \lambda),\ j \in \{-1, 0, 1, 2\}:\quad \bar{x} = \bar{y} \times_k W_k^{\top}")
-_ANTIALIAS = (r"y = x \times_k W_k,\ W_k[o, i] \propto K\big((i + \tfrac12 - c_o)/\max(\rho, 1)\big),\ "
-              r"c_o = \rho\,(o + \tfrac12),\ \textstyle\sum_i W_k[o, i] = 1,\ K: \text{triangle or } K_{-0.5}:\quad "
+          r"K_{-0.75}(j - \lambda),\ j \in \{-1, 0, 1, 2\}:\quad \bar{x} = \bar{y} \times_k "
+          r"W_k^{\top}")
+_ANTIALIAS = (r"y = x \times_k W_k,\ W_k[o, i] \propto K\big((i + \tfrac12 - c_o)/\max(\rho, "
+              r"1)\big),\ "
+              r"c_o = \rho\,(o + \tfrac12),\ \textstyle\sum_i W_k[o, i] = 1,\ K: \text{triangle or "
+              r"} K_{-0.5}:\quad "
               r"\bar{x} = \bar{y} \times_k W_k^{\top}")
 
 _NEAREST_NOTE = ("The derivative of torch's forward. Where a kept scale_factor other than 1 (2) "
@@ -300,3 +319,208 @@ def _bilinear2d_aa(ctx: RuleContext):
       example=_resample_example(2, "bicubic", antialias=True), note=_ANTIALIAS_NOTE)
 def _bicubic2d_aa(ctx: RuleContext):
     return _resample_backward(ctx, 2, "cubic-aa")
+
+
+# ---------------------------------------------------------------------------------------
+# Grid sampling and affine grids
+# ---------------------------------------------------------------------------------------
+# Grid coordinates are in [-1, 1], last component first: grid[..., 0] indexes the width
+# (the last dim), grid[..., 1] the height, grid[..., 2] the depth. The NumPy code turns them
+# around so that coordinate j indexes spatial dim j of the input.
+
+
+def _unnormalize(c: np.ndarray, n: int, align: bool) -> tuple[np.ndarray, float]:
+    """Grid coordinate -> pixel coordinate in a dim of size n, and d pixel / d grid."""
+    if align:
+        return (c + 1) / 2 * (n - 1), (n - 1) / 2
+    return ((c + 1) * n - 1) / 2, n / 2
+
+
+def _reflect(x: np.ndarray, twice_low: int, twice_high: int) -> tuple[np.ndarray, np.ndarray]:
+    """x mirrored back and forth into [low, high], and d result / dx (+1 or -1)."""
+    if twice_low == twice_high:
+        return np.zeros_like(x), np.zeros_like(x)
+    low, span = twice_low / 2, (twice_high - twice_low) / 2
+    x = x - low
+    sign = np.where(x < 0, -1.0, 1.0)
+    x = np.abs(x)
+    extra = np.fmod(x, span)
+    even = np.floor(x / span) % 2 == 0
+    return np.where(even, extra + low, span - extra + low), np.where(even, sign, -sign)
+
+
+def _pad(x: np.ndarray, n: int, padding: int, align: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Apply padding_mode to pixel coordinates: zeros (0) leaves them, border (1) clips them
+    into [0, n - 1], reflection (2) mirrors them about the edges first. Returns the new
+    coordinates and their derivative."""
+    if padding == 0:
+        return x, np.ones_like(x)
+    slope = np.ones_like(x)
+    if padding == 2:
+        x, slope = _reflect(x, 0, 2 * (n - 1)) if align else _reflect(x, -1, 2 * n - 1)
+    # Clipped coordinates do not move; the derivative at the clip limit itself is 0 too.
+    return np.clip(x, 0, n - 1), slope * ((x > 0) & (x < n - 1))
+
+
+def _cubic(t: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Weights of the taps at floor - 1 .. floor + 2 for fraction t (Keys, A = -0.75), and
+    their derivatives in t."""
+    a = -0.75
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1, (3 * (a + 2) * x - 2 * (a + 3)) * x
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, (3 * a * x - 10 * a) * x + 8 * a
+
+    (w0, d0), (w1, d1), (w2, d2), (w3, d3) = far(t + 1), near(t), near(1 - t), far(2 - t)
+    return [w0, w1, w2, w3], [d0, d1, -d2, -d3]
+
+
+def _grid_sampler(ctx: RuleContext):
+    x, grid, g = ctx["input"], ctx["grid"], ctx.grad
+    mode, padding = int(ctx["interpolation_mode"]), int(ctx["padding_mode"])
+    align = bool(ctx["align_corners"])
+    if mode not in (0, 1, 2):
+        raise ValueError(
+            f"grid_sample interpolation mode {mode} is not bilinear, nearest or bicubic"
+        )
+    sizes = x.shape[2:]
+    d = len(sizes)
+    # Channels last, so that indexing with (batch, *pixel) arrays picks a vector of channels.
+    xm, gm = np.moveaxis(x, 1, -1), np.moveaxis(g, 1, -1)
+    grad_xm = np.zeros_like(xm)
+    out_shape = grid.shape[:-1]
+    batch = np.broadcast_to(
+        np.arange(x.shape[0]).reshape((-1,) + (1,) * (len(out_shape) - 1)), out_shape
+    )
+
+    def visit(index: list[np.ndarray], weight: np.ndarray) -> np.ndarray:
+        """Add grad * weight onto the input pixel at `index` (when inside the input);
+        return sum over channels of grad * pixel value there (0 outside)."""
+        inside = np.all([(i >= 0) & (i < n) for i, n in zip(index, sizes, strict=True)], axis=0)
+        at = (batch, *(np.clip(i, 0, n - 1).astype(np.int64)
+                       for i, n in zip(index, sizes, strict=True)))
+        np.add.at(grad_xm, at, gm * (weight * inside)[..., None])
+        return np.sum(gm * xm[at], axis=-1) * inside
+
+    pixel, scale = zip(
+        *(_unnormalize(grid[..., d - 1 - j], sizes[j], align) for j in range(d)), strict=True
+    )
+    grad_pixel = [np.zeros(out_shape) for _ in range(d)]
+    if mode == 2:
+        if d != 2:
+            raise ValueError("bicubic grid_sample exists for 4-D inputs only")
+        # Bicubic pads each of its 4 x 4 taps (whole pixels), not the sampling point, so
+        # the grid gradient comes from the cubic weights alone.
+        base = [np.floor(p) for p in pixel]
+        taps = [_cubic(p - b) for p, b in zip(pixel, base, strict=True)]
+        for i, k in itertools.product(range(4), repeat=2):
+            index = [_pad(base[0] + i - 1, sizes[0], padding, align)[0],
+                     _pad(base[1] + k - 1, sizes[1], padding, align)[0]]
+            (w0, dw0), (w1, dw1) = (taps[0][0][i], taps[0][1][i]), (taps[1][0][k], taps[1][1][k])
+            dot = visit(index, w0 * w1)
+            grad_pixel[0] += dot * dw0 * w1
+            grad_pixel[1] += dot * w0 * dw1
+    else:
+        padded = [_pad(p, n, padding, align) for p, n in zip(pixel, sizes, strict=True)]
+        scale = [s * slope for s, (_, slope) in zip(scale, padded, strict=True)]
+        pixel = [p for p, _ in padded]
+        if mode == 1:  # nearest: round half to even, as nearbyint does; no grid gradient
+            visit([np.rint(p) for p in pixel], np.ones(out_shape))
+        else:
+            base = [np.floor(p) for p in pixel]
+            frac = [p - b for p, b in zip(pixel, base, strict=True)]
+            for corner in itertools.product((0, 1), repeat=d):
+                w = [f if c else 1 - f for f, c in zip(frac, corner, strict=True)]
+                dot = visit([b + c for b, c in zip(base, corner, strict=True)], math.prod(w))
+                for j in range(d):
+                    rest = math.prod(w[:j] + w[j + 1:])
+                    grad_pixel[j] += dot * rest * (1.0 if corner[j] else -1.0)
+    grad_grid = np.stack([grad_pixel[d - 1 - j] * scale[d - 1 - j] for j in range(d)], axis=-1)
+    return np.moveaxis(grad_xm, -1, 1), grad_grid
+
+
+def _grid_sample_example(d: int):
+    """F.grid_sample on a d-dim image. Sample points are drawn in pixel space, where the
+    result is differentiable: 0.05 from the integers for bilinear/bicubic (corners, clip
+    limits, align_corners mirrors), 0.1 from the half-integers for nearest (rounding);
+    mirroring about integers or half-integers keeps those distances."""
+
+    def example(draw: Draw) -> Case:
+        modes = ["bilinear", "nearest", "bicubic"] if d == 2 else ["bilinear", "nearest"]
+        mode = draw(st.sampled_from(modes), label="mode")
+        padding = draw(st.sampled_from(["zeros", "border", "reflection"]), label="padding")
+        align = draw(st.booleans(), label="align_corners")
+        n, c = draw(st.integers(1, 2), label="batch"), draw(st.integers(1, 2), label="channels")
+        sizes = shape(draw, min_dims=d, max_dims=d, max_side=4)
+        out = shape(draw, min_dims=d, max_dims=d, max_side=3)
+        rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1), label="grid seed"))
+        coords = []
+        for side in reversed(sizes):  # grid order: width first
+            whole = rng.integers(-side - 1, 2 * side + 1, size=(n, *out))
+            low, high = (-0.4, 0.4) if mode == "nearest" else (0.05, 0.95)
+            frac = rng.uniform(low, high, size=(n, *out))
+            p = whole + frac
+            if align:  # a size-1 side maps every grid value to pixel 0
+                coords.append(p / (side - 1) * 2 - 1 if side > 1
+                              else rng.uniform(-1.5, 1.5, size=p.shape))
+            else:
+                coords.append((2 * p + 1) / side - 1)
+        which = draw(st.sampled_from(["both", "input", "grid"]), label="needs grad")
+        x = tensor(draw, (n, c, *sizes), requires_grad=which != "grid")
+        grid = leaf(np.stack(coords, axis=-1), which != "input")
+        return Case(inputs=(x, grid), fn=lambda x, grid: F.grid_sample(
+            x, grid, mode=mode, padding_mode=padding, align_corners=align))
+
+    return example
+
+
+_GRID_SAMPLE = (
+    r"Y_{n,c,o} = \sum_{p} w_p(u_o)\, X_{n,c,p},\ u_o = "
+    r"\operatorname{pad}(\operatorname{unnorm}(G_{n,o})):\quad "
+    r"\bar{X}_{n,c,p} = \sum_o w_p(u_o)\,\bar{Y}_{n,c,o},\quad "
+    r"\bar{G}_{n,o} = \sum_{c,p} \bar{Y}_{n,c,o} X_{n,c,p}\, \frac{\partial w_p}{\partial "
+    r"u}\frac{\partial u}{\partial G}"
+)
+rule("GridSampler2DBackward0", formula=_GRID_SAMPLE, example=_grid_sample_example(2))(_grid_sampler)
+rule("GridSampler3DBackward0", formula=_GRID_SAMPLE, example=_grid_sample_example(3))(_grid_sampler)
+
+
+def _base_line(n: int, align: bool) -> np.ndarray:
+    """The n grid coordinates of one axis of affine_grid's base grid."""
+    if n <= 1:
+        return np.zeros(max(n, 1))
+    line = np.linspace(-1.0, 1.0, n)
+    return line if align else line * (n - 1) / n
+
+
+def _affine_grid_example(draw: Draw) -> Case:
+    d = draw(st.sampled_from([2, 3]), label="spatial dims")
+    n = draw(st.integers(1, 2), label="batch")
+    sizes = shape(draw, min_dims=d, max_dims=d, max_side=4)
+    align = draw(st.booleans(), label="align_corners")
+    theta = tensor(draw, (n, d, d + 1))
+
+    def fn(theta):
+        with warnings.catch_warnings():  # unit-size sides with align_corners=True warn
+            warnings.simplefilter("ignore", UserWarning)
+            return F.affine_grid(theta, [n, 1, *sizes], align_corners=align)
+
+    return Case(inputs=(theta,), fn=fn)
+
+
+@rule(
+    "AffineGridGeneratorBackward0",
+    formula=r"G_{n,o} = \Theta_n\,(b_o, 1):\quad \bar{\Theta}_n = \sum_o \bar{G}_{n,o}\,(b_o, "
+            r"1)^\top",
+    example=_affine_grid_example,
+)
+def _affine_grid(ctx: RuleContext):
+    sizes = tuple(ctx["size"])[2:]
+    lines = [_base_line(s, bool(ctx["align_corners"])) for s in sizes]
+    mesh = np.meshgrid(*lines, indexing="ij")
+    # The base grid lists x (the width coordinate) first, then y (and z), then 1.
+    base = np.stack([*reversed(mesh), np.ones(mesh[0].shape)], axis=-1)
+    g = ctx.grad.reshape(ctx.grad.shape[0], -1, len(sizes))
+    return (np.einsum("npi,pj->nij", g, base.reshape(-1, len(sizes) + 1)),)
