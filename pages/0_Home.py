@@ -4,7 +4,7 @@ import pathlib
 
 import streamlit as st
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]  # page links are relative to the entry
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 st.title("gradviz — see and check PyTorch's autograd")
 st.caption("What gradviz does and where to start. Try first: **Backward**, and press → to "
@@ -32,5 +32,5 @@ for file, text in (
     ("pages/4_Function_Lab.py", "Function Lab: property-test a custom autograd Function"),
 ):
     if (ROOT / file).is_file():
-        st.page_link(file, label=text)
+        st.page_link(f"../{file}", label=text)  # relative to entry/streamlit_app.py
 st.caption("The same library runs from Python: `import gradviz; gradviz.trace(loss, model=model)`.")
