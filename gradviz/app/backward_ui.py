@@ -105,16 +105,20 @@ def step_keys(prev_key: str, next_key: str) -> None:
     _KEYS(key="bw_keys", data={"prev": prev_key, "next": next_key}, height=0)
 
 
+def _move(delta: int, n: int) -> None:
+    st.session_state.bw_pos = min(n - 1, max(0, st.session_state.bw_pos + delta))
+
+
 def controls(stepper: BackwardStepper) -> int:
     """Previous/Next (also ← →), the step slider and Run-to-breakpoint; the position."""
     n = len(stepper)
     cols = st.columns([1, 1, 3, 2, 1])
-    if cols[0].button("◀ Previous", key="bw_prev", disabled=st.session_state.bw_pos == 0,
-                      help="or press ←"):
-        st.session_state.bw_pos -= 1
-    if cols[1].button("Next ▶", key="bw_next", disabled=st.session_state.bw_pos >= n - 1,
-                      help="or press →"):
-        st.session_state.bw_pos += 1
+    # Callbacks move the position before the rerun draws the buttons, so each button's
+    # disabled state is already that of the new step (← must work right after →).
+    cols[0].button("◀ Previous", key="bw_prev", disabled=st.session_state.bw_pos == 0,
+                   help="or press ←", on_click=_move, args=(-1, n))
+    cols[1].button("Next ▶", key="bw_next", disabled=st.session_state.bw_pos >= n - 1,
+                   help="or press →", on_click=_move, args=(1, n))
     step_keys("bw_prev", "bw_next")
     target = cols[3].text_input("Breakpoint: op or module", key="bw_break",
                                 placeholder="e.g. Convolution or fc1")
@@ -218,7 +222,9 @@ def _heatmap(col: Any, mat: np.ndarray, title: str, limit: float, key: str) -> N
     p = pooled(mat)
     if not p.exact:
         title += f" · {mat.shape[0]}×{mat.shape[1]} in blocks, largest |entry| each"
-    col.vega_lite_chart(heatmap_spec(p, limit=limit, title=title), key=key, width="content")
+    # The keyed container gives the chart a stable class (st-key-…) to find it by.
+    col.container(key=key).vega_lite_chart(heatmap_spec(p, limit=limit, title=title),
+                                           width="content")
 
 
 def _show_edge(head: str, g: np.ndarray, ref: np.ndarray | None, key: str) -> None:
