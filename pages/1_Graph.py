@@ -7,6 +7,8 @@ from gradviz.app.explorer_ui import MODES, explored, show_compare, show_explorer
 
 st.set_page_config(page_title="gradviz · Graph", layout="wide")
 st.title("Autograd graph")
+st.caption("The autograd graph of a program: ops, parameters, saved tensors. "
+           "Try first: click a node, or switch View to Forward.")
 
 sources = graph_sources()
 with st.sidebar:

@@ -6,6 +6,8 @@ from gradviz.app import build_ui as ui
 
 st.set_page_config(page_title="gradviz · Build & Train", layout="wide")
 st.title("Build & train")
+st.caption("Build a network from a preset or a layer list and train it here. "
+           "Try first: press Train and watch the loss fall.")
 ui.init_state()
 
 preset, seed, log = ui.sidebar()

@@ -15,6 +15,8 @@ from gradviz.app.lab_ui import (
 
 st.set_page_config(page_title="gradviz · Function Lab", layout="wide")
 st.title("Function Lab")
+st.caption("Property-test your own torch.autograd.Function. "
+           "Try first: load a buggy example and press Run checks.")
 st.caption(
     "Hypothesis tries inputs rich in zeros and ties; each failing property comes back with a "
     "shrunk counterexample. Kinks (a ReLU at 0) are not bugs. Your code runs in a sandboxed "

@@ -74,6 +74,9 @@ class Step:
     # Largest gradient magnitude at this node (received or sent): the scale round-off is
     # measured against where an edge's own gradient cancels to almost nothing.
     scale: float = 0.0
+    # The node's saved values that are small enough to print (arrays of <= SMALL_SAVED
+    # elements, Python scalars), by name without "_saved_": the numbers its formula uses.
+    saved: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @functools.cached_property
     def grad_outputs(self) -> tuple[np.ndarray | None, ...]:
@@ -223,13 +226,13 @@ class BackwardStepper(Sequence[Step]):
             fn = fns[i]
             raw_outputs = rec.grad_outputs[i] or ()
             if is_accumulate(fn):
-                records.append((ids[fn], None, raw_outputs, (), None, None, _ACCUMULATE_FORMULA, (None, None), 0.0))
+                records.append((ids[fn], None, raw_outputs, (), None, None, _ACCUMULATE_FORMULA, (None, None), 0.0, {}))
                 continue
             # next_functions builds a new tuple per access: read it once.
             edges = fn.next_functions
             next_ids = tuple(None if nxt is None else ids.get(nxt) for nxt, _ in edges)
             raw_inputs = rec.grad_inputs[i] or ()
-            reference, kind, formula = _reference(fn, raw_outputs, raw_inputs) if references else (None, None, None)
+            reference, kind, formula, saved = _reference(fn, raw_outputs, raw_inputs) if references else (None, None, None, {})
             errs: tuple[float | None, float | None] = (None, None)
             scale = 0.0
             if reference is not None:
@@ -237,7 +240,7 @@ class BackwardStepper(Sequence[Step]):
                 present = [None if nxt is None else g for (nxt, _), g in zip(edges, raw_inputs, strict=False)]
                 errs = compare(reference, present)
                 scale = _largest((*raw_outputs, *present))
-            records.append((ids[fn], next_ids, raw_outputs, raw_inputs, reference, kind, formula, errs, scale))
+            records.append((ids[fn], next_ids, raw_outputs, raw_inputs, reference, kind, formula, errs, scale, saved))
         return records
 
     @functools.cached_property
@@ -259,7 +262,7 @@ class BackwardStepper(Sequence[Step]):
         pending = {k: len(v) for k, v in users.items()}
         ready: dict[str, None] = {}
         steps = []
-        for step_no, (node_id, next_ids, raw_outputs, raw_inputs, reference, kind, formula, errs, scale) in enumerate(records):
+        for step_no, (node_id, next_ids, raw_outputs, raw_inputs, reference, kind, formula, errs, scale, saved) in enumerate(records):
             ready.pop(node_id, None)
             for nid in next_ids or ():
                 if nid is not None and nid in pending:
@@ -281,6 +284,7 @@ class BackwardStepper(Sequence[Step]):
                     contributions=contributions.get(node_id, 1),
                     reference_kind=kind,
                     scale=scale,
+                    saved=saved,
                 )
             )
         # _records stays: another thread (a shared Streamlit cache) may be building too.
@@ -388,17 +392,30 @@ def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any])
     if rule is not None:
         try:
             ctx = context_from_node(fn, grad_outputs)
-            return reference_for(ctx), "numpy", rule.formula
+            return reference_for(ctx), "numpy", rule.formula, _small(ctx.saved)
         except Exception:  # a rule that cannot read this node's variant: report as missing
-            return None, None, rule.formula
+            return None, None, rule.formula, {}
     if hasattr(type(fn), "_forward_cls"):
         try:
             ref = _finite_difference(fn, grad_outputs)
         except Exception:  # a Function whose forward needs more than its saved tensors
             ref = None
         if ref is not None:
-            return ref, "finite differences", r"\bar{x}_j \approx \sum_i \bar{y}_i\,\frac{f_i(x + \epsilon e_j) - f_i(x - \epsilon e_j)}{2\epsilon}"
-    return None, None, None
+            return ref, "finite differences", r"\bar{x}_j \approx \sum_i \bar{y}_i\,\frac{f_i(x + \epsilon e_j) - f_i(x - \epsilon e_j)}{2\epsilon}", {}
+    return None, None, None, {}
+
+
+SMALL_SAVED = 16  # elements: a saved array up to this size is kept for showing its numbers
+
+
+def _small(saved: Mapping[str, Any]) -> dict[str, Any]:
+    # Only what fits on a line is kept: holding every saved activation would double a
+    # recording's memory for numbers nobody can read at that size anyway.
+    return {
+        k: v for k, v in saved.items()
+        if (isinstance(v, np.ndarray) and v.size <= SMALL_SAVED)
+        or isinstance(v, (bool, int, float))
+    }
 
 
 def _finite_difference(fn: Any, grad_outputs: Sequence[Any]) -> tuple[np.ndarray | None, ...] | None:

@@ -15,7 +15,7 @@ __all__ = ["main"]
 
 
 def _app_file() -> pathlib.Path:
-    return pathlib.Path(__file__).resolve().parent.parent / "streamlit_app.py"
+    return pathlib.Path(__file__).resolve().parents[2] / "entry" / "streamlit_app.py"
 
 
 def _cmd_app(args: argparse.Namespace, extra: list[str]) -> int:
@@ -30,7 +30,8 @@ def _cmd_app(args: argparse.Namespace, extra: list[str]) -> int:
     ]
     if args.no_user_code:
         os.environ["GRADVIZ_DISABLE_USER_CODE"] = "1"
-    return subprocess.call(cmd, cwd=app.parent)
+    # From the checkout's root, where .streamlit/config.toml is read.
+    return subprocess.call(cmd, cwd=app.parent.parent)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -23,9 +24,18 @@ def test_backward_page_steps_and_breakpoints():
     assert not at.exception and not at.error
     steps = step_source("preset:mnist-cnn")
     assert at.subheader[0].value == f"Step 1/{len(steps)}: {steps[0].node.label}"
+    assert "Try first" in at.caption[0].value
     assert "NumPy coverage 100%" in at.markdown[0].value
     at.button(key="bw_next").click().run()
     assert at.subheader[0].value.startswith(f"Step 2/{len(steps)}: {steps[1].node.label}")
+    at.button(key="bw_next").click().run()
+    # fc2's Addmm: the 10-entry bias gradient is small enough to show with its numbers.
+    from gradviz.backward.numbers import latex_value
+
+    bias = latex_value(steps[2].grad_inputs[0])
+    shown = [latex.value.strip("$\n") for latex in at.latex]
+    assert any(line.startswith(r"\bar{M}") and line.endswith(bias) for line in shown)
+    at.button(key="bw_prev").click().run()
     assert f'data-node="{steps[1].node.id}"' in _current(at)
     at.text_input(key="bw_break").input("Convolution").run()
     at.button(key="bw_run").click().run()
@@ -65,8 +75,17 @@ def test_step_through_mnist_cnn_in_chromium(app_url, page, screenshot):
     assert _in_view(page, steps[target].node.id)
     check = page.locator(".gradviz-check").inner_text()
     assert "NumPy check" in check and "agrees" in check
-    page.get_by_text("|torch − NumPy|").first.wait_for()  # the difference table is shown
+    # Edges that carried gradient are drawn in the flow colour, wider for larger norms.
+    widths = page.eval_on_selector_all(
+        ".gv-root svg g.edge path[stroke='#1864ab']",
+        "ps => ps.map(p => +p.getAttribute('stroke-width'))")
+    assert len(widths) >= target and max(widths) > min(widths) >= 1
+    _cells(page, f"bw_e_{target}_0_t").first.wait_for()  # the heatmaps are drawn
+    page.mouse.move(5, 995)  # no button tooltip in the picture
     screenshot(page, "backward")
+    page.locator(f".st-key-bw_e_{target}_0_t").scroll_into_view_if_needed()
+    screenshot(page, "backward-heatmaps")
+    page.get_by_role("heading", name="Step through backward").scroll_into_view_if_needed()
     # Clicking a node in the graph jumps to its step, and the view follows it.
     last = next(s for s in reversed(steps.steps) if s.node.kind == "op")
     page.locator(".gv-toolbar button[data-act=fit]").click()  # the whole graph, to click in
@@ -74,6 +93,135 @@ def test_step_through_mnist_cnn_in_chromium(app_url, page, screenshot):
     page.wait_for_selector(f'.gradviz-current[data-node="{last.node.id}"]')
     expect(page.locator(".gv-root")).to_have_attribute("data-selected", last.node.id)
     assert _in_view(page, last.node.id)
+
+
+def _cells(page, key: str):
+    """The cells of the heatmap in the container with this widget key."""
+    return page.locator(f'.st-key-{key} path[aria-roledescription="rect mark"]')
+
+
+def _attrs(page, key: str, name: str) -> list[str]:
+    return _cells(page, key).evaluate_all(f"ps => ps.map(p => p.getAttribute('{name}'))")
+
+
+def _exact_values(page, key: str) -> list[float]:
+    labels = _attrs(page, key, "aria-label")
+    return [float(re.search(r"value: (\S+)$", label).group(1)) for label in labels]
+
+
+def _rgb(fill: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in re.findall(r"\d+", fill))
+
+
+@pytest.mark.browser
+def test_keys_step_and_heatmaps_show_torch_numpy_and_difference(app_url, page):
+    steps = step_source("preset:mnist-cnn")
+    page.goto(f"{app_url}/Backward")
+    page.wait_for_selector(f'.gradviz-current[data-node="{steps[0].node.id}"]')
+    page.get_by_role("heading", name="Step through backward").click()  # focus off the inputs
+    page.keyboard.press("ArrowRight")
+    page.wait_for_selector(f'.gradviz-current[data-node="{steps[1].node.id}"]')
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_selector(f'.gradviz-current[data-node="{steps[0].node.id}"]')
+    for i in (1, 2):
+        page.keyboard.press("ArrowRight")
+        page.wait_for_selector(f'.gradviz-current[data-node="{steps[i].node.id}"]')
+    page.wait_for_selector(f'.gradviz-current[data-node="{steps[2].node.id}"]')
+    step = steps[2]  # fc2's AddmmBackward0: grad_input 1 is the 8×50 input gradient
+    torch_grad, numpy_grad = step.grad_inputs[1], step.reference[1]
+    cells = _cells(page, "bw_e_2_1_t")
+    cells.first.wait_for()
+    assert cells.count() == torch_grad.size == _cells(page, "bw_e_2_1_n").count()
+    assert _cells(page, "bw_e_2_1_d").count() == torch_grad.size
+    # Size: one 4-px cell per entry, 50 wide and 8 high.
+    box = page.locator(".st-key-bw_e_2_1_t g.mark-rect").first.bounding_box()
+    assert (round(box["width"]), round(box["height"])) == (50 * 4, 8 * 4)
+    # Every cell carries its exact value, row by row: the numbers are torch's own.
+    assert _exact_values(page, "bw_e_2_1_t") == torch_grad.reshape(-1).tolist()
+    assert _exact_values(page, "bw_e_2_1_d") == (torch_grad - numpy_grad).reshape(-1).tolist()
+    # Colour: diverging and centred on 0, one scale for torch and NumPy.
+    fills = [_rgb(f) for f in _attrs(page, "bw_e_2_1_t", "fill")]
+    flat = torch_grad.reshape(-1)
+    top, bottom = int(np.argmax(flat)), int(np.argmin(flat))
+    assert fills[top][0] > fills[top][2] and fills[bottom][2] > fills[bottom][0]
+    # The largest |entry| gets the darkest colour: the scale's end is the largest magnitude.
+    extreme = int(np.argmax(np.abs(flat)))
+    assert sum(fills[extreme]) == min(sum(f) for f in fills)
+    quiet = int(np.argmin(np.abs(flat)))
+    assert np.abs(flat[quiet]) < 0.05 * np.abs(flat).max() and min(fills[quiet]) > 220
+    numpy_fills = _attrs(page, "bw_e_2_1_n", "fill")
+    assert [_rgb(f) for f in numpy_fills] == fills
+    # Hover shows the exact value.
+    cells.nth(top).hover()
+    expect(page.locator("#vg-tooltip-element")).to_contain_text(repr(float(flat[top])))
+    # Full precision on demand: never a number cut to 0.000000.
+    page.get_by_text("Full-precision values").nth(1).click()
+    texts = page.locator("[data-testid=stTable] td").all_inner_texts()
+    numbers = [t for t in texts if re.fullmatch(r"-?[\d.]+(e-?\d+)?", t)]
+    assert numbers and not any(re.fullmatch(r"-?0\.0{4,}", t) for t in numbers)
+    worst = float(np.abs(torch_grad - numpy_grad).max())
+    assert repr(worst) in texts
+    # The formula, and this step's numbers for the 10-entry bias gradient.
+    expect(page.get_by_text("With this step's numbers")).to_be_visible()
+    assert page.locator(".katex-display .mtable").count() >= 1  # a matrix of numbers
+    # A long row scrolls rather than being cut at the column's edge.
+    assert page.eval_on_selector_all(
+        ".katex-display", "es => es.every(e => getComputedStyle(e).overflowX === 'auto')")
+
+
+@pytest.mark.browser
+def test_mini_map_shows_every_step_and_a_click_jumps_there(app_url, page):
+    steps = step_source("preset:mnist-cnn")
+    page.goto(f"{app_url}/Backward")
+    page.wait_for_selector(".gradviz-current")
+    strip = _cells(page, "bw_minimap")
+    strip.first.wait_for()
+    assert strip.count() == len(steps)
+    labels = _attrs(page, "bw_minimap", "aria-label")
+    assert ": current;" in labels[0] and all(": upcoming;" in label for label in labels[1:])
+    strip.nth(6).click()
+    page.wait_for_selector(f'.gradviz-current[data-node="{steps[6].node.id}"]')
+    labels = _attrs(page, "bw_minimap", "aria-label")
+    assert ": current;" in labels[6]
+    assert not any(": upcoming;" in label or ": current;" in label for label in labels[:6])
+
+
+@pytest.mark.browser
+def test_slices_of_a_rank_4_gradient(app_url, page):
+    steps = step_source("preset:mnist-cnn")
+    conv = steps.find(label="Convolution")
+    page.goto(f"{app_url}/Backward")
+    page.wait_for_selector(".gradviz-current")
+    page.get_by_label("Breakpoint: op or module").fill("Convolution")
+    page.get_by_role("button", name="Run to").click()
+    page.wait_for_selector(f'.gradviz-current[data-node="{steps[conv].node.id}"]')
+    weight = steps[conv].grad_inputs[1]  # 20×10×5×5
+    key = f"bw_e_{conv}_1"
+    _cells(page, f"{key}_t").first.wait_for()
+    assert _exact_values(page, f"{key}_t") == weight[0, 0].reshape(-1).tolist()
+    box = page.locator(f".st-key-{key}_ax0 input")
+    box.fill("3")
+    box.press("Enter")
+    j = int(np.argmax(weight[3, 0].reshape(-1) != weight[0, 0].reshape(-1)))
+    expect(_cells(page, f"{key}_t").nth(j)).to_have_attribute(
+        "aria-label", re.compile(re.escape(f"value: {float(weight[3, 0].reshape(-1)[j])!r}")))
+    assert _exact_values(page, f"{key}_t") == weight[3, 0].reshape(-1).tolist()
+
+
+@pytest.mark.browser
+def test_navigation_is_named_for_users_and_has_no_deploy_button(app_url, page, screenshot):
+    page.goto(f"{app_url}/Backward")  # a deep link first: the names must hold there too
+    nav = page.locator("[data-testid=stSidebarNav] a")
+    nav.first.wait_for()
+    names = [t.split("\n")[-1] for t in nav.all_inner_texts()]
+    assert names == ["Home", "Graph", "Build & Train", "Backward", "Function Lab"]
+    page.goto(app_url)
+    page.get_by_text("Try first").first.wait_for()
+    expect(page.locator("[data-testid=stAppDeployButton]")).to_have_count(0)
+    expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
+    names = [t.split("\n")[-1] for t in nav.all_inner_texts()]
+    assert "streamlit app" not in names and names[0] == "Home"
+    screenshot(page, "home")
 
 
 def _node(page, node_id: str):

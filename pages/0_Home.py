@@ -1,13 +1,14 @@
-"""gradviz home page: what it does and where to start (pages/ holds the tools)."""
+"""gradviz home page: what it does and where to start (the other pages are the tools)."""
 
 import pathlib
 
 import streamlit as st
 
-st.set_page_config(page_title="gradviz", page_icon="🔁", layout="wide")
-HERE = pathlib.Path(__file__).parent
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 st.title("gradviz — see and check PyTorch's autograd")
+st.caption("What gradviz does and where to start. Try first: **Backward**, and press → to "
+           "watch gradients flow node by node, each checked against NumPy.")
 st.markdown(
     """
 Backprop is hard to see. gradviz makes it visible and checkable:
@@ -30,6 +31,6 @@ for file, text in (
     ("pages/3_Backward.py", "Backward: step through backward, checked against NumPy"),
     ("pages/4_Function_Lab.py", "Function Lab: property-test a custom autograd Function"),
 ):
-    if (HERE / file).is_file():
-        st.page_link(file, label=text)
+    if (ROOT / file).is_file():
+        st.page_link(f"../{file}", label=text)  # relative to entry/streamlit_app.py
 st.caption("The same library runs from Python: `import gradviz; gradviz.trace(loss, model=model)`.")
