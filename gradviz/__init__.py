@@ -19,6 +19,7 @@ from gradviz.notebook import step_widget, widget  # lazy: anywidget loads on fir
 from gradviz.train.builder import Network, build_network
 from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from gradviz.train.data import TrainData
+from gradviz.train.flow import GradientFlow
 from gradviz.train.mnist import load_mnist_csv, load_mnist_idx
 from gradviz.train.results import StopTraining, TrainResult
 from gradviz.train.shapes import layer_table
@@ -35,6 +36,7 @@ __all__ = [
     "Failure",
     "FunctionReport",
     "GradvizError",
+    "GradientFlow",
     "Graph",
     "Network",
     "Node",
