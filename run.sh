@@ -61,7 +61,7 @@ apt_install dot graphviz
 
 if [[ $mode == app ]]; then
   say "starting the app on http://127.0.0.1:${GRADVIZ_PORT:-8501}"
-  exec $PY -m streamlit run entry/streamlit_app.py --server.address 127.0.0.1 \
+  exec $PY -m streamlit run streamlit_app.py --server.address 127.0.0.1 \
     --server.port "${GRADVIZ_PORT:-8501}" --server.headless true --browser.gatherUsageStats false "$@"
 fi
 # Tiny tensors run fastest on one thread per test worker; two workers use both cores.

@@ -32,5 +32,5 @@ for file, text in (
     ("pages/4_Function_Lab.py", "Function Lab: property-test a custom autograd Function"),
 ):
     if (ROOT / file).is_file():
-        st.page_link(f"../{file}", label=text)  # relative to entry/streamlit_app.py
+        st.page_link(file, label=text)
 st.caption("The same library runs from Python: `import gradviz; gradviz.trace(loss, model=model)`.")

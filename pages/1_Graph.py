@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from gradviz.app import MODEL_KEY, graph_sources, guard
+from gradviz.app import MODEL_KEY, graph_sources, guard, keep_navigation
 from gradviz.app.explorer_ui import MODES, explored, show_compare, show_explorer, show_node_table
+
+keep_navigation()
 
 st.set_page_config(page_title="gradviz · Graph", layout="wide")
 st.title("Autograd graph")

@@ -3,6 +3,9 @@
 import streamlit as st
 
 from gradviz.app import build_ui as ui
+from gradviz.app import keep_navigation
+
+keep_navigation()
 
 st.set_page_config(page_title="gradviz · Build & Train", layout="wide")
 st.title("Build & train")

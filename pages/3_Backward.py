@@ -3,8 +3,10 @@
 import streamlit as st
 
 from gradviz.app import backward_ui as ui
-from gradviz.app import guard
+from gradviz.app import guard, keep_navigation
 from gradviz.zoo.sources import source_labels
+
+keep_navigation()
 
 st.set_page_config(page_title="gradviz · Backward", layout="wide")
 st.title("Step through backward")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gradviz.app import guard
+from gradviz.app import guard, keep_navigation
 from gradviz.app.lab_ui import (
     EXAMPLES,
     example_label,
@@ -12,6 +12,8 @@ from gradviz.app.lab_ui import (
     show_result,
     user_code_note,
 )
+
+keep_navigation()
 
 st.set_page_config(page_title="gradviz · Function Lab", layout="wide")
 st.title("Function Lab")

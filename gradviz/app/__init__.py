@@ -17,10 +17,26 @@ from gradviz.errors import GradvizError
 from gradviz.graph.model import Graph
 from gradviz.zoo.sources import source_labels, trace_source
 
-__all__ = ["graph_sources", "traced", "svg_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
+__all__ = ["keep_navigation", "graph_sources", "traced", "svg_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
 
 # Session-state key under which the Build & Train page hands its model to the others.
 MODEL_KEY = "gradviz.built_model"
+
+
+def keep_navigation() -> None:
+    """Hand a page run by Streamlit's older `pages/` folder navigation back to
+    `streamlit_app.py`'s `st.navigation`.
+
+    With a `pages/` folder beside the entry script, Streamlit runs a first visit straight
+    to a page (a bookmark of /Backward) through its file-name navigation, which then labels
+    the sidebar "streamlit app" for the whole server. Switching that mode off and rerunning
+    lets the entry script name the pages, and the URL still opens the page asked for.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def graph_sources() -> dict[str, str]:

@@ -15,7 +15,7 @@ __all__ = ["main"]
 
 
 def _app_file() -> pathlib.Path:
-    return pathlib.Path(__file__).resolve().parents[2] / "entry" / "streamlit_app.py"
+    return pathlib.Path(__file__).resolve().parents[2] / "streamlit_app.py"
 
 
 def _cmd_app(args: argparse.Namespace, extra: list[str]) -> int:

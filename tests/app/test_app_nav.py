@@ -16,7 +16,7 @@ PAGES = sorted((ROOT / "pages").glob("*.py"))
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
 def test_each_page_starts_with_what_it_shows_and_what_to_try_first(page):
     # The home page links to the others, which needs the navigation: run it through the entry.
-    path = ROOT / "entry" / "streamlit_app.py" if page.name == "0_Home.py" else page
+    path = ROOT / "streamlit_app.py" if page.name == "0_Home.py" else page
     at = AppTest.from_file(str(path), default_timeout=240).run()
     assert not at.exception
     first = at.caption[0].value
@@ -27,7 +27,7 @@ def test_each_page_starts_with_what_it_shows_and_what_to_try_first(page):
 
 
 def test_the_navigation_names_every_page_file_for_its_users():
-    entry = ROOT / "entry" / "streamlit_app.py"
+    entry = ROOT / "streamlit_app.py"
     calls = [n for n in ast.walk(ast.parse(entry.read_text())) if isinstance(n, ast.Call)
              and getattr(n.func, "attr", "") == "Page"]
     pages = {(entry.parent / c.args[0].value).resolve().name:
