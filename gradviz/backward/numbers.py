@@ -102,7 +102,7 @@ def _small(value: Any) -> bool:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         return False
-    return arr.size <= MAX_ELEMENTS and np.all(np.isfinite(arr))
+    return arr.size <= MAX_ELEMENTS and bool(np.all(np.isfinite(arr)))
 
 
 def _values(step: Any, binding: Mapping[str, str]) -> dict[str, Any]:
@@ -169,7 +169,7 @@ def _fallback(step: Any, names: Sequence[str | None]) -> list[str]:
         lines.append(r"\text{received } \bar{y} = " + latex_value(received[0]))
     for i, g in enumerate(step.grad_inputs):
         if _small(g):
-            to = names[i] if i < len(names) and names[i] else f"edge {i}"
+            to = (names[i] if i < len(names) else None) or f"edge {i}"
             lines.append(rf"\text{{sent to {_escape(to)}: }} \bar{{x}}_{{{i}}} = " + latex_value(g))
     return lines
 

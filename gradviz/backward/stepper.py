@@ -16,7 +16,7 @@ import os
 import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -41,6 +41,18 @@ PROGRESS_COLORS = {
 }
 _ACCUMULATE_FORMULA = r"\bar{\theta} \mathrel{+}= \sum_k \bar{y}_k"
 _FD_EPS = 1e-6
+# What `_reference` finds for a node: the NumPy gradients (None: no reference), their kind
+# ("numpy", "finite differences"), the formula and the small saved values.
+_Reference = tuple[tuple[np.ndarray | None, ...] | None, str | None, str | None, dict[str, Any]]
+# One step as `_read_steps` records it for `_steps`: node id, next ids (None for an
+# AccumulateGrad), gradients received and sent, reference, kind, formula, (abs, rel) errors,
+# scale, saved values. Plain tuples: building Step objects waits until first access.
+_Record = tuple[
+    str, tuple[str | None, ...] | None, tuple[torch.Tensor | None, ...],
+    tuple[torch.Tensor | None, ...], tuple[np.ndarray | None, ...] | None, str | None,
+    str | None, tuple[float | None, float | None], float, dict[str, Any],
+]
+
 # Central differences in float64 with eps 1e-6 are good to about 1e-8 absolute, not 1e-15.
 _FD_TOLERANCE = 1e-5
 
@@ -99,15 +111,18 @@ class Step:
         # round-off, which no relative error of that edge alone can accept: measure it
         # against the node's largest gradient too, 100× tighter than the relative bound.
         max_abs = self.max_abs_error or 0.0
-        return self.max_rel_error <= tol or max_abs <= tol * 1e-3 or max_abs <= tol * 1e-2 * self.scale
+        return (self.max_rel_error <= tol or max_abs <= tol * 1e-3
+                or max_abs <= tol * 1e-2 * self.scale)
 
     @property
     def summed(self) -> str | None:
         """A sentence on gradient summation at this node, or None."""
         if self.node.kind in ("param", "leaf") and self.contributions > 1:
-            return f"{self.contributions} gradients are accumulated into {self.node.label}.grad (the parameter is used {self.contributions} times)"
+            return (f"{self.contributions} gradients are accumulated into {self.node.label}.grad "
+                    f"(the parameter is used {self.contributions} times)")
         if self.contributions > 1:
-            return f"the forward value fans out to {self.contributions} uses, so {self.contributions} incoming gradients are summed before this node runs"
+            return (f"the forward value fans out to {self.contributions} uses, so "
+                    f"{self.contributions} incoming gradients are summed before this node runs")
         return None
 
 
@@ -159,25 +174,31 @@ class BackwardStepper(Sequence[Step]):
         references: bool = True,
     ) -> None:
         if not isinstance(loss, torch.Tensor):
-            raise ArgumentError("loss", type(loss).__name__, "pass the tensor to run backward from, e.g. BackwardStepper(loss)")
+            raise ArgumentError("loss", type(loss).__name__,
+                                "pass the tensor to run backward from, e.g. BackwardStepper(loss)")
         if loss.grad_fn is None:
             raise TraceError(
-                f"loss (shape {tuple(loss.shape)}) has no grad_fn, so there is no backward to step through: "
-                "compute it from parameters or inputs with requires_grad=True, outside torch.no_grad()"
+                f"loss (shape {tuple(loss.shape)}) has no grad_fn, so there is no backward to "
+                "step through: compute it from parameters or inputs with requires_grad=True, "
+                "outside torch.no_grad()"
             )
         if grad is None and loss.numel() != 1:
             raise ArgumentError(
                 "grad", None,
-                f"loss has shape {tuple(loss.shape)}: a non-scalar output needs grad= of that shape, "
-                "as Tensor.backward does (e.g. grad=torch.ones_like(loss)), or reduce it with .sum()",
+                f"loss has shape {tuple(loss.shape)}: a non-scalar output needs grad= of that "
+                "shape, as Tensor.backward does (e.g. grad=torch.ones_like(loss)), or reduce it "
+                "with .sum()",
             )
         if grad is not None and (not isinstance(grad, torch.Tensor) or grad.shape != loss.shape):
-            raise ArgumentError("grad", getattr(grad, "shape", grad), f"pass a tensor of the loss's shape {tuple(loss.shape)}")
+            raise ArgumentError("grad", getattr(grad, "shape", grad),
+                                f"pass a tensor of the loss's shape {tuple(loss.shape)}")
         # Saved-tensor descriptions are for drawings; a caller who wants them passes graph=.
         traced, ids = trace_with_ids(loss, model=model, params=params, saved=False)
         self._param_grads: dict[str, np.ndarray] | None = None
-        if graph is not None and [(n.id, n.label) for n in graph.nodes] != [(n.id, n.label) for n in traced.nodes]:  # noqa: E501
-            raise ArgumentError("graph", f"{len(graph)} nodes", "pass the Graph traced from this same loss, or leave graph=None")
+        if graph is not None and ([(n.id, n.label) for n in graph.nodes]
+                                  != [(n.id, n.label) for n in traced.nodes]):
+            raise ArgumentError("graph", f"{len(graph)} nodes",
+                                "pass the Graph traced from this same loss, or leave graph=None")
         self.graph = graph or traced
         fns = list(ids)  # autograd nodes in id order; only this stepper holds them
         rec = _Recorder(len(fns))
@@ -217,30 +238,37 @@ class BackwardStepper(Sequence[Step]):
         del fns
 
     # -- building the steps ------------------------------------------------------------
-    def _read_steps(self, fns, ids, rec: _Recorder, references: bool) -> list[tuple]:
+    def _read_steps(
+        self, fns: Sequence[Any], ids: Mapping[Any, str], rec: _Recorder, references: bool
+    ) -> list[_Record]:
         """What each step needs from the live autograd nodes, in engine order: the node's id,
         its next ids (None for an AccumulateGrad), what it received and sent, and its NumPy
         reference. Everything else is derived from these on first access (`_steps`)."""
-        records = []
+        records: list[_Record] = []
         for i in rec.order:
             fn = fns[i]
             raw_outputs = rec.grad_outputs[i] or ()
             if is_accumulate(fn):
-                records.append((ids[fn], None, raw_outputs, (), None, None, _ACCUMULATE_FORMULA, (None, None), 0.0, {}))
+                records.append((ids[fn], None, raw_outputs, (), None, None, _ACCUMULATE_FORMULA,
+                                (None, None), 0.0, {}))
                 continue
             # next_functions builds a new tuple per access: read it once.
             edges = fn.next_functions
             next_ids = tuple(None if nxt is None else ids.get(nxt) for nxt, _ in edges)
             raw_inputs = rec.grad_inputs[i] or ()
-            reference, kind, formula, saved = _reference(fn, raw_outputs, raw_inputs) if references else (None, None, None, {})
+            reference, kind, formula, saved = (
+                _reference(fn, raw_outputs, raw_inputs) if references else (None, None, None, {})
+            )
             errs: tuple[float | None, float | None] = (None, None)
             scale = 0.0
             if reference is not None:
                 # The engine drops what a node sends along an absent edge; do not compare those.
-                present = [None if nxt is None else g for (nxt, _), g in zip(edges, raw_inputs, strict=False)]
+                present = [None if nxt is None else g
+                           for (nxt, _), g in zip(edges, raw_inputs, strict=False)]
                 errs = compare(reference, present)
                 scale = _largest((*raw_outputs, *present))
-            records.append((ids[fn], next_ids, raw_outputs, raw_inputs, reference, kind, formula, errs, scale, saved))
+            records.append((ids[fn], next_ids, raw_outputs, raw_inputs, reference, kind, formula,
+                            errs, scale, saved))
         return records
 
     @functools.cached_property
@@ -262,7 +290,9 @@ class BackwardStepper(Sequence[Step]):
         pending = {k: len(v) for k, v in users.items()}
         ready: dict[str, None] = {}
         steps = []
-        for step_no, (node_id, next_ids, raw_outputs, raw_inputs, reference, kind, formula, errs, scale, saved) in enumerate(records):
+        for step_no, record in enumerate(records):
+            (node_id, next_ids, raw_outputs, raw_inputs, reference, kind, formula, errs, scale,
+             saved) = record
             ready.pop(node_id, None)
             for nid in next_ids or ():
                 if nid is not None and nid in pending:
@@ -294,7 +324,12 @@ class BackwardStepper(Sequence[Step]):
     def __len__(self) -> int:
         return len(self._steps)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> Step: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Step, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Step | tuple[Step, ...]:
         return self._steps[i]
 
     def __iter__(self) -> Iterator[Step]:
@@ -332,7 +367,9 @@ class BackwardStepper(Sequence[Step]):
             "numpy": sum(1 for s in ops if s.reference_kind == "numpy"),
             "finite_differences": sum(1 for s in ops if s.reference_kind == "finite differences"),
             "agreeing": sum(1 for s in with_ref if s.agrees),
-            "worst_rel_error": max((s.max_rel_error for s in with_ref if s.max_rel_error is not None), default=None),
+            "worst_rel_error": max(
+                (s.max_rel_error for s in with_ref if s.max_rel_error is not None), default=None
+            ),
             "missing": sorted({s.node.grad_fn or s.node.label for s in ops if s.reference is None}),
             "coverage": self.coverage,
         }
@@ -342,7 +379,9 @@ class BackwardStepper(Sequence[Step]):
         check (green agrees, red disagrees, orange finite differences, blue no reference),
         the current node yellow, nodes still to run grey."""
         # Everything not yet run is grey, whatever its kind, so progress reads at a glance.
-        colors: dict[str, str] = {n.id: PROGRESS_COLORS["upcoming"] for n in self.graph.nodes if n.kind != "output"}
+        colors: dict[str, str] = {
+            n.id: PROGRESS_COLORS["upcoming"] for n in self.graph.nodes if n.kind != "output"
+        }
         for s in self._steps[: position + 1]:
             if s.agrees is None:
                 colors[s.node.id] = PROGRESS_COLORS["no reference"]
@@ -371,7 +410,9 @@ class BackwardStepper(Sequence[Step]):
                 return s.index
         return None
 
-    def find(self, *, label: str | None = None, module: str | None = None, start: int = 0) -> int | None:
+    def find(
+        self, *, label: str | None = None, module: str | None = None, start: int = 0
+    ) -> int | None:
         """Index of the first step at or after `start` whose op label or module matches."""
         for s in self._steps[start:]:
             if label is not None and label.lower() not in s.node.label.lower():
@@ -383,10 +424,11 @@ class BackwardStepper(Sequence[Step]):
 
 
 def _largest(grads: Sequence[Any]) -> float:
-    return max((float(g.detach().abs().max()) for g in grads if isinstance(g, torch.Tensor) and g.numel()), default=0.0)
+    return max((float(g.detach().abs().max())
+                for g in grads if isinstance(g, torch.Tensor) and g.numel()), default=0.0)
 
 
-def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any]):
+def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any]) -> _Reference:
     name = type(fn).__name__
     rule = RULES.get(name)
     if rule is not None:
@@ -401,7 +443,7 @@ def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any])
         except Exception:  # a Function whose forward needs more than its saved tensors
             ref = None
         if ref is not None:
-            return ref, "finite differences", r"\bar{x}_j \approx \sum_i \bar{y}_i\,\frac{f_i(x + \epsilon e_j) - f_i(x - \epsilon e_j)}{2\epsilon}", {}
+            return ref, "finite differences", _FD_FORMULA, {}
     return None, None, None, {}
 
 
@@ -418,7 +460,13 @@ def _small(saved: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _finite_difference(fn: Any, grad_outputs: Sequence[Any]) -> tuple[np.ndarray | None, ...] | None:
+_FD_FORMULA = (r"\bar{x}_j \approx \sum_i \bar{y}_i\,\frac{f_i(x + \epsilon e_j) "
+               r"- f_i(x - \epsilon e_j)}{2\epsilon}")
+
+
+def _finite_difference(
+    fn: Any, grad_outputs: Sequence[Any]
+) -> tuple[np.ndarray | None, ...] | None:
     """Central differences of a custom Function, when its saved tensors are its inputs.
 
     The Function's inputs are not kept by autograd; many Functions (the tutorial's MyReLU)
@@ -428,7 +476,7 @@ def _finite_difference(fn: Any, grad_outputs: Sequence[Any]) -> tuple[np.ndarray
         saved = tuple(fn.saved_tensors)
     except RuntimeError:
         return None
-    shapes = []
+    shapes: list[tuple[int, ...] | None] = []
     for nxt, i in fn.next_functions:
         if nxt is None:
             shapes.append(None)
@@ -436,7 +484,9 @@ def _finite_difference(fn: Any, grad_outputs: Sequence[Any]) -> tuple[np.ndarray
             shapes.append(tuple(nxt.variable.shape))
         else:
             shapes.append(tuple(nxt._input_metadata[i].shape))
-    if len(saved) != len(shapes) or any(s is not None and tuple(t.shape) != s for t, s in zip(saved, shapes, strict=True)):
+    if len(saved) != len(shapes) or any(
+        s is not None and tuple(t.shape) != s for t, s in zip(saved, shapes, strict=True)
+    ):
         return None
     cls = fn._forward_cls
     inputs = [t.detach().to(torch.float64).clone() for t in saved]
@@ -446,7 +496,9 @@ def _finite_difference(fn: Any, grad_outputs: Sequence[Any]) -> tuple[np.ndarray
         with torch.no_grad():
             out = cls.apply(*xs)
         outs = out if isinstance(out, tuple) else (out,)
-        return sum(float((o.to(torch.float64) * g).sum()) for o, g in zip(outs, gouts, strict=False) if g is not None and isinstance(o, torch.Tensor))
+        return sum(float((o.to(torch.float64) * g).sum())
+                   for o, g in zip(outs, gouts, strict=False)
+                   if g is not None and isinstance(o, torch.Tensor))
 
     result: list[np.ndarray | None] = []
     for k, shape in enumerate(shapes):

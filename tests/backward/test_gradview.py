@@ -25,14 +25,16 @@ from gradviz.errors import GradvizError
 FLOATS = st.floats(-1e6, 1e6, allow_nan=False)
 
 
-@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=4, max_side=5), elements=FLOATS),
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=4, max_side=5),
+                  elements=FLOATS),
        st.data())
 def test_any_rank_becomes_the_matrix_a_reader_expects(arr, data):
     index = tuple(data.draw(st.integers(0, n - 1)) for n in slice_dims(arr.shape))
     mat = as_matrix(arr, index)
     assert mat.ndim == 2
     if arr.ndim <= 1:
-        assert mat.shape == (1, max(arr.size, 1)) and np.array_equal(mat.reshape(-1), arr.reshape(-1))
+        assert mat.shape == (1, max(arr.size, 1))
+        assert np.array_equal(mat.reshape(-1), arr.reshape(-1))
     else:
         assert np.array_equal(mat, arr[index])
 
@@ -85,7 +87,8 @@ def test_the_spec_is_a_centred_diverging_map_with_exact_hover_values(mat):
     limit = symmetric_limit(mat)
     spec = heatmap_spec(pooled(mat), limit=limit, title="torch")
     color = spec["encoding"]["color"]["scale"]
-    assert color["scheme"] == SCHEME and color["domain"] == [-limit, limit] and color["domainMid"] == 0
+    assert color["scheme"] == SCHEME and color["domain"] == [-limit, limit]
+    assert color["domainMid"] == 0
     cells = spec["data"]["values"]
     assert len(cells) == mat.size
     for cell in cells:

@@ -238,6 +238,26 @@ def test_single_layers_with_unusual_settings(layer, shape, training):
     _assert_same(result, *_torch_grads(model, x, lambda y: 0.5 * (w - y).pow(2).sum()))
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    dropped=st.sampled_from(["weight", "bias"]),
+    batch=st.integers(2, 5),
+    width=st.integers(1, 4),
+    training=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_batch_norm_with_only_a_weight_or_only_a_bias(dropped, batch, width, training, seed):
+    # F.batch_norm takes weight and bias each optional; the NumPy layer must too
+    model = _init(nn.Sequential(nn.BatchNorm1d(width)), seed).train(training)
+    setattr(model[0], dropped, None)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, width, generator=g, dtype=torch.float64)
+    w = torch.randn(batch, width, generator=g, dtype=torch.float64)
+    result = numpy_backprop(model, x, w, "half_sse")
+    assert set(result.grads) == {"0.weight", "0.bias"} - {f"0.{dropped}"}
+    _assert_same(result, *_torch_grads(model, x, lambda y: 0.5 * (w - y).pow(2).sum()))
+
+
 def test_max_pool_ties_go_to_the_first_entry_as_in_torch():
     # a constant image: every window is a tie, and torch sends the gradient to its first entry
     model = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(16, 1))

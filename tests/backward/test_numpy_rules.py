@@ -93,7 +93,7 @@ def test_sum_to_reduces_like_broadcasting():
     assert sum_to(g, (3,)).shape == (3,)
 
 
-def test_where_torchs_nearest_backward_is_not_its_forwards_derivative_the_rule_follows_the_forward():
+def test_where_torchs_nearest_backward_is_not_its_forwards_derivative_the_rule_follows_forward():
     # torch 2.13: 1-D nearest with a kept scale_factor 1.2 on length 4 reads x[floor(o / 1.2)]
     # forward, but its backward routes output o to input o. The rule must side with the
     # forward (central differences), so the stepper flags torch there.

@@ -53,8 +53,10 @@ CASES = {
     "rmsnorm": lambda: nn.RMSNorm(4).to(d)(x(3,4)).pow(2).sum(),
     "localresp": lambda: nn.LocalResponseNorm(2).to(d)(x(2,4,5)).sum(),
     "sdpa": lambda: F.scaled_dot_product_attention(x(2,3,4),x(2,3,4),x(2,3,4)).sum(),
-    "sdpa_causal": lambda: F.scaled_dot_product_attention(x(2,3,4),x(2,3,4),x(2,3,4), is_causal=True).sum(),
-    "mha": lambda: nn.MultiheadAttention(4,2,batch_first=True).to(d)(x(2,3,4),x(2,3,4),x(2,3,4))[0].sum(),
+    "sdpa_causal": lambda: F.scaled_dot_product_attention(
+        x(2,3,4),x(2,3,4),x(2,3,4), is_causal=True).sum(),
+    "mha": lambda: nn.MultiheadAttention(4,2,batch_first=True).to(d)(
+        x(2,3,4),x(2,3,4),x(2,3,4))[0].sum(),
     "cosine_sim": lambda: F.cosine_similarity(x(3,4),x(3,4)).sum(),
     "pairwise": lambda: F.pairwise_distance(x(3,4),x(3,4)).sum(),
     "cdist": lambda: torch.cdist(x(3,4),x(5,4)).sum(),
@@ -67,7 +69,8 @@ CASES = {
     "topk": lambda: x(3,4).topk(2)[0].pow(2).sum(),
     "sort": lambda: x(3,4).sort(1)[0].pow(2).sum(),
     "gather": lambda: x(3,4).gather(1, torch.tensor([[0],[2],[1]])).pow(2).sum(),
-    "scatter": lambda: torch.zeros(3,4,dtype=d).scatter(1, torch.tensor([[0],[2],[1]]), x(3,1)).pow(2).sum(),
+    "scatter": lambda: torch.zeros(3,4,dtype=d).scatter(
+        1, torch.tensor([[0],[2],[1]]), x(3,1)).pow(2).sum(),
     "scatter_add": lambda: x(3,4).scatter_add(1, torch.tensor([[0],[2],[1]]), x(3,1)).pow(2).sum(),
     "index_select": lambda: x(3,4).index_select(1, torch.tensor([0,2])).pow(2).sum(),
     "repeat": lambda: x(3,4).repeat(2,1).pow(2).sum(),
@@ -83,10 +86,12 @@ CASES = {
     "var": lambda: x(3,4).var(1).sum(),
     "std": lambda: x(3,4).std().mul(1),
     "prod": lambda: x(3,4).prod(1).sum(),
-    "trig": lambda: (x(3).sin()+x(3).cos()+x(3).tan()+x(3).atan()+x(3).sinh()+x(3).cosh()).sum(),
+    "trig": lambda: (
+        x(3).sin()+x(3).cos()+x(3).tan()+x(3).atan()+x(3).sinh()+x(3).cosh()).sum(),
     "asin": lambda: (x(3).mul(0.3).asin()+x(3).mul(0.3).acos()).sum(),
     "erf": lambda: (x(3).erf()+x(3).erfc()).sum(),
-    "log1p": lambda: (x(3,pos=True).log1p()+x(3).expm1()+x(3,pos=True).log2()+x(3,pos=True).log10()).sum(),
+    "log1p": lambda: (
+        x(3,pos=True).log1p()+x(3).expm1()+x(3,pos=True).log2()+x(3,pos=True).log10()).sum(),
     "rsqrt": lambda: x(3,pos=True).rsqrt().sum(),
     "reciprocal": lambda: x(3,pos=True).reciprocal().sum(),
     "sign_floor": lambda: (x(3).floor()+x(3).round()+x(3).trunc()+x(3).frac()).sum(),
@@ -101,13 +106,16 @@ CASES = {
     "fmax": lambda: torch.fmax(x(3),x(3)).sum(),
     "clamp_t": lambda: x(3).clamp(min=x(3)).sum(),
     "xlogy": lambda: torch.xlogy(x(3),x(3,pos=True)).sum(),
-    "sigmoid_bce_logits": lambda: F.binary_cross_entropy_with_logits(x(3,4), torch.rand(3,4,dtype=d)),
-    "kl_div": lambda: F.kl_div(F.log_softmax(x(3,4),1), F.softmax(torch.randn(3,4,dtype=d),1), reduction="batchmean"),
+    "sigmoid_bce_logits": lambda: F.binary_cross_entropy_with_logits(
+        x(3,4), torch.rand(3,4,dtype=d)),
+    "kl_div": lambda: F.kl_div(
+        F.log_softmax(x(3,4),1), F.softmax(torch.randn(3,4,dtype=d),1), reduction="batchmean"),
     "huber": lambda: F.huber_loss(x(3,4), torch.randn(3,4,dtype=d)),
     "l1": lambda: F.l1_loss(x(3,4), torch.randn(3,4,dtype=d)),
     "ce_smooth": lambda: F.cross_entropy(x(3,4), torch.tensor([0,1,2]), label_smoothing=0.1),
     "ce_probs": lambda: F.cross_entropy(x(3,4), F.softmax(torch.randn(3,4,dtype=d),1)),
-    "ce_weight": lambda: F.cross_entropy(x(3,4), torch.tensor([0,1,2]), weight=torch.rand(4,dtype=d)),
+    "ce_weight": lambda: F.cross_entropy(
+        x(3,4), torch.tensor([0,1,2]), weight=torch.rand(4,dtype=d)),
     "ce_ignore": lambda: F.cross_entropy(x(3,4), torch.tensor([0,-100,2])),
     "nll2d": lambda: F.nll_loss(F.log_softmax(x(2,3,4,4),1), torch.randint(0,3,(2,4,4))),
     "margin": lambda: F.margin_ranking_loss(x(3),x(3),torch.tensor([1.,-1.,1.],dtype=d)),
@@ -119,7 +127,8 @@ CASES = {
     "triplet": lambda: F.triplet_margin_loss(x(3,4),x(3,4),x(3,4)),
     "cosine_emb": lambda: F.cosine_embedding_loss(x(3,4),x(3,4),torch.tensor([1,-1,1])),
     "soft_margin": lambda: F.soft_margin_loss(x(3,4), torch.ones(3,4,dtype=d)),
-    "ctc": lambda: F.ctc_loss(F.log_softmax(x(6,2,5),2), torch.tensor([[1,2],[3,4]]), torch.tensor([6,6]), torch.tensor([2,2])),
+    "ctc": lambda: F.ctc_loss(F.log_softmax(x(6,2,5),2), torch.tensor([[1,2],[3,4]]),
+                              torch.tensor([6,6]), torch.tensor([2,2])),
     "maxpool1d": lambda: F.max_pool1d(x(1,2,8),2).sum(),
     "maxpool3d": lambda: F.max_pool3d(x(1,1,4,4,4),2).sum(),
     "avgpool1d": lambda: F.avg_pool1d(x(1,2,8),2).sum(),
@@ -130,7 +139,8 @@ CASES = {
     "conv_t1d": lambda: nn.ConvTranspose1d(2,3,3,stride=2).to(d)(x(1,2,5)).pow(2).sum(),
     "conv_t2d": lambda: nn.ConvTranspose2d(2,3,3,stride=2).to(d)(x(1,2,4,4)).pow(2).sum(),
     "conv3d": lambda: nn.Conv3d(2,3,2).to(d)(x(1,2,3,3,3)).pow(2).sum(),
-    "conv_groups": lambda: nn.Conv2d(4,4,3,groups=2,padding=1,dilation=1).to(d)(x(1,4,5,5)).pow(2).sum(),
+    "conv_groups": lambda: nn.Conv2d(4,4,3,groups=2,padding=1,dilation=1).to(d)(
+        x(1,4,5,5)).pow(2).sum(),
     "conv_dil": lambda: nn.Conv2d(2,3,3,dilation=2,stride=2).to(d)(x(1,2,7,7)).pow(2).sum(),
     "bilinear": lambda: nn.Bilinear(3,4,2).to(d)(x(5,3),x(5,4)).pow(2).sum(),
     "emb_bag": lambda: nn.EmbeddingBag(10,3).to(d)(torch.tensor([[1,2],[3,4]])).pow(2).sum(),
@@ -155,17 +165,21 @@ CASES = {
     "inverse": lambda: torch.linalg.inv(x(3,3)+3*torch.eye(3,dtype=d)).sum(),
     "det": lambda: torch.linalg.det(x(3,3)).mul(1),
     "solve": lambda: torch.linalg.solve(x(3,3)+3*torch.eye(3,dtype=d), x(3,2)).sum(),
-    "cholesky": lambda: torch.linalg.cholesky((lambda a: a@a.mT+torch.eye(3,dtype=d))(x(3,3))).sum(),
+    "cholesky": lambda: torch.linalg.cholesky(
+        (lambda a: a@a.mT+torch.eye(3,dtype=d))(x(3,3))).sum(),
     "svd": lambda: torch.linalg.svdvals(x(3,3)).sum(),
     "qr": lambda: torch.linalg.qr(x(3,3))[1].sum(),
     "eigh": lambda: torch.linalg.eigvalsh((lambda a: a+a.mT)(x(3,3))).pow(2).sum(),
     "slogdet": lambda: torch.linalg.slogdet(x(3,3)+3*torch.eye(3,dtype=d))[1].mul(1),
     "matrix_exp": lambda: torch.linalg.matrix_exp(x(3,3)).sum(),
     "pinv": lambda: torch.linalg.pinv(x(3,2)).sum(),
-    "triangular_solve": lambda: torch.linalg.solve_triangular(x(3,3).triu()+3*torch.eye(3,dtype=d), x(3,2), upper=True).sum(),
-    "index_put": lambda: torch.zeros(5,dtype=d).index_put((torch.tensor([0,2]),), x(2)).pow(2).sum(),
+    "triangular_solve": lambda: torch.linalg.solve_triangular(
+        x(3,3).triu()+3*torch.eye(3,dtype=d), x(3,2), upper=True).sum(),
+    "index_put": lambda: torch.zeros(5,dtype=d).index_put(
+        (torch.tensor([0,2]),), x(2)).pow(2).sum(),
     "index_add": lambda: x(5).index_add(0, torch.tensor([0,2]), x(2)).pow(2).sum(),
-    "masked_scatter": lambda: torch.zeros(4,dtype=d).masked_scatter(torch.tensor([1,0,1,0]).bool(), x(4)).pow(2).sum(),
+    "masked_scatter": lambda: torch.zeros(4,dtype=d).masked_scatter(
+        torch.tensor([1,0,1,0]).bool(), x(4)).pow(2).sum(),
     "masked_select": lambda: x(4).masked_select(torch.tensor([1,0,1,0]).bool()).pow(2).sum(),
     "take": lambda: x(3,4).take(torch.tensor([0,5])).pow(2).sum(),
     "chunk": lambda: x(4,4).chunk(2)[1].pow(2).sum(),
@@ -177,7 +191,8 @@ CASES = {
     "expand_as": lambda: x(3,1).expand_as(torch.empty(3,4)).cumsum(1).pow(2).sum(),
     "tile": lambda: x(2,2).tile(2,1).cumsum(0).pow(2).sum(),
     "rot90": lambda: x(3,4).rot90().cumsum(0).pow(2).sum(),
-    "inplace_slice": lambda: (lambda t: (t.__setitem__(slice(0,1), x(1,4)), t)[1])(x(3,4).mul(1)).pow(2).sum(),
+    "inplace_slice": lambda: (lambda t: (t.__setitem__(slice(0,1), x(1,4)), t)[1])(
+        x(3,4).mul(1)).pow(2).sum(),
     "inplace_relu": lambda: F.relu(x(3,4).mul(1), inplace=True).pow(2).sum(),
     "pad_circ": lambda: F.pad(x(1,2,4), (1,1), mode="circular").pow(2).sum(),
     "complex_abs": lambda: torch.view_as_complex(x(3,2)).abs().sum(),
@@ -216,7 +231,8 @@ def test_every_op_step_has_an_agreeing_numpy_reference(name, dtype, monkeypatch)
     stepper = BackwardStepper(CASES[name]())
     ops = stepper.op_steps()
     assert ops
-    disagree = [(s.node.label, s.max_rel_error) for s in ops if s.reference is not None and not s.agrees]
+    disagree = [(s.node.label, s.max_rel_error)
+                for s in ops if s.reference is not None and not s.agrees]
     assert disagree == []
     missing = {s.node.grad_fn for s in ops if s.reference is None}
     allowed = NO_RULE.get(name, set())

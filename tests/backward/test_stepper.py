@@ -104,7 +104,8 @@ def test_weight_sharing_sums_at_accumulate_grad_and_frontier_is_consistent():
         done.add(s.node.id)
         assert not (set(s.frontier) & done), "a ready node has already run"
     for s, nxt in zip(steps, steps[1:], strict=False):
-        assert nxt.node.id in s.frontier or nxt.node.kind in ("param", "leaf") or nxt.node.id in {f for t in steps for f in t.frontier}
+        assert (nxt.node.id in s.frontier or nxt.node.kind in ("param", "leaf")
+                or nxt.node.id in {f for t in steps for f in t.frontier})
 
 
 def test_param_grad_restored_and_no_hooks_left(monkeypatch):
@@ -139,7 +140,8 @@ def test_custom_function_gets_finite_difference_reference():
     w = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     x = torch.randn(3, 6, dtype=torch.float64)
     for fn, ok in ((MyReLU, True), (Wrong, False)):
-        loss = (fn.apply(x @ w) * torch.randn(3, 4, dtype=torch.float64)).sum()  # grad nonzero where x@w < 0
+        # grad nonzero where x@w < 0
+        loss = (fn.apply(x @ w) * torch.randn(3, 4, dtype=torch.float64)).sum()
         steps = BackwardStepper(loss, params={"w": w})
         custom = next(s for s in steps if s.node.label == fn.__name__)
         assert custom.reference_kind == "finite differences"
@@ -177,7 +179,8 @@ def _float32_cancelling_models():
     torch.manual_seed(0)
     # The conv bias's gradient is zero (BatchNorm removes the mean); so is the input's
     # gradient of a LayerNorm whose output is summed with unit weights.
-    conv_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    conv_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(144, 2))
     norm_sum = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8))
     return [(conv_bn, torch.randn(2, 3, 8, 8)), (norm_sum, torch.randn(2, 3, 8))]
 

@@ -11,7 +11,8 @@ define them (gradviz.zoo does so when imported, and gradviz imports the zoo).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from torch import nn
 
@@ -33,7 +34,10 @@ from gradviz.backward.netprop.norm import BatchNorm, LayerNorm
 from gradviz.backward.netprop.windows import AdaptiveAvgPool, AvgPool2d, Conv2d, MaxPool2d
 from gradviz.errors import ArgumentError, GradvizError
 
-Entry = Callable[[nn.Module], list["Layer | nn.Module"]]
+M = TypeVar("M", bound=nn.Module)
+# The table's entries: Any, as each reads the attributes of its own module class and a dict
+# keyed by class cannot tie a value's argument type to its key; register_architecture does.
+Entry = Callable[[Any], Sequence["Layer | nn.Module"]]
 
 
 def _conv2d(m: nn.Conv2d) -> list[Layer]:
@@ -41,15 +45,15 @@ def _conv2d(m: nn.Conv2d) -> list[Layer]:
     _require(
         m, m.padding_mode == "zeros", f"padding_mode={m.padding_mode!r}", "use padding_mode='zeros'"
     )
-    kernel, dilation = m.kernel_size, m.dilation
-    if m.padding == "same":
+    kernel, dilation, padding = m.kernel_size, m.dilation, m.padding
+    if padding == "same":
         # torch pads d·(k−1) in total, the odd one on the bottom/right
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
-        pads = tuple((t // 2, t - t // 2) for t in totals)
-    elif m.padding == "valid":
+        th, tw = (d * (k - 1) for k, d in zip(kernel, dilation, strict=True))
+        pads = ((th // 2, th - th // 2), (tw // 2, tw - tw // 2))
+    elif isinstance(padding, str):  # "valid", the other string torch accepts
         pads = ((0, 0), (0, 0))
     else:
-        ph, pw = _pair(m.padding)
+        ph, pw = _pair(padding)
         pads = ((ph, ph), (pw, pw))
     return [Conv2d(m.weight, m.bias, _pair(m.stride), pads, _pair(dilation))]
 
@@ -66,7 +70,7 @@ def _avgpool(m: nn.AvgPool2d) -> list[Layer]:
 
 
 def _adaptive(k: int) -> Entry:
-    def entry(m: nn.Module) -> list[Layer]:
+    def entry(m: nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d) -> list[Layer]:
         size = m.output_size
         return [AdaptiveAvgPool((size,) * k if isinstance(size, int) or size is None else size)]
 
@@ -90,15 +94,19 @@ def dropout_layer(p: float, training: bool, what: str) -> Dropout:
 
 
 def _softmax_dim(m: nn.Softmax | nn.LogSoftmax) -> int:
-    _require(m, m.dim is not None, "dim=None", "give the axis, e.g. nn.Softmax(dim=1)")
+    if m.dim is None:
+        _refuse(m, "dim=None", "give the axis, e.g. nn.Softmax(dim=1)")
     return m.dim
 
 
 def _batchnorm(dims: tuple[int, ...]) -> Entry:
-    return lambda m: [BatchNorm(m, dims)]
+    def entry(m: nn.modules.batchnorm._BatchNorm) -> list[Layer]:
+        return [BatchNorm(m, dims)]
+
+    return entry
 
 
-ARCHITECTURES: dict[type, Entry] = {
+ARCHITECTURES: dict[type[nn.Module], Entry] = {
     # torch layers
     nn.Sequential: lambda m: list(m.children()),
     nn.Identity: lambda m: [],
@@ -125,7 +133,9 @@ ARCHITECTURES: dict[type, Entry] = {
 }
 
 
-def register_architecture(module_type: type[nn.Module], entry: Entry) -> Entry:
+def register_architecture(
+    module_type: type[M], entry: Callable[[M], Sequence[Layer | nn.Module]]
+) -> Callable[[M], Sequence[Layer | nn.Module]]:
     """Teach `numpy_backprop` to read ``module_type``: ``entry(module)`` lists its steps.
 
     The list holds `Layer` objects and submodules (expanded in turn), in the order the
@@ -163,13 +173,18 @@ def _entry_for(module: nn.Module) -> Entry | None:
     # a subclass is read as its base only if it keeps the base's forward (builder.Network)
     for base in cls.__mro__[1:]:
         if base in ARCHITECTURES:
-            return ARCHITECTURES[base] if cls.forward is base.forward else None
+            same = cls.forward is getattr(base, "forward", None)  # keys are Module classes
+            return ARCHITECTURES[base] if same else None
     return None
 
 
 def _require(module: nn.Module, ok: bool, setting: str, fix: str) -> None:
     if not ok:
-        raise ArgumentError("model", f"{type(module).__name__} with {setting}", fix)
+        _refuse(module, setting, fix)
+
+
+def _refuse(module: nn.Module, setting: str, fix: str) -> NoReturn:
+    raise ArgumentError("model", f"{type(module).__name__} with {setting}", fix)
 
 
 def layers_of(model: nn.Module) -> list[Layer]:

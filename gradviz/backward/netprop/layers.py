@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -44,6 +44,11 @@ class Layer:
 
     def __init__(self) -> None:
         self.params: dict[str, torch.Tensor] = {}
+
+    @overload
+    def param(self, role: str, tensor: torch.Tensor) -> Array: ...
+    @overload
+    def param(self, role: str, tensor: torch.Tensor | None) -> Array | None: ...
 
     def param(self, role: str, tensor: torch.Tensor | None) -> Array | None:
         """Remember ``tensor`` under ``role`` and return its values as float64."""

@@ -24,8 +24,9 @@ class _Loss:
     name: str
     reductions: tuple[str, ...]  # the first is the default
     target: str  # "same" (same shape as the output), "classes", "classes_or_probs", "none"
-    # (output, target, reduction) → (loss, ∂loss/∂output)
-    fn: Callable[[Array, Array | None, str], tuple[float, Array]]
+    # (output, target, reduction) → (loss, ∂loss/∂output). The target is an Array, or None
+    # for target "none": Any, since each function takes the one its `target` kind gives.
+    fn: Callable[[Array, Any, str], tuple[float, Array]]
 
 
 def _divisor(reduction: str, y: Array) -> float:
@@ -127,7 +128,8 @@ def _loss_from_module(loss: nn.Module) -> tuple[str, str]:
         raise ArgumentError(
             "loss", f"label_smoothing={loss.label_smoothing}", "use label_smoothing=0"
         )
-    return name, loss.reduction
+    # Module attributes type as Tensor | Module; torch's loss modules keep reduction a str.
+    return name, str(loss.reduction)
 
 
 # Loss callables read as a named loss: torch's functionals here, the zoo's own losses
@@ -238,14 +240,16 @@ def _torch_loss(
     spec: _Loss, reduction: str, y: torch.Tensor, t: torch.Tensor | None
 ) -> torch.Tensor:
     d = {"mean": y.numel(), "sum": 1, "batchmean": y.shape[0]}.get(reduction, 1)
+    if spec.name == "sum":
+        return y.sum()
+    if t is None:  # `_target` gives every other loss one
+        raise ArgumentError("target", None, f"loss {spec.name!r} needs a target")
     if spec.name == "mse":
         return F.mse_loss(y, t, reduction="sum") / d
     if spec.name == "bce":
         return F.binary_cross_entropy(y, t, reduction="sum") / d
     if spec.name == "half_sse":
         return 0.5 * (t - y).pow(2).sum()
-    if spec.name == "sum":
-        return y.sum()
     if spec.name == "nll":
         return F.nll_loss(y, t, reduction=reduction)
     if spec.name == "cross_entropy":

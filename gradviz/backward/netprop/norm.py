@@ -62,8 +62,11 @@ class BatchNorm(Layer):
         inv_std = 1.0 / np.sqrt(var + self.eps)
         xhat = (x - mean) * inv_std
         y = xhat
+        # weight and bias are each optional, as in F.batch_norm (affine=False has neither).
         if self.w is not None:
-            y = y * self._channel(self.w, x.ndim) + self._channel(self.b, x.ndim)
+            y = y * self._channel(self.w, x.ndim)
+        if self.b is not None:
+            y = y + self._channel(self.b, x.ndim)
         return y, (xhat, inv_std, axes)
 
     def backward(self, g_y: Array, cache: Any) -> tuple[Array, dict[str, Array]]:
@@ -71,8 +74,10 @@ class BatchNorm(Layer):
         grads = {}
         g_xhat = g_y
         if self.w is not None:
-            grads = {"weight": (g_y * xhat).sum(axis=axes), "bias": g_y.sum(axis=axes)}
+            grads["weight"] = (g_y * xhat).sum(axis=axes)
             g_xhat = g_y * self._channel(self.w, g_y.ndim)
+        if self.b is not None:
+            grads["bias"] = g_y.sum(axis=axes)
         if self.use_batch:
             return _normalize_backward(g_xhat, xhat, inv_std, axes), grads
         return g_xhat * inv_std, grads  # running statistics are constants

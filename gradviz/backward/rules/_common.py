@@ -95,6 +95,14 @@ def needs(ctx: RuleContext, i: int) -> bool:
     return i < len(ctx.input_shapes) and ctx.input_shapes[i] is not None
 
 
+def edge_shape(ctx: RuleContext, i: int) -> tuple[int, ...]:
+    """The shape of edge i, for rules that read it only where the edge exists (`needs`)."""
+    shape = ctx.input_shapes[i] if i < len(ctx.input_shapes) else None
+    if shape is None:
+        raise ValueError(f"{ctx.name}: edge {i} is absent (its input needs no gradient)")
+    return shape
+
+
 def shaped(ctx: RuleContext, i: int, grad: Any) -> np.ndarray | None:
     """`grad` broadcast or reduced to the shape of edge i (None: the edge is absent)."""
     target = ctx.input_shapes[i] if i < len(ctx.input_shapes) else None

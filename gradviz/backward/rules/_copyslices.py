@@ -28,8 +28,11 @@ __all__ = ["copy_slices_saved"]
 @functools.cache
 def _saved_names() -> dict[str, tuple[str, ...]]:
     """Saved-value names of every generated backward node, in compiled autograd's order."""
-    import torchgen
-    from torchgen.packaged.autograd.load_derivatives import load_derivatives
+    # torchgen ships inside the torch wheel without a py.typed marker, so mypy sees no types.
+    import torchgen  # type: ignore[import-untyped]
+    from torchgen.packaged.autograd.load_derivatives import (  # type: ignore[import-untyped]
+        load_derivatives,
+    )
 
     base = os.path.join(os.path.dirname(torchgen.__file__), "packaged")
     infos, _ = load_derivatives(
@@ -93,9 +96,11 @@ def _value(arg: Any, run: dict[str, Any]) -> Any:
             source, index = arg.args
             if isinstance(source, torch.fx.Node) and source.op == "placeholder":
                 return run[source.name][index]
-        if arg.op == "call_function" and getattr(arg.target, "__name__", "") in _UNWRAP:
+        target = arg.target  # a function for call_function nodes, a name for the others
+        if (arg.op == "call_function" and callable(target)
+                and getattr(target, "__name__", "") in _UNWRAP):
             # A size that changed between traces comes in as a (0, n) tensor meaning n.
-            return arg.target(_value(arg.args[0], run))
+            return target(_value(arg.args[0], run))
         raise ValueError(f"CopySlices: cannot read the traced value {arg.format_node()}")
     if isinstance(arg, (list, tuple)):
         return type(arg)(_value(a, run) for a in arg)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from gradviz.backward.rules._registry import Case
 
-Draw = Callable[[Any], Any]
+# Hypothesis' own protocol for `draw`: a plain Callable[[Any], Any] has no `label=` keyword.
+Draw = st.DrawFn
 
 # ---------------------------------------------------------------- shapes and dims
 

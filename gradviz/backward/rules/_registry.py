@@ -15,13 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import DrawFn
 
 __all__ = ["Case", "Rule", "RuleContext", "RULES", "rule", "sum_to"]
 
 Grads = tuple[np.ndarray | None, ...]
+# A NumPy backward rule: the gradient for each next edge (None where the edge is absent).
+RuleFn = Callable[["RuleContext"], Sequence[np.ndarray | None]]
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,9 @@ class Case:
 @dataclass(frozen=True)
 class Rule:
     name: str
-    fn: Callable[[RuleContext], Sequence[np.ndarray | None]]
+    fn: RuleFn
     formula: str
-    example: Callable[[Callable[[Any], Any]], Case] | None = field(default=None, repr=False)
+    example: Callable[[DrawFn], Case] | None = field(default=None, repr=False)
     # Rules that are exact only for some inputs say so here (shown in the UI).
     note: str = ""
     # Whether the rule reads complex tensors correctly; the others are refused them.
@@ -91,17 +96,17 @@ RULES: dict[str, Rule] = {}
 def rule(
     *names: str,
     formula: str,
-    example: Callable[[Callable[[Any], Any]], Case] | None = None,
+    example: Callable[[DrawFn], Case] | None = None,
     note: str = "",
     complex: bool = False,
-) -> Callable[[Callable[[RuleContext], Sequence[np.ndarray | None]]], Callable]:
+) -> Callable[[RuleFn], RuleFn]:
     """Register `fn` as the NumPy backward of every autograd node in `names`.
 
     complex=True says the rule handles complex tensors (torch's conjugate Wirtinger
     convention); nodes with complex tensors are otherwise refused.
     """
 
-    def register(fn: Callable[[RuleContext], Sequence[np.ndarray | None]]) -> Callable:
+    def register(fn: RuleFn) -> RuleFn:
         for name in names:
             if name in RULES:
                 raise RuntimeError(f"two NumPy rules registered for {name}")

@@ -4,13 +4,15 @@ and pooling (max with indices, adaptive max/average, average)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch.nn.functional as F
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 
-from gradviz.backward.rules._common import shaped
+from gradviz.backward.rules._common import edge_shape, shaped
 from gradviz.backward.rules._examples import distinct_values, tensor
 from gradviz.backward.rules._registry import Case, RuleContext, rule
 
@@ -24,7 +26,7 @@ def _conv_cols(xp: np.ndarray, k, stride, dilation, out) -> np.ndarray:
     nd = len(k)
     span = tuple((kk - 1) * d + 1 for kk, d in zip(k, dilation, strict=True))
     win = sliding_window_view(xp, span, axis=tuple(range(2, 2 + nd)))
-    picks = (slice(None), slice(None))
+    picks: tuple[slice, ...] = (slice(None), slice(None))
     picks += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, stride, strict=True))
     picks += tuple(slice(None, None, d) for d in dilation)
     return win[picks]
@@ -108,14 +110,14 @@ def _conv_example(draw) -> Case:
         output_padding = tuple(
             draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation, strict=True)
         )
-        lengths = []
+        sides: list[int] = []
         for i in range(nd):
             lo = 1
             reach = dilation[i] * (k[i] - 1) + output_padding[i] + 1
             while (lo - 1) * stride[i] - 2 * padding[i] + reach < 1:
                 lo += 1
-            lengths.append(draw(st.integers(lo, lo + side_max - 1)))
-        x = tensor(draw, (n, groups * og) + tuple(lengths), requires_grad=draw(st.booleans()))
+            sides.append(draw(st.integers(lo, lo + side_max - 1)))
+        x = tensor(draw, (n, groups * og) + tuple(sides), requires_grad=draw(st.booleans()))
         w = tensor(draw, (groups * og, cg) + k,
                    requires_grad=draw(st.booleans()) or not x.requires_grad)
         b = tensor(draw, (groups * cg,)) if draw(st.booleans()) else None
@@ -193,7 +195,7 @@ def _unfold_example(draw) -> Case:
               r"\mathrel{+}= \bar{Y}_{(c,k),\,p}",
       example=_unfold_example)
 def _im2col(ctx: RuleContext):
-    x_shape = ctx.input_shapes[0]
+    x_shape = edge_shape(ctx, 0)
     k, stride = ctx["kernel_size"], ctx["stride"]
     padding, dilation = ctx["padding"], ctx["dilation"]
     g = ctx.grad
@@ -228,7 +230,7 @@ def _fold_example(draw) -> Case:
               r"\bar{y}_{c,\,sp + dk - \text{pad}}",
       example=_fold_example)
 def _col2im_rule(ctx: RuleContext):
-    x_shape = ctx.input_shapes[0]
+    x_shape = edge_shape(ctx, 0)
     k, stride = ctx["kernel_size"], ctx["stride"]
     padding, dilation = ctx["padding"], ctx["dilation"]
     g = ctx.grad
@@ -301,6 +303,13 @@ def _max_pool3d(ctx: RuleContext):
     return _scatter_to_argmax(ctx, 3)
 
 
+# Callable[..., Any]: the max and avg functionals' stubs overload on different size types.
+_ADAPTIVE_POOLS: dict[tuple[str, int], Callable[..., Any]] = {
+    ("max", 2): F.adaptive_max_pool2d, ("max", 3): F.adaptive_max_pool3d,
+    ("avg", 2): F.adaptive_avg_pool2d, ("avg", 3): F.adaptive_avg_pool3d,
+}
+
+
 def _adaptive_example(nd: int, kind: str):
     def example(draw) -> Case:
         lengths = tuple(draw(st.integers(1, 7)) for _ in range(nd))
@@ -311,9 +320,7 @@ def _adaptive_example(nd: int, kind: str):
         x = tensor(draw, batch + (draw(st.integers(1, 3)),) + lengths)
         if kind == "max":
             distinct_values(x, draw)
-            pool = {2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}[nd]
-        else:
-            pool = {2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[nd]
+        pool = _ADAPTIVE_POOLS[kind, nd]
         if nd == 2 and not batch and draw(st.booleans()):
             x1 = tensor(draw, (2, 3, lengths[0]))
             if kind == "max":

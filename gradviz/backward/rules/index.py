@@ -9,7 +9,15 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from gradviz.backward.rules._common import add_along_axis, at_axis, axis, bound, index_key, signed
+from gradviz.backward.rules._common import (
+    add_along_axis,
+    at_axis,
+    axis,
+    bound,
+    edge_shape,
+    index_key,
+    signed,
+)
 from gradviz.backward.rules._examples import Draw, draw_dim, seeded_rng, shape, tensor, with_ones
 from gradviz.backward.rules._registry import Case, RuleContext, rule, sum_to
 
@@ -451,7 +459,7 @@ _AS_STRIDED_NOTE = ("Exact when the input is contiguous and starts its own stora
 @rule("AsStridedBackward0", formula=_AS_STRIDED, example=_as_strided_example(False),
       note=_AS_STRIDED_NOTE)
 def _as_strided(ctx: RuleContext):
-    x_shape = ctx.input_shapes[0]
+    x_shape = edge_shape(ctx, 0)
     g = ctx.grad
     size, stride = tuple(ctx["size"]), tuple(ctx["stride"])
     offset = ctx["storage_offset"] or 0

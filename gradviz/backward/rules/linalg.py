@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
-from gradviz.backward.rules._common import needs
+from gradviz.backward.rules._common import edge_shape, needs
 from gradviz.backward.rules._examples import Draw, batch_shape, draw_side, grad_flags, shape, tensor
 from gradviz.backward.rules._registry import Case, RuleContext, rule, sum_to
 
@@ -68,7 +68,7 @@ def _addmm_example(draw: Draw) -> Case:
 )
 def _addmm(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, ctx.input_shapes[0]) if needs(ctx, 0) else None
+    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
     a_grad = alpha * (g @ ctx["mat2"].T) if needs(ctx, 1) else None
     b_grad = alpha * (ctx["mat1"].T @ g) if needs(ctx, 2) else None
     return (m_grad, a_grad, b_grad)
@@ -169,7 +169,7 @@ def _baddbmm_example(draw: Draw) -> Case:
 )
 def _baddbmm(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, ctx.input_shapes[0]) if needs(ctx, 0) else None
+    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
     a_grad = alpha * (g @ np.swapaxes(ctx["batch2"], -1, -2)) if needs(ctx, 1) else None
     b_grad = alpha * (np.swapaxes(ctx["batch1"], -1, -2) @ g) if needs(ctx, 2) else None
     return (m_grad, a_grad, b_grad)
@@ -197,7 +197,7 @@ def _addbmm_example(draw: Draw) -> Case:
 )
 def _addbmm(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, ctx.input_shapes[0]) if needs(ctx, 0) else None
+    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
     a_grad = alpha * (g @ np.swapaxes(ctx["batch2"], -1, -2)) if needs(ctx, 1) else None
     b_grad = alpha * (np.swapaxes(ctx["batch1"], -1, -2) @ g) if needs(ctx, 2) else None
     return (m_grad, a_grad, b_grad)
@@ -254,7 +254,7 @@ def _addmv_example(draw: Draw) -> Case:
 )
 def _addmv(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, ctx.input_shapes[0]) if needs(ctx, 0) else None
+    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
     a_grad = alpha * np.outer(g, ctx["vec"]) if needs(ctx, 1) else None
     v_grad = alpha * (ctx["mat"].T @ g) if needs(ctx, 2) else None
     return (m_grad, a_grad, v_grad)
@@ -283,7 +283,7 @@ def _addr_example(draw: Draw) -> Case:
 )
 def _addr(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, ctx.input_shapes[0]) if needs(ctx, 0) else None
+    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
     u_grad = alpha * (g @ ctx["vec2"]) if needs(ctx, 1) else None
     v_grad = alpha * (g.T @ ctx["vec1"]) if needs(ctx, 2) else None
     return (m_grad, u_grad, v_grad)
@@ -524,9 +524,9 @@ def _trilinear(ctx: RuleContext):
             continue
         others = [f for j, f in enumerate(factors) if j != k]
         part = g * others[0] * others[1]
-        target = list(ctx.input_shapes[k])
+        target = list(edge_shape(ctx, k))
         for dim in sorted(ctx[f"expand{k + 1}"]):
             target.insert(dim, 1)
         part = np.broadcast_to(part, np.broadcast_shapes(part.shape, target))
-        grads.append(sum_to(part, tuple(target)).reshape(ctx.input_shapes[k]))
+        grads.append(sum_to(part, tuple(target)).reshape(edge_shape(ctx, k)))
     return tuple(grads)

@@ -108,6 +108,8 @@ def _nll_example(spatial: bool):
     def example(draw) -> Case:
         n = draw(st.integers(1, 4))
         c = draw(st.integers(2, 5))
+        s: tuple[int, ...]  # the input's shape, then the target's: their ranks vary
+        ts: tuple[int, ...]
         if spatial:
             extra = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
             s, ts = (n, c) + extra, (n,) + extra

@@ -657,8 +657,8 @@ def _norm_example(variant: int):
             return Case(inputs=(x,), fn=lambda x: aten.Scalar(x, p))
         if variant == 2:
             return Case(inputs=(x,), fn=lambda x: aten.ScalarOpt_dtype(x, p, dtype=torch.float64))
-        dims = _dims(draw, len(s))
-        dims = [dims] if isinstance(dims, int) else list(dims)
+        picked = _dims(draw, len(s))
+        dims = [picked] if isinstance(picked, int) else list(picked)
         keep = _keepdim(draw)
         if variant == 1:
             return Case(inputs=(x,), fn=lambda x: aten.ScalarOpt_dim(x, p, dims, keep))

@@ -205,6 +205,7 @@ def _index_put_example(draw: Draw) -> Case:
     rng = seeded_rng(draw)
     accumulate = draw(st.booleans(), label="accumulate")
     k = draw(st.integers(1, 4), label="picks")
+    i0: np.ndarray
     if accumulate:
         i0 = rng.integers(-s[0], s[0], size=k)
     else:

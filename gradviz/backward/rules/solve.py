@@ -315,7 +315,7 @@ def _lu_grad(low: np.ndarray, up: np.ndarray, gl: np.ndarray, gu: np.ndarray) ->
     return out
 
 
-def _lu_example(draw: Draw) -> Case:
+def _lu_example(draw: Draw) -> torch.Tensor:
     """A (..., m, n) with a well-conditioned leading square block, kept or permuted."""
     batch, m, n = batch_shape(draw), draw_side(draw, "m"), draw_side(draw, "n")
     a = tensor(draw, (*batch, m, n), low=-1.0, high=1.0, requires_grad=False)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from gradviz.backward.rules._common import arr, needs, sp
+from gradviz.backward.rules._common import arr, edge_shape, needs, sp
 from gradviz.backward.rules._examples import (
     Draw,
     away_from_integers,
@@ -356,7 +356,7 @@ def _copysign(ctx: RuleContext):
     grad_x = ctx.grad * np.where(x == 0, 0.0, _ratio(z, x))
     if ctx.name == "CopysignBackward1":  # a number gave the sign: no second edge
         return (grad_x,)
-    return grad_x, (np.zeros(ctx.input_shapes[1]) if needs(ctx, 1) else None)
+    return grad_x, (np.zeros(edge_shape(ctx, 1)) if needs(ctx, 1) else None)
 
 
 _COPYSIGN = (r"z = |x| \operatorname{sgn}(y):\quad \bar{x} = \bar{z}\,z / x\ \ (0 \text{ at } x = "
@@ -408,8 +408,8 @@ def _division_example(method: str, scalar: bool):
 
         if scalar:
             b0 = draw(st.sampled_from([0.3, -0.7, 1.5, 2.0]), label="divisor")
-            a = leaf(away_from_integers(a / b0, 0.02) * b0)
-            return Case(inputs=(a,), fn=lambda a: op(a, b0))
+            x = leaf(away_from_integers(a / b0, 0.02) * b0)
+            return Case(inputs=(x,), fn=lambda a: op(a, b0))
         b = uniform(draw, suffix_shape(draw, s), 0.5, 2.0)
         b = b * np.where(uniform(draw, b.shape, 0.0, 1.0) < 0.5, -1.0, 1.0)
         a = away_from_integers(a / b, 0.02) * b

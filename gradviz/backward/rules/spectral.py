@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from gradviz.backward.rules._common import axis
+from gradviz.backward.rules._common import axis, edge_shape
 from gradviz.backward.rules._examples import Draw, shape, tensor
 from gradviz.backward.rules._registry import Case, RuleContext, rule
 
@@ -81,7 +81,7 @@ def _r2c_example(draw: Draw) -> Case:
     complex=True,
 )
 def _fft_r2c(ctx: RuleContext):
-    x_shape = ctx.input_shapes[0]
+    x_shape = edge_shape(ctx, 0)
     dims = _dims(ctx, len(x_shape))
     g = _complex_grad(ctx)
     if ctx["onesided"]:

@@ -344,5 +344,5 @@ def _rot90_example(draw: Draw) -> Case:
 )
 def _rot90(ctx: RuleContext):
     # np.rot90 turns from the first towards the second axis, the same way as the op.
-    dims = tuple(signed(d) for d in ctx["dims"])
-    return (np.rot90(ctx.grad, -signed(ctx["k"]), axes=dims),)
+    first, second = (signed(d) for d in ctx["dims"])
+    return (np.rot90(ctx.grad, -signed(ctx["k"]), axes=(first, second)),)
