@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, ClassVar
 
 __all__ = [
     "ArgumentError",
@@ -12,6 +13,7 @@ __all__ = [
     "ProgramError",
     "SpecError",
     "TraceError",
+    "UserCodeDisabled",
 ]
 
 
@@ -47,6 +49,23 @@ class ProgramError(GradvizError):
 
 class GraphvizMissing(GradvizError):
     """Graphviz's `dot` program is not installed, so SVG/PNG cannot be drawn."""
+
+
+class UserCodeDisabled(GradvizError, RuntimeError):
+    """Running user code is switched off for this app (``GRADVIZ_DISABLE_USER_CODE``).
+
+    ``value`` is the setting that switched it off; by default it is read from the
+    environment at the time of the error, so the message shows what the app saw.
+    """
+
+    env_var: ClassVar[str] = "GRADVIZ_DISABLE_USER_CODE"
+
+    def __init__(self, value: str | None = None) -> None:
+        self.value = os.environ.get(self.env_var, "") if value is None else value
+        super().__init__(
+            f"Running user code is turned off ({self.env_var}={self.value!r}). To enable "
+            f"it, restart the app without {self.env_var} or with {self.env_var}=0."
+        )
 
 
 def _short(value: Any, limit: int = 80) -> str:

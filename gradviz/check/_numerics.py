@@ -16,15 +16,17 @@ Finite differences are evaluated on one stacked batch when the function is batch
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
 import numpy as np
 import torch
+
+# Layout and as_outputs are re-exported: the checker's modules import them from here.
+from gradviz.check._layout import Layout, as_outputs
 
 __all__ = [
     "BatchState", "EvalError", "Evaluator", "JacobianResult", "Layout", "Tolerance",
@@ -77,92 +79,6 @@ class EvalError(Exception):
         self.error = error
 
 
-# ----------------------------------------------------------------------------- layout
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How the differentiable inputs and outputs map onto flat vectors, and their labels."""
-
-    in_pos: tuple[int, ...]
-    in_shapes: tuple[tuple[int, ...], ...]
-    in_names: tuple[str, ...]
-    out_pos: tuple[int, ...]
-    out_shapes: tuple[tuple[int, ...], ...]
-    out_names: tuple[str, ...]
-    in_offsets: tuple[int, ...] = field(init=False)
-    out_offsets: tuple[int, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "in_offsets", _offsets(self.in_shapes))
-        object.__setattr__(self, "out_offsets", _offsets(self.out_shapes))
-
-    @property
-    def n(self) -> int:
-        return self.in_offsets[-1]
-
-    @property
-    def m(self) -> int:
-        return self.out_offsets[-1]
-
-    def column(self, j: int) -> str:
-        return _label(self.in_names, self.in_shapes, self.in_offsets, j)
-
-    def row(self, i: int) -> str:
-        return _label(self.out_names, self.out_shapes, self.out_offsets, i)
-
-    def columns(self) -> tuple[str, ...]:
-        return tuple(self.column(j) for j in range(self.n))
-
-    def rows(self) -> tuple[str, ...]:
-        return tuple(self.row(i) for i in range(self.m))
-
-    def flat_inputs(self, inputs: Sequence[Any]) -> np.ndarray:
-        parts = [_numpy64(inputs[p]).ravel() for p in self.in_pos]
-        return np.concatenate(parts) if parts else np.zeros(0)
-
-    def flat_outputs(self, outputs: Sequence[Any], rows: int | None = None) -> np.ndarray | None:
-        """Outputs as (m,) — or (rows, m) for a batch — or None when they do not fit."""
-        parts = []
-        for pos, shape in zip(self.out_pos, self.out_shapes, strict=True):
-            if pos >= len(outputs) or not isinstance(outputs[pos], torch.Tensor):
-                return None
-            out = outputs[pos]
-            want = shape if rows is None else (rows, *shape)
-            if tuple(out.shape) != want or not out.is_floating_point():
-                return None
-            parts.append(_numpy64(out).reshape(-1 if rows is None else (rows, -1)))
-        if not parts:
-            return np.zeros(0 if rows is None else (rows, 0))
-        return np.concatenate(parts, axis=-1)
-
-
-def _offsets(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
-    out = [0]
-    for shape in shapes:
-        out.append(out[-1] + math.prod(shape))
-    return tuple(out)
-
-
-def _label(names: Sequence[str], shapes: Sequence[tuple[int, ...]], offsets: Sequence[int], k: int) -> str:
-    part = int(np.searchsorted(offsets, k, side="right")) - 1
-    shape = shapes[part]
-    if not shape:
-        return names[part]
-    index = np.unravel_index(k - offsets[part], shape)
-    return f"{names[part]}[{','.join(str(int(i)) for i in index)}]"
-
-
-def _numpy64(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(torch.float64).cpu().numpy()
-    return np.asarray(value, dtype=np.float64)
-
-
-def as_outputs(result: Any) -> tuple[Any, ...]:
-    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -212,10 +128,12 @@ class Evaluator:
     def __call__(self, points: np.ndarray) -> np.ndarray:
         points = np.ascontiguousarray(points, dtype=np.float64)
         if self.batch is not None and self.batch.allowed is not False and len(points) > 1:
-            values = self._batched(points)
+            values = self._batched(points, self.batch)
             if values is not None:
                 return values
-        return np.stack([self._single(row) for row in points]) if len(points) else np.zeros((0, self.layout.m))
+        if not len(points):
+            return np.zeros((0, self.layout.m))
+        return np.stack([self._single(row) for row in points])
 
     def single(self, row: np.ndarray) -> np.ndarray:
         """One point; raises EvalError when the function raises there."""
@@ -230,7 +148,7 @@ class Evaluator:
     def _single(self, row: np.ndarray, strict: bool = False) -> np.ndarray:
         columns = [
             torch.tensor(row[a:b].reshape(shape), dtype=self.dtype)
-            for a, b, shape in zip(self.layout.in_offsets[:-1], self.layout.in_offsets[1:], self.layout.in_shapes, strict=True)
+            for a, b, shape in self.layout.in_spans()
         ]
         self.calls += 1
         try:
@@ -247,22 +165,22 @@ class Evaluator:
             return np.full(self.layout.m, np.nan)
         return flat
 
-    def _batched(self, points: np.ndarray) -> np.ndarray | None:
+    def _batched(self, points: np.ndarray, batch: BatchState) -> np.ndarray | None:
         per_row = self.layout.n + self.layout.m
         step = max(1, _CHUNK // max(1, per_row))
         chunks = []
         for start in range(0, len(points), step):
-            values = self._batched_chunk(points[start:start + step])
+            values = self._batched_chunk(points[start:start + step], batch)
             if values is None:
                 return None
             chunks.append(values)
         return np.concatenate(chunks)
 
-    def _batched_chunk(self, points: np.ndarray) -> np.ndarray | None:
+    def _batched_chunk(self, points: np.ndarray, batch: BatchState) -> np.ndarray | None:
         rows = len(points)
         columns = [
             torch.tensor(points[:, a:b].reshape(rows, *shape), dtype=self.dtype)
-            for a, b, shape in zip(self.layout.in_offsets[:-1], self.layout.in_offsets[1:], self.layout.in_shapes, strict=True)
+            for a, b, shape in self.layout.in_spans()
         ]
         self.calls += 1
         try:
@@ -273,31 +191,34 @@ class Evaluator:
             values = self.layout.flat_outputs(outputs, rows=rows)
         except Exception:
             values = None
-        if values is None or not (self.trusted or self._agrees(points, values)):
-            self.batch.allowed = False
+        if values is None or not (self.trusted or self._agrees(points, values, batch)):
+            batch.allowed = False
             return None
         self.trusted = True
         return values
 
-    def _agrees(self, points: np.ndarray, values: np.ndarray) -> bool:
+    def _agrees(self, points: np.ndarray, values: np.ndarray, batch: BatchState) -> bool:
         """Spot-check the batch against single calls (eight spread rows the first time, then two).
 
         The first batched call of every example is checked, so a function that is batch-safe
         for some values only (Python control flow on tensor values) falls back to single calls.
         """
         rows = len(points)
-        if self.batch.allowed is None:
-            picks = sorted({0, rows - 1, *np.linspace(0, rows - 1, min(rows, 8)).astype(int).tolist()})
+        if batch.allowed is None:
+            spread = np.linspace(0, rows - 1, min(rows, 8)).astype(int).tolist()
+            picks = sorted({0, rows - 1, *spread})
         else:
             picks = sorted({0, rows - 1})
         tol = self.tolerance
         for r in picks:
             single = self._single(points[r])
-            scale = 1 + np.abs(np.nan_to_num(single, nan=0.0, posinf=0.0, neginf=0.0)).max(initial=0.0)
+            finite = np.nan_to_num(single, nan=0.0, posinf=0.0, neginf=0.0)
+            scale = 1 + np.abs(finite).max(initial=0.0)
             with np.errstate(all="ignore"):
-                if not np.allclose(values[r], single, rtol=tol.value_rtol, atol=tol.value_atol * scale, equal_nan=True):
+                if not np.allclose(values[r], single, rtol=tol.value_rtol,
+                                   atol=tol.value_atol * scale, equal_nan=True):
                     return False
-        self.batch.allowed = True
+        batch.allowed = True
         return True
 
 
@@ -332,7 +253,8 @@ class JacobianResult:
 
 
 def compare_jacobian(
-    evaluate: Evaluator, x: np.ndarray, analytical: np.ndarray, tol: Tolerance, rng: np.random.Generator
+    evaluate: Evaluator, x: np.ndarray, analytical: np.ndarray, tol: Tolerance,
+    rng: np.random.Generator,
 ) -> JacobianResult:
     """Compares the backward's Jacobian ``analytical`` (m × n) with the function's slopes at x.
 
@@ -343,7 +265,8 @@ def compare_jacobian(
     layout = evaluate.layout
     m, n = analytical.shape
     mix = rng.normal(size=n)
-    extra = np.stack([np.ones(n), mix / max(np.abs(mix).max(initial=0.0), 1e-300)]) if n > 1 else np.zeros((0, n))
+    extra = (np.stack([np.ones(n), mix / max(np.abs(mix).max(initial=0.0), 1e-300)])
+             if n > 1 else np.zeros((0, n)))
     first = np.concatenate([np.eye(n), extra])
     with np.errstate(all="ignore"):
         central_all, right_all, left_all = _directional(evaluate, x, first, tol)
@@ -359,7 +282,8 @@ def compare_jacobian(
         result.kink = _kink(gap, right, left, values)
         e_values = extra @ analytical.T
         e_norms = np.abs(extra).sum(axis=1)
-        e_mismatch, e_low, e_high = _judge(e_values, central_all[n:], right_all[n:], left_all[n:], e_norms, tol)
+        e_mismatch, e_low, e_high = _judge(e_values, central_all[n:], right_all[n:], left_all[n:],
+                                           e_norms, tol)
         if not mismatch.any() and not e_mismatch.any():
             return result
         # Where x shows a kink (in the suspect's column or row), nearby slopes that all agree
@@ -374,7 +298,8 @@ def compare_jacobian(
         axis_found = bool(found)
         if not found:
             rows = mismatch.any(axis=0) | e_mismatch.any(axis=0)
-            pairs = _pair_directions(mismatch | e_mismatch.any(axis=0)[None, :], gap, rows, analytical, right, left)
+            pairs = _pair_directions(mismatch | e_mismatch.any(axis=0)[None, :], gap, rows,
+                                     analytical, right, left)
             directions = np.concatenate([extra, pairs])
             j_values = directions @ analytical.T
             j_norms = np.abs(directions).sum(axis=1)
@@ -388,7 +313,8 @@ def compare_jacobian(
             j_mismatch, j_low, j_high = _judge(j_values, j_central, j_right, j_left, j_norms, tol)
             j_mismatch &= rows[None, :]
             involved = (directions != 0).astype(float) @ kink_cols.astype(float) > 0
-            j_evidence = involved[:, None] | kink_rows[None, :] | (_gap(j_right, j_left, j_norms, tol) > 1)
+            j_evidence = (involved[:, None] | kink_rows[None, :]
+                          | (_gap(j_right, j_left, j_norms, tol) > 1))
             found, more = _violations(evaluate, x, directions, j_values, j_central, j_right, j_left,
                                       j_mismatch, j_low, j_high, j_evidence, tol, rng)
             used += more
@@ -396,7 +322,8 @@ def compare_jacobian(
     for d, i, value, c, lo, hi, t, ex, kinked in found:
         column = d if axis_found else None
         label = _direction_label(directions[d], layout)
-        where = f"d {layout.row(i)} / d {label}" if axis_found else f"d {layout.row(i)} along {label}"
+        where = (f"d {layout.row(i)} / d {label}" if axis_found
+                 else f"d {layout.row(i)} along {label}")
         entries = x[directions[d] != 0]
         tie = not axis_found and len(entries) > 1 and bool(np.all(entries == entries[0]))
         result.violations.append(Violation(where, value, c, lo, hi, t, ex, i, column, kinked, tie))
@@ -449,7 +376,8 @@ def _directional(
     return central, right, left
 
 
-def _central_many(evaluate: Evaluator, points: np.ndarray, directions: np.ndarray, tol: Tolerance) -> np.ndarray:
+def _central_many(evaluate: Evaluator, points: np.ndarray, directions: np.ndarray,
+                  tol: Tolerance) -> np.ndarray:
     """Central slopes along each direction at each point: (K, d, m)."""
     k, d = len(points), len(directions)
     steps = np.stack([_steps(p, directions, tol) for p in points])  # (K, d)
@@ -483,7 +411,8 @@ def _kink(gap, right, left, values, column=True):
     if gap.size == 0 or gap.max() <= 1:
         return None
     d, i = np.unravel_index(int(np.argmax(gap)), gap.shape)
-    return (int(i), int(d) if column else -1, float(left[d, i]), float(right[d, i]), float(values[d, i]))
+    return (int(i), int(d) if column else -1, float(left[d, i]), float(right[d, i]),
+            float(values[d, i]))
 
 
 def _outside(values, low, high, norms, tol):
@@ -493,7 +422,8 @@ def _outside(values, low, high, norms, tol):
     return np.nan_to_num(excess, nan=-1.0) > 0, excess, allowed
 
 
-def _violations(evaluate, x, V, values, central, right, left, mismatch, low, high, evidence, tol, rng):
+def _violations(evaluate, x, V, values, central, right, left, mismatch, low, high, evidence, tol,
+                rng):
     """Entries outside the one-sided interval even after widening it with nearby points.
 
     A suspect is confirmed as a bug when the slopes at nearby points (the limits that make
@@ -509,8 +439,8 @@ def _violations(evaluate, x, V, values, central, right, left, mismatch, low, hig
     bad = mismatch & outside
     if not bad.any():
         return [], 0
-    order = np.argsort(-np.where(bad, excess, -np.inf).max(axis=1), kind="stable")
-    order = [int(d) for d in order if bad[d].any()]
+    ranked = np.argsort(-np.where(bad, excess, -np.inf).max(axis=1), kind="stable")
+    order = [int(d) for d in ranked if bad[d].any()]
     scale = tol.eps * tol.radius * np.maximum(1.0, np.abs(x))
     confirmed = np.zeros_like(bad)
     used = 0
@@ -522,8 +452,10 @@ def _violations(evaluate, x, V, values, central, right, left, mismatch, low, hig
         still = bad[dirs].copy()
         settled = np.zeros_like(still)
         for stage, count in enumerate(_NEARBY):
-            radii = np.ones((count, 1)) if stage == 0 else np.where(np.arange(count) % 2 == 0, 1.0, 0.1)[:, None]
-            points = x[None, :] + radii * scale[None, :] * rng.uniform(-1.0, 1.0, size=(count, len(x)))
+            radii = (np.ones((count, 1)) if stage == 0
+                     else np.where(np.arange(count) % 2 == 0, 1.0, 0.1)[:, None])
+            jitter = rng.uniform(-1.0, 1.0, size=(count, len(x)))
+            points = x[None, :] + radii * scale[None, :] * jitter
             slopes = _central_many(evaluate, evaluate.round(points), V[dirs], tol)  # (K, d', m)
             used += count
             lo_k, hi_k = np.fmin.reduce(slopes, axis=0), np.fmax.reduce(slopes, axis=0)
@@ -558,7 +490,8 @@ def _pair_directions(mismatch, gap, rows, analytical, right, left):
     """
     n = mismatch.shape[0]
     score = np.where(mismatch[:, rows].any(axis=1), 2.0, 0.0) + (gap[:, rows] > 1).any(axis=1)
-    involved = sorted(int(j) for j in np.argsort(-score, kind="stable")[:_MAX_JOINT] if score[j] > 0)
+    ranked = np.argsort(-score, kind="stable")[:_MAX_JOINT]
+    involved = sorted(int(j) for j in ranked if score[j] > 0)
     if len(involved) < 2:
         return np.zeros((0, n))
     touched = (np.abs(analytical[rows][:, involved]) + np.abs(right[involved][:, rows]).T
@@ -579,5 +512,6 @@ def _direction_label(v: np.ndarray, layout: Layout) -> str:
     if len(entries) == 1:
         return names[0]
     if np.all(np.abs(v[entries]) == 1):
-        return names[0] + "".join(("+" if v[j] > 0 else "-") + name for j, name in zip(entries[1:], names[1:], strict=True))
+        signed = zip(entries[1:], names[1:], strict=True)
+        return names[0] + "".join(("+" if v[j] > 0 else "-") + name for j, name in signed)
     return "a random mix of " + ", ".join(names)

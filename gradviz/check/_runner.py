@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from gradviz.check._report import Entry, Failure, Kink
 from gradviz.check._util import (
     FAILED,
     VERSION_ONLY,
+    Callee,
     CheckFailed,
     OnClones,
     attempt,
@@ -54,14 +56,14 @@ class Runner:
 
     def __init__(
         self,
-        fn: type[torch.autograd.Function],
+        fn: Callee,
         *,
         dtype: torch.dtype,
         checks: Sequence[str],
         reference: Callable[..., Any] | None,
         input_names: Sequence[str],
     ) -> None:
-        self.fn = fn
+        self.fn: Callee = fn
         self.dtype = dtype
         self.checks = frozenset(checks)
         self.reference = reference
@@ -113,9 +115,9 @@ class _Example(ExtraChecks):
 
     def __init__(self, runner: Runner, inputs: tuple[Any, ...]) -> None:
         self.r = runner
-        self.fn = runner.fn
+        self.fn: Callee = runner.fn
         self.inputs = inputs
-        self.diff = tuple(i for i, v in enumerate(inputs)
+        self.diff: tuple[int, ...] = tuple(i for i, v in enumerate(inputs)
                           if isinstance(v, torch.Tensor) and v.is_floating_point())
         arrays = [to_numpy(v) for v in inputs]
         digest = zlib.crc32(b"".join(a.tobytes() + repr(a.shape).encode() for a in arrays))
@@ -125,7 +127,8 @@ class _Example(ExtraChecks):
     # -------------------------------------------------------------- failure plumbing
 
     def fail(self, check: str, message: str, *, inputs: Sequence[Any] | None = None,
-             entries: Sequence[Entry] = (), jacobians: tuple[np.ndarray, np.ndarray, Layout] | None = None,
+             entries: Sequence[Entry] = (),
+             jacobians: tuple[np.ndarray, np.ndarray, Layout] | None = None,
              severity: str = "failure", kind: type[CheckFailed] | None = None) -> CheckFailed:
         arrays = self.arrays if inputs is None else tuple(to_numpy(v) for v in inputs)
         flags = [isinstance(v, torch.Tensor) for v in (self.inputs if inputs is None else inputs)]
@@ -159,20 +162,23 @@ class _Example(ExtraChecks):
             outs, error = self._forward_on_fresh_leaves()
         if error is not None:
             raise self.fail("runs", f"forward raised {describe(error)}")
-        self.outs = outs
-        self.out_pos = tuple(k for k, o in enumerate(outs)
-                             if isinstance(o, torch.Tensor) and o.requires_grad and o.is_floating_point())
+        self.outs: tuple[Any, ...] = outs
+        self.out_pos: tuple[int, ...] = tuple(
+            k for k, o in enumerate(outs)
+            if isinstance(o, torch.Tensor) and o.requires_grad and o.is_floating_point())
 
     def _forward_on_fresh_leaves(self) -> tuple[Any, BaseException | None]:
-        self.leaves = tuple(v.detach().clone().requires_grad_(True) if i in self.diff else v
-                            for i, v in enumerate(self.inputs))
+        self.leaves: tuple[Any, ...] = tuple(
+            v.detach().clone().requires_grad_(True) if i in self.diff else v
+            for i, v in enumerate(self.inputs))
         self.versions = [v._version if isinstance(v, torch.Tensor) else None for v in self.leaves]
         return attempt(lambda: as_outputs(self.fn.apply(*self.leaves)))
 
     def check_inputs_unchanged(self, stage: str) -> None:
         if not self.selected("inputs_unchanged"):
             return
-        for i, (before, after, version) in enumerate(zip(self.inputs, self.leaves, self.versions, strict=True)):
+        rows = zip(self.inputs, self.leaves, self.versions, strict=True)
+        for i, (before, after, version) in enumerate(rows):
             if not isinstance(before, torch.Tensor):
                 continue
             changed = not same(before, after.detach())
@@ -180,7 +186,8 @@ class _Example(ExtraChecks):
                 where = where_changed(self.r.name(i), before, after.detach())
                 fix = ("clone it first (x = x.clone()) or use out-of-place ops; autograd needs "
                        "the original values, and the caller's tensor must not change")
-                raise self.fail("inputs_unchanged", f"{stage} modified its input in place: {where}. Fix: {fix}",
+                raise self.fail("inputs_unchanged",
+                                f"{stage} modified its input in place: {where}. Fix: {fix}",
                                 kind=None if changed else VERSION_ONLY)
 
     def layout(self) -> Layout:
@@ -190,7 +197,8 @@ class _Example(ExtraChecks):
         return Layout(
             in_pos=self.diff, in_shapes=tuple(tuple(self.inputs[p].shape) for p in self.diff),
             in_names=tuple(names), out_pos=self.out_pos,
-            out_shapes=tuple(tuple(self.outs[k].shape) for k in self.out_pos), out_names=tuple(out_names),
+            out_shapes=tuple(tuple(self.outs[k].shape) for k in self.out_pos),
+            out_names=tuple(out_names),
         )
 
     def grad_outputs(self) -> list[torch.Tensor]:
@@ -198,7 +206,8 @@ class _Example(ExtraChecks):
         out = []
         for k in self.out_pos:
             shape = tuple(self.outs[k].shape)
-            values = self.rng.uniform(0.5, 1.5, size=shape) * self.rng.choice([-1.0, 1.0], size=shape)
+            signs = self.rng.choice([-1.0, 1.0], size=shape)
+            values = self.rng.uniform(0.5, 1.5, size=shape) * signs
             out.append(torch.tensor(values, dtype=torch.float64).to(self.outs[k].dtype))
         return out
 
@@ -223,7 +232,7 @@ class _Example(ExtraChecks):
         layout = self.layout()
         self.check_finite_outputs()
         if r.reference is not None and self.selected("reference"):
-            self.check_reference()
+            self.check_reference(r.reference)
         us = self.grad_outputs()
         snapshot = [u.clone() for u in us]
         dense = self.backward(us, "with a random grad_output")
@@ -236,20 +245,21 @@ class _Example(ExtraChecks):
                         "same gradient tensor to other nodes, so this corrupts their gradients. "
                         "Fix: grad_input = grad_output.clone() before changing it"))
         self.check_inputs_unchanged("backward")
-        need_jacobian = bool({"jacobian", "linearity", "finite"} & r.checks)
-        analytical = self.analytical(layout) if need_jacobian else None
-        if self.selected("jacobian") or "finite" in r.checks:
-            self.check_jacobian(layout, analytical)
-        if self.selected("linearity"):
-            self.check_linearity(layout, analytical, snapshot, dense)
+        if {"jacobian", "linearity", "finite"} & r.checks:
+            analytical = self.analytical(layout)
+            if self.selected("jacobian") or "finite" in r.checks:
+                self.check_jacobian(layout, analytical)
+            if self.selected("linearity"):
+                self.check_linearity(layout, analytical, snapshot, dense)
         if self.selected("deterministic"):
             again = self.backward([u.clone() for u in snapshot], "run a second time")
             for p, a, b in zip(self.diff, dense, again, strict=True):
                 if not same(a, b):
                     where = where_changed(f"grad of {r.name(p)}", a, b)
                     raise self.fail("deterministic", (
-                        f"backward gave a different result the second time: {where}. Backward must not "
-                        "depend on state it changes (ctx attributes, globals) or on randomness"))
+                        f"backward gave a different result the second time: {where}. Backward "
+                        "must not depend on state it changes (ctx attributes, globals) or on "
+                        "randomness"))
         if "aliasing" in r.checks:
             self.check_aliasing(snapshot)
         if "jvp" in r.checks:
@@ -280,17 +290,19 @@ class _Example(ExtraChecks):
                    if isinstance(v, torch.Tensor) and v.is_floating_point()):
             return
         for k, out in enumerate(self.outs):
-            if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+            if (isinstance(out, torch.Tensor) and out.is_floating_point()
+                    and not torch.isfinite(out).all()):
                 idx = tuple(int(i) for i in torch.nonzero(~torch.isfinite(out))[0])
                 raise self.fail("finite", (
-                    f"output {k} is {out.detach()[idx].item()} at index {list(idx)} although every input is "
-                    "finite. If the function is undefined there, restrict the inputs "
-                    "(inputs=strategies.function_inputs(..., min_value=...)) or drop 'finite' from checks"))
+                    f"output {k} is {out.detach()[idx].item()} at index {list(idx)} although every "
+                    "input is finite. If the function is undefined there, restrict the inputs "
+                    "(inputs=strategies.function_inputs(..., min_value=...)) or drop 'finite' "
+                    "from checks"))
 
-    def check_reference(self) -> None:
+    def check_reference(self, reference: Callable[..., Any]) -> None:
         tol = self.r.tolerance()
         args = [v.detach().clone() if isinstance(v, torch.Tensor) else v for v in self.inputs]
-        expected, error = attempt(lambda: as_outputs(self.r.reference(*args)))
+        expected, error = attempt(lambda: as_outputs(reference(*args)))
         if error is not None:
             raise self.fail("reference", f"the reference raised {describe(error)}")
         entries = []
@@ -300,20 +312,24 @@ class _Example(ExtraChecks):
             got = to_numpy(self.outs[k]).astype(np.float64)
             want = np.asarray(to_numpy(want), dtype=np.float64)
             if got.shape != want.shape:
-                raise self.fail("reference", f"output {k} has shape {got.shape}, the reference {want.shape}")
-            allowed = tol.value_atol * (1 + np.abs(want).max(initial=0)) + tol.value_rtol * np.abs(want)
+                raise self.fail("reference",
+                                f"output {k} has shape {got.shape}, the reference {want.shape}")
+            allowed = (tol.value_atol * (1 + np.abs(want).max(initial=0))
+                       + tol.value_rtol * np.abs(want))
             with np.errstate(invalid="ignore"):
-                bad = ~((np.abs(got - want) <= allowed) | (np.isnan(got) & np.isnan(want)) | (got == want))
+                bad = ~((np.abs(got - want) <= allowed) | (np.isnan(got) & np.isnan(want))
+                        | (got == want))
             name = f"out{k}" if len(self.outs) > 1 else "out"
             for idx in zip(*np.nonzero(bad), strict=True):
                 where = f"{name}[{','.join(map(str, idx))}]" if idx else name
-                entries.append((float(np.abs(got[idx] - want[idx]) / allowed[idx]),
-                                Entry(where, float(got[idx]), float(want[idx]), float(allowed[idx]))))
+                entry = Entry(where, float(got[idx]), float(want[idx]), float(allowed[idx]))
+                entries.append((float(np.abs(got[idx] - want[idx]) / allowed[idx]), entry))
         if entries:
             entries.sort(key=lambda e: -e[0] if math.isfinite(e[0]) else -math.inf)
             worst = entries[0][1]
             raise self.fail("reference", (
-                f"forward gives {worst.where} = {worst.actual:.6g} but the reference gives {worst.expected:.6g} "
+                f"forward gives {worst.where} = {worst.actual:.6g} but the reference gives "
+                f"{worst.expected:.6g} "
                 f"({len(entries)} entr{'y differs' if len(entries) == 1 else 'ies differ'})"),
                 entries=[e for _, e in entries])
 
@@ -336,36 +352,43 @@ class _Example(ExtraChecks):
                 onehot = torch.zeros(out.numel(), dtype=out.dtype)
                 onehot[e] = 1
                 onehot = onehot.reshape(out.shape)
-                grads, error = attempt(lambda out=out, onehot=onehot: torch.autograd.grad(
-                    out, wrt, onehot, retain_graph=True, allow_unused=True, materialize_grads=True))
+                grads, error = attempt(partial(
+                    torch.autograd.grad, out, wrt, onehot,
+                    retain_graph=True, allow_unused=True, materialize_grads=True))
                 if error is not None:
-                    raise self.fail("runs", f"backward raised {describe(error)} (grad_output one-hot at "
-                                            f"{layout.row(layout.out_offsets[q] + e)})")
-                out_rows.append(np.concatenate([g.detach().to(torch.float64).reshape(-1).numpy() for g in grads])
-                                if grads else np.zeros(0))
+                    where = layout.row(layout.out_offsets[q] + e)
+                    raise self.fail("runs", f"backward raised {describe(error)} "
+                                            f"(grad_output one-hot at {where})")
+                flat = [g.detach().to(torch.float64).reshape(-1).numpy() for g in grads]
+                out_rows.append(np.concatenate(flat) if flat else np.zeros(0))
         return np.stack(out_rows) if out_rows else np.zeros((0, layout.n))
 
     def _analytical_direct(self, layout: Layout) -> np.ndarray | None:
         node = self.outs[self.out_pos[0]].grad_fn
-        if (node is None or not hasattr(node, "apply") or getattr(node, "_forward_cls", None) is not getattr(self.fn, "function", self.fn)
+        function = getattr(self.fn, "function", self.fn)
+        if (node is None or not hasattr(node, "apply")
+                or getattr(node, "_forward_cls", None) is not function
                 or any(self.outs[k].grad_fn is not node for k in self.out_pos)):
             return None
-        templates = [torch.zeros(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else None for o in self.outs]
+        templates = [torch.zeros(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else None
+                     for o in self.outs]
         rows = np.zeros((layout.m, layout.n))
         row = 0
         for k in self.out_pos:
             out = self.outs[k]
             for e in range(out.numel()):
                 grads = [t if t is None else t.clone() for t in templates]
-                grads[k].view(-1)[e] = 1
+                onehot = torch.zeros(out.numel(), dtype=out.dtype)
+                onehot[e] = 1
+                grads[k] = onehot.view(out.shape)
                 with torch.no_grad():
-                    raw, error = attempt(lambda grads=grads: node.apply(*grads))
+                    raw, error = attempt(partial(node.apply, *grads))
                 if error is not None:
                     return None
                 raw = as_outputs(raw)
                 if len(raw) != len(self.inputs):
                     return None
-                for p, a, b in zip(self.diff, layout.in_offsets[:-1], layout.in_offsets[1:], strict=True):
+                for p, (a, b, _) in zip(self.diff, layout.in_spans(), strict=True):
                     g = raw[p]
                     if g is None:
                         continue
@@ -377,19 +400,20 @@ class _Example(ExtraChecks):
                             g = g.sum_to_size(shape)
                         except RuntimeError:
                             return None
-                    rows[row, a:b] = g.detach().to(self.inputs[p].dtype).to(torch.float64).reshape(-1).numpy()
+                    exact = g.detach().to(self.inputs[p].dtype)  # the engine casts to the input's
+                    rows[row, a:b] = exact.to(torch.float64).reshape(-1).numpy()
                 row += 1
         return rows
 
     def evaluator(self, layout: Layout) -> Evaluator:
         r = self.r
-        if r.numeric_dtype is None:
-            self.configure_numerics()
-        return Evaluator(self.fn.apply, self.inputs, layout, r.numeric_dtype, r.tolerance(), r.batch)
+        numeric = self.configure_numerics() if r.numeric_dtype is None else r.numeric_dtype
+        return Evaluator(self.fn.apply, self.inputs, layout, numeric, r.tolerance(), r.batch)
 
-    def configure_numerics(self) -> None:
+    def configure_numerics(self) -> torch.dtype:
         """Float64 finite differences whenever the function computes in float64 when asked;
-        tolerances from the precision the outputs really have (once, on the first example)."""
+        tolerances from the precision the outputs really have (once, on the first example).
+        Returns the dtype chosen for finite differences (also kept as ``numeric_dtype``)."""
         r = self.r
         outputs = [self.outs[k].dtype for k in self.out_pos]
         analytical = min([r.dtype, *outputs], key=lambda d: -torch.finfo(d).eps)
@@ -397,7 +421,8 @@ class _Example(ExtraChecks):
         if analytical == torch.float64:
             numeric = precision = torch.float64
         elif r.dtype != torch.float64:
-            args = [v.detach().to(torch.float64) if i in self.diff else v for i, v in enumerate(self.inputs)]
+            args = [v.detach().to(torch.float64) if i in self.diff else v
+                    for i, v in enumerate(self.inputs)]
             with torch.no_grad():
                 outs, error = attempt(lambda: as_outputs(self.fn.apply(*args)))
             if error is None and all(k < len(outs) and isinstance(outs[k], torch.Tensor)
@@ -407,9 +432,11 @@ class _Example(ExtraChecks):
             name = str(precision).split(".")[-1]
             why = (f"the outputs are {name}" if analytical != r.dtype
                    else "the function does not compute in float64")
-            r.notes["numerics"] = f"finite differences at {name} precision ({why}), with looser tolerances"
+            r.notes["numerics"] = (f"finite differences at {name} precision ({why}), "
+                                   "with looser tolerances")
         r.numeric_dtype = numeric
         r.tol = tolerance_for(analytical, precision)
+        return numeric
 
     def check_jacobian(self, layout: Layout, analytical: np.ndarray) -> None:
         r = self.r
@@ -443,7 +470,8 @@ class _Example(ExtraChecks):
             r.kinks_seen += 1
             i, j, left, right, value = result.kink
             if len(r.kinks) < _MAX_KINKS and j >= 0:
-                kink = Kink(f"d {layout.row(i)} / d {layout.column(j)}", float(x[j]), left, right, value)
+                where = f"d {layout.row(i)} / d {layout.column(j)}"
+                kink = Kink(where, float(x[j]), left, right, value)
                 if kink not in r.kinks:
                     r.kinks.append(kink)
 
@@ -451,7 +479,7 @@ class _Example(ExtraChecks):
                         dense: Sequence[torch.Tensor]) -> None:
         tol = self.r.tolerance()
         u = np.concatenate([to_numpy(t).astype(np.float64).ravel() for t in us])
-        got = np.concatenate([to_numpy(g).astype(np.float64).ravel() for g in dense]) if dense else np.zeros(0)
+        got = _flat(dense)
         usable = np.isfinite(analytical).all(axis=0)
         with np.errstate(all="ignore"):
             expected = np.where(usable, np.nan_to_num(analytical).T @ u, 0.0)
@@ -461,20 +489,28 @@ class _Example(ExtraChecks):
         if bad.any():
             excess = np.where(bad, np.abs(got - expected) / allowed, 0)
             order = np.argsort(-excess)[: int(bad.sum())]
-            entries = [Entry(f"grad {layout.column(j)}", float(got[j]), float(expected[j]), float(allowed[j]))
+            entries = [Entry(f"grad {layout.column(j)}", float(got[j]), float(expected[j]),
+                             float(allowed[j]))
                        for j in order]
             raise self.fail("linearity", (
                 f"backward is not linear in grad_output: for a random grad_output u it gives "
-                f"{entries[0].where} = {entries[0].actual:.6g}, but combining its one-hot results gives "
-                f"{entries[0].expected:.6g}. Backward must only multiply grad_output by local "
-                "derivatives (no abs, clamp, sign or squares of grad_output)"), entries=entries)
+                f"{entries[0].where} = {entries[0].actual:.6g}, but combining its one-hot results "
+                f"gives {entries[0].expected:.6g}. Backward must only multiply grad_output by "
+                "local derivatives (no abs, clamp, sign or squares of grad_output)"),
+                entries=entries)
         zeros = [torch.zeros_like(t) for t in us]
-        out = self.backward(zeros, "with a zero grad_output")
-        got0 = np.concatenate([to_numpy(g).astype(np.float64).ravel() for g in out]) if out else np.zeros(0)
+        got0 = _flat(self.backward(zeros, "with a zero grad_output"))
         bad0 = usable & (got0 != 0)  # NaN counts as not zero too
         if bad0.any():
             j = int(np.nonzero(bad0)[0][0])
             raise self.fail("linearity", (
-                f"backward with a zero grad_output gives {layout.column(j)} gradient {got0[j]:.6g}, not 0: "
-                "it adds something that does not scale with grad_output"),
+                f"backward with a zero grad_output gives {layout.column(j)} gradient "
+                f"{got0[j]:.6g}, not 0: it adds something that does not scale with grad_output"),
                 entries=[Entry(f"grad {layout.column(j)}", float(got0[j]), 0.0, 0.0)])
+
+
+def _flat(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    """The tensors' values in float64, one after the other."""
+    if not tensors:
+        return np.zeros(0)
+    return np.concatenate([to_numpy(t).astype(np.float64).ravel() for t in tensors])

@@ -17,8 +17,9 @@ import torch
 from gradviz.check._numerics import JacobianResult, Layout, Violation
 from gradviz.check._report import CHECKS, Entry, Failure
 
-__all__ = ["FAILED", "VERSION_ONLY", "CheckFailed", "OnClones", "attempt", "describe", "entry_of", "example_line",
-           "is_leaf_in_place", "jacobian_message", "same", "to_numpy", "where_changed"]
+__all__ = ["FAILED", "VERSION_ONLY", "Callee", "CheckFailed", "OnClones", "attempt", "describe",
+           "entry_of", "example_line", "is_leaf_in_place", "jacobian_message", "same", "to_numpy",
+           "where_changed"]
 
 
 def is_leaf_in_place(error: BaseException | None) -> bool:
@@ -46,6 +47,10 @@ class OnClones:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.function, name)
+
+
+# What the checks call: the user's Function class, or that class wrapped to run on clones.
+Callee = type[torch.autograd.Function] | OnClones
 
 
 class CheckFailed(Exception):

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gradviz.check.sandbox import parent as sandbox
 from gradviz.check.sandbox.parent import (
@@ -429,6 +431,22 @@ def test_user_code_can_be_switched_off(monkeypatch: pytest.MonkeyPatch, value: s
         run("result = 1")
     assert isinstance(info.value, GradvizError)
     assert "To enable it" in str(info.value)
+
+
+def test_user_code_disabled_is_one_error_type_everywhere() -> None:
+    import gradviz.check.sandbox as package
+    import gradviz.errors as errors
+
+    assert package.UserCodeDisabled is UserCodeDisabled is errors.UserCodeDisabled
+    assert "UserCodeDisabled" in errors.__all__
+    assert sandbox.DISABLE_ENV_VAR == UserCodeDisabled.env_var == "GRADVIZ_DISABLE_USER_CODE"
+
+
+@given(st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20))
+def test_user_code_disabled_names_variable_value_and_fix(value: str) -> None:
+    message = str(UserCodeDisabled(value))
+    assert f"GRADVIZ_DISABLE_USER_CODE={value!r}" in message
+    assert "GRADVIZ_DISABLE_USER_CODE=0" in message and "To enable it" in message
 
 
 @pytest.mark.parametrize("value", ["", "0", "false", "off"])

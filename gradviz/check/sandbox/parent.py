@@ -51,7 +51,7 @@ from typing import Any
 
 from gradviz.check.sandbox.child import ISOLATION_ENV_VAR, USER_CODE_FILENAME
 from gradviz.check.sandbox.slots import MAX_SANDBOXES_ENV_VAR, sandbox_slot
-from gradviz.errors import ArgumentError, GradvizError
+from gradviz.errors import ArgumentError, UserCodeDisabled
 
 __all__ = [
     "DISABLE_ENV_VAR",
@@ -63,7 +63,7 @@ __all__ = [
     "SandboxResult",
     "TASKS",
     "USER_CODE_FILENAME",
-    "UserCodeDisabled",
+    "UserCodeDisabled",  # defined in gradviz.errors with every error type; kept here too
     "isolation_required",
     "probe_protections",
     "run_sandboxed",
@@ -77,7 +77,7 @@ TASKS: dict[str, str] = {
     "lab.check": "gradviz.check.lab:check_source",
 }
 
-DISABLE_ENV_VAR = "GRADVIZ_DISABLE_USER_CODE"
+DISABLE_ENV_VAR = UserCodeDisabled.env_var
 KINDS = ("ok", "error", "timeout", "memory", "crash", "output", "refused", "exit")
 
 _CHILD = Path(__file__).with_name("child.py")
@@ -89,17 +89,6 @@ _PACKAGE_ROOT = str(_PACKAGE_DIR.parent)
 _SKIP_PROTECTIONS: tuple[str, ...] = ()
 _EXCERPT_CHARS = 20_000
 _READ_CHUNK = 65_536
-
-
-class UserCodeDisabled(GradvizError, RuntimeError):
-    """Running user code is switched off for this app (``GRADVIZ_DISABLE_USER_CODE``)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            f"Running user code is turned off ({DISABLE_ENV_VAR}="
-            f"{os.environ.get(DISABLE_ENV_VAR, '')!r}). To enable it, restart the app "
-            f"without {DISABLE_ENV_VAR} or with {DISABLE_ENV_VAR}=0."
-        )
 
 
 def user_code_enabled() -> bool:
@@ -221,7 +210,7 @@ def run_sandboxed(
     `ArgumentError` for bad arguments.
     """
     if not user_code_enabled():
-        raise UserCodeDisabled()
+        raise UserCodeDisabled(os.environ.get(DISABLE_ENV_VAR, ""))
     if not isinstance(task, str) or task not in TASKS:
         raise ArgumentError("task", task, f"use one of {sorted(TASKS)} (see parent.TASKS)")
     if not isinstance(payload, dict):
