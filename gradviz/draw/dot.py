@@ -8,6 +8,7 @@ this module only writes it.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -34,9 +35,53 @@ _LEGEND = (
 )
 
 
-def _esc(text: str) -> str:
-    # DOT strings: backslashes start escapes such as \n, so user text must double them.
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+# A DOT ID that needs no quotes (the graphviz package's rule, so plain names stay bare).
+_BARE_ID = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*|-?(\.[0-9]+|[0-9]+(\.[0-9]*)?))$").match
+_KEYWORDS = frozenset({"node", "edge", "graph", "digraph", "subgraph", "strict"})
+
+
+def quote(text: str) -> str:
+    """`text` as one DOT ID whose label meaning is `text` itself: the one quoting of gradviz.
+
+    Backslashes are doubled (labels read \\n, \\l, \\N as escapes), quotes escaped and
+    line breaks written as \\n, so any name parses and reads back. Unlike the graphviz
+    package's quoting, "<...>" stays a plain string: a module named "<b>" must not turn
+    into an HTML label.
+    """
+    if _BARE_ID(text) and text.lower() not in _KEYWORDS:
+        return text
+    if "\\" in text or '"' in text or "\n" in text or "\r" in text or "\0" in text:
+        text = (
+            text.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\r\n", "\n")
+            .replace("\r", "\n")
+            .replace("\n", "\\n")
+            .replace("\0", "")
+        )
+    return f'"{text}"'
+
+
+def _attr_list(attrs: Mapping[str, str], label_first: bool = True) -> str:
+    # The graphviz package's order: a node's or edge's label first, then the rest sorted;
+    # graph attribute statements sort every name.
+    if not label_first or "label" not in attrs:
+        return " ".join(f"{k}={quote(v)}" for k, v in sorted(attrs.items()))
+    parts = [f"label={quote(attrs['label'])}"]
+    parts.extend(f"{k}={quote(v)}" for k, v in sorted(attrs.items()) if k != "label")
+    return " ".join(parts)
+
+
+def _node_line(indent: str, name: str, attrs: Mapping[str, str]) -> str:
+    if not attrs:
+        return f"{indent}{quote(name)}\n"
+    return f"{indent}{quote(name)} [{_attr_list(attrs)}]\n"
+
+
+def _edge_line(indent: str, a: str, b: str, attrs: Mapping[str, str]) -> str:
+    if not attrs:
+        return f"{indent}{quote(a)} -> {quote(b)}\n"
+    return f"{indent}{quote(a)} -> {quote(b)} [{_attr_list(attrs)}]\n"
 
 
 def _node_lines(node: Node, show_saved: bool, show_attrs: bool, in_cluster: bool) -> list[str]:
@@ -110,12 +155,15 @@ def to_dot(
         where = item.module if cluster else None
         stmt = _node_stmt(graph, item, show_saved, show_attrs, cluster, marked, notes, fills)
         clusters.setdefault(where, []).append(stmt)
-    _emit_clusters(dot, clusters, graph.module_types)
+    # DOT text is written here directly: going through the graphviz package's quoting per
+    # attribute was a quarter of the drawing's time. The Digraph still owns head and body.
+    lines = dot.body
+    _cluster_lines(lines, clusters, graph.module_types)
     for a, b, count in view.edges:
         attrs = {"label": f"×{count}", "fontsize": "8"} if count > 1 else {}
-        dot.edge(a, b, **attrs)
+        lines.append(_edge_line("\t", a, b, attrs))
     if legend:
-        _add_legend(dot, view)
+        _legend_lines(lines, view)
     return dot
 
 
@@ -144,7 +192,8 @@ def new_digraph(rankdir: str, caption: list[str]) -> graphviz.Digraph:
         edge_attr={"arrowsize": "0.6", "color": "#495057"},
     )
     if caption:
-        dot.attr(label=_esc("\n".join(caption)).replace("\n", "\\n"), labelloc="t", labeljust="l")
+        attrs = {"label": "\n".join(caption), "labeljust": "l", "labelloc": "t"}
+        dot.body.append(f"\t{_attr_list(attrs, label_first=False)}\n")
     return dot
 
 
@@ -182,17 +231,17 @@ def _node_stmt(
         style["fillcolor"] = colors[item.id]
     if item.id in highlight or (item.kind != "fold" and any(m in highlight for m in item.members)):
         style.update(penwidth="3", color="#e03131")
-    style["label"] = "\\n".join(_esc(line) for line in lines)
+    style["label"] = "\n".join(lines)
     return item.id, {k: v for k, v in style.items() if NODE_DEFAULTS.get(k) != v}
 
 
-def _emit_clusters(
-    dot: graphviz.Digraph,
+def _cluster_lines(
+    out: list[str],
     clusters: dict[str | None, list[tuple[str, dict[str, str]]]],
     types: Mapping[str, str],
 ) -> None:
     for name, attrs in clusters.get(None, []):
-        dot.node(name, **attrs)
+        out.append(_node_line("\t", name, attrs))
     paths = sorted(p for p in clusters if p is not None)
     # Every ancestor of a used path needs a cluster too, so nesting mirrors the modules.
     needed: set[str] = set()
@@ -204,30 +253,34 @@ def _emit_clusters(
     for p in sorted(needed, key=lambda s: (s.count("."), natural_key(s))):
         parent = p.rsplit(".", 1)[0] if "." in p else None
         children.setdefault(parent, []).append(p)
-
-    def build(path: str) -> graphviz.Digraph:
-        sub = graphviz.Digraph(name=f"cluster_{path}")
+    # Iterative: a module tree can nest deeper than Python's recursion limit.
+    stack: list[tuple[str, int, bool]] = [(p, 1, True) for p in reversed(children.get(None, []))]
+    while stack:
+        path, level, opening = stack.pop()
+        indent = "\t" * level
+        if not opening:
+            out.append(f"{indent}}}\n")
+            continue
+        out.append(f"{indent}subgraph {quote(f'cluster_{path}')} {{\n")
         label = f"{path}: {types[path]}" if path in types else path
-        sub.attr(
-            label=_esc(label), style="rounded,dashed", color="#adb5bd", fontsize="9", labeljust="l"
-        )
-        for name, attrs in clusters.get(path, []):
-            sub.node(name, **attrs)
-        for child in children.get(path, []):
-            sub.subgraph(build(child))
-        return sub
-
-    for top in children.get(None, []):
-        dot.subgraph(build(top))
+        inner = indent + "\t"
+        attrs = {"label": label, "style": "rounded,dashed", "color": "#adb5bd", "fontsize": "9"}
+        out.append(f"{inner}{_attr_list({**attrs, 'labeljust': 'l'}, label_first=False)}\n")
+        for name, node_attrs in clusters.get(path, []):
+            out.append(_node_line(inner, name, node_attrs))
+        stack.append((path, level, False))
+        stack.extend((child, level + 1, True) for child in reversed(children.get(path, [])))
 
 
-def _add_legend(dot: graphviz.Digraph, view: View) -> None:
+def _legend_lines(out: list[str], view: View) -> None:
     used = {i.kind for i in view.items} | {"op"}
     shown = [(kind, text) for kind, text in _LEGEND if kind in used]
-    legend = graphviz.Digraph(name="cluster_legend")
-    legend.attr(label="legend", style="rounded", color="#dee2e6", fontsize="9")
+    out.append("\tsubgraph cluster_legend {\n")
+    attrs = {"label": "legend", "style": "rounded", "color": "#dee2e6", "fontsize": "9"}
+    out.append(f"\t\t{_attr_list(attrs, label_first=False)}\n")
     for kind, text in shown:
-        legend.node(f"legend_{kind}", label=text, **STYLES[kind], fontsize="8")
+        attrs = {"label": text, **STYLES[kind], "fontsize": "8"}
+        out.append(_node_line("\t\t", f"legend_{kind}", attrs))
     for (a, _), (b, _) in zip(shown, shown[1:], strict=False):
-        legend.edge(f"legend_{a}", f"legend_{b}", style="invis")
-    dot.subgraph(legend)
+        out.append(_edge_line("\t\t", f"legend_{a}", f"legend_{b}", {"style": "invis"}))
+    out.append("\t}\n")
