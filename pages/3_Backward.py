@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gradviz.app import backward_ui as ui
-from gradviz.app import guard, keep_navigation
+from gradviz.app import guard, keep_navigation, play_ui
 from gradviz.zoo.sources import source_labels
 
 keep_navigation()
@@ -39,6 +39,7 @@ if stepper is not None:
         ui.show_numbers(stepper[pos], stepper)
         ui.show_gradients(stepper[pos], stepper)
 
+    play_ui.show_play(stepper, sources[label], int(seed))
     walk()
     with st.expander("Parameter gradients: torch vs whole-network NumPy backprop"):
         ui.show_param_table(stepper, sources[label], int(seed))

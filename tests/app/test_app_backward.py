@@ -264,3 +264,49 @@ def test_backward_page_starts_from_the_model_built_on_the_build_page():
     assert not np.allclose(trained.param_grads[name], fresh.param_grads[name])
     table = at.dataframe[-1].value
     assert set(table["parameter"]) == set(trained.param_grads)
+
+
+@pytest.mark.browser
+def test_play_reaches_the_last_step_and_the_downloads_open(app_url, page, screenshot, tmp_path):
+    from PIL import Image
+
+    steps = step_source("preset:mnist-cnn")
+    thrown, console = [], []
+    page.on("pageerror", lambda exc: thrown.append(str(exc)))
+    page.on("console", lambda msg: console.append((msg.text, msg.location.get("url", "")))
+            if msg.type == "error" else None)
+    page.goto(f"{app_url}/Backward")
+    page.wait_for_selector(".gradviz-current")
+    page.get_by_text("▶ Play backward as an animation").click()
+    player = page.frame_locator("[data-testid=stIFrame]")
+    body = player.locator("body")
+    expect(body).to_have_attribute("data-frames", str(len(steps)))
+    expect(body).to_have_attribute("data-node", steps[0].node.id)
+    player.locator(".gp-speed").select_option("8")
+    player.get_by_role("button", name="▶ Play").click()
+    expect(body).to_have_attribute("data-playing", "true")
+    # It plays by itself to the last step, then stops there.
+    expect(body).to_have_attribute("data-frame", str(len(steps) - 1), timeout=60_000)
+    expect(body).to_have_attribute("data-playing", "false")
+    expect(body).to_have_attribute("data-node", steps[-1].node.id)
+    expect(player.locator(".gp-count")).to_have_text(f"{len(steps)} / {len(steps)}")
+    assert player.locator(".gp-stage svg g.node").count() >= len(steps)
+    # The page's own step did not move: the player is a view of the same run.
+    assert page.locator(".gradviz-current").get_attribute("data-node") == steps[0].node.id
+    page.locator("[data-testid=stIFrame]").scroll_into_view_if_needed()
+    page.mouse.move(5, 995)
+    screenshot(page, "backward-play")
+    with page.expect_download() as got:
+        page.get_by_role("button", name="⬇ Animation (GIF)").click()
+    gif = Image.open(got.value.path())
+    assert got.value.suggested_filename == "backward-mnist-cnn-seed0.gif"
+    assert gif.format == "GIF" and gif.n_frames == len(steps)
+    with page.expect_download() as got:
+        page.get_by_role("button", name="⬇ Animation (HTML player)").click()
+    html = pathlib.Path(got.value.path()).read_text(encoding="utf-8")
+    assert got.value.suggested_filename.endswith(".html")
+    assert html.count('"caption":') == len(steps)
+    # Streamlit itself probes /Backward/_stcore/... on a deep link and asks Google Fonts for
+    # an icon (offline here): the host's noise. The player (about:srcdoc) must add nothing.
+    host = (f"{app_url}/", "https://fonts.gstatic.com/")
+    assert thrown == [] and [m for m in console if not m[1].startswith(host)] == []
