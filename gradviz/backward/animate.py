@@ -132,7 +132,9 @@ def edge_style(norm: float, low: float, high: float) -> dict[str, str]:
     elif high <= low or low <= 0:
         t = 1.0
     else:
-        t = (math.log10(norm) - math.log10(low)) / (math.log10(high) - math.log10(low))
+        # high > low can still round to one log10 (e.g. 1e-300 vs its next float).
+        span = math.log10(high) - math.log10(low)
+        t = 1.0 if span <= 0 else (math.log10(norm) - math.log10(low)) / span
         t = min(1.0, max(0.0, t))
     rgb = tuple(round(a + (b - a) * t) for a, b in zip(*_RAMP, strict=True))
     width = _MIN_WIDTH + (_MAX_WIDTH - _MIN_WIDTH) * t
