@@ -12,7 +12,14 @@ from gradviz.backward.stepper import BackwardStepper, Step
 from gradviz.check import Failure, FunctionReport, assert_function_ok, check_function, strategies
 from gradviz.draw.dot import plan_view, to_dot
 from gradviz.draw.export import render
-from gradviz.errors import ArgumentError, DataError, GradvizError, SpecError, TraceError
+from gradviz.errors import (
+    ArgumentError,
+    DataError,
+    GradvizError,
+    ModelUnavailable,
+    SpecError,
+    TraceError,
+)
 from gradviz.graph.model import Graph, Node, SavedTensor
 from gradviz.graph.tracing import capture, trace
 from gradviz.notebook import step_widget, widget  # lazy: anywidget loads on first call
@@ -26,6 +33,7 @@ from gradviz.train.shapes import layer_table
 from gradviz.train.spec import parse_spec, spec_to_text
 from gradviz.train.training import train
 from gradviz.zoo.examples import example_names, trace_example
+from gradviz.zoo.models import build_model, model_loss, model_names
 from gradviz.zoo.presets import Preset, get_preset, presets
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "GradientFlow",
     "GradvizError",
     "Graph",
+    "ModelUnavailable",
     "Network",
     "Node",
     "Preset",
@@ -49,6 +58,7 @@ __all__ = [
     "TrainData",
     "TrainResult",
     "assert_function_ok",
+    "build_model",
     "build_network",
     "capture",
     "check_function",
@@ -59,6 +69,8 @@ __all__ = [
     "load_checkpoint",
     "load_mnist_csv",
     "load_mnist_idx",
+    "model_loss",
+    "model_names",
     "parse_spec",
     "plan_view",
     "presets",

@@ -10,6 +10,7 @@ __all__ = [
     "DataError",
     "GradvizError",
     "GraphvizMissing",
+    "ModelUnavailable",
     "ProgramError",
     "SpecError",
     "TraceError",
@@ -49,6 +50,10 @@ class ProgramError(GradvizError):
 
 class GraphvizMissing(GradvizError):
     """Graphviz's `dot` program is not installed, so SVG/PNG cannot be drawn."""
+
+
+class ModelUnavailable(GradvizError, RuntimeError):
+    """A model's library (torchvision, transformers) is not installed; says how to get it."""
 
 
 class UserCodeDisabled(GradvizError, RuntimeError):

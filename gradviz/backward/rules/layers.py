@@ -341,3 +341,38 @@ def _sdpa(ctx: RuleContext):
         return a.reshape(a.shape[0], -1, rep, *a.shape[2:]).sum(axis=2)
 
     return shaped(ctx, 0, gq), shaped(ctx, 1, fold(gk)), shaped(ctx, 2, fold(gv))
+
+
+def _weight_norm_example(draw) -> Case:
+    v_shape = shape(draw, min_dims=1, max_dims=3)
+    dim = draw(st.sampled_from(sorted({0, len(v_shape) - 1})))  # the fused kernel's two dims
+    g_shape = tuple(n if i == dim else 1 for i, n in enumerate(v_shape))
+    v = tensor(draw, v_shape, low=0.5, high=2.0)
+    g = tensor(draw, g_shape, requires_grad=draw(st.booleans()))
+    both = draw(st.booleans())
+
+    def fn(v, g):
+        w, norm = torch._weight_norm_interface(v, g, dim)
+        return (w, norm) if both else w
+
+    return Case(inputs=(v, g), fn=fn)
+
+
+@rule("WeightNormInterfaceBackward0",
+      formula=r"n = \lVert v \rVert_{\text{dims} \ne d},\ w = g\,v / n:\quad "
+              r"\bar{g} = \textstyle\sum_{\ne d} \bar{w} \odot v / n,\ "
+              r"\bar{v} = \frac{g}{n}\big(\bar{w} - v\,\bar{g}/n\big) + \bar{n}\,v/n",
+      example=_weight_norm_example)
+def _weight_norm(ctx: RuleContext):
+    v, g, dim = ctx["v"], ctx["g"], ctx["dim"]
+    # As the op's decomposition: the norm runs over every axis whose index is not `dim`
+    # (dim=-1, weight_norm's "whole tensor", keeps none).
+    axes = tuple(i for i in range(v.ndim) if i != dim)
+    norm = np.sqrt((v * v).sum(axis=axes, keepdims=True))
+    gw = ctx.grad
+    gg = (gw * v).sum(axis=axes, keepdims=True) / norm
+    gv = g / norm * (gw - v * gg / norm)
+    gn = ctx.grad_outputs[1] if len(ctx.grad_outputs) > 1 else None
+    if gn is not None:
+        gv = gv + gn.reshape(norm.shape) * v / norm
+    return shaped(ctx, 0, gv), shaped(ctx, 1, gg.reshape(g.shape))
