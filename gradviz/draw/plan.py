@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 
+from gradviz.draw.cost import COST_BUDGET, item_edges, layout_cost
 from gradviz.draw.items import DEFAULT_BUDGET, View, ViewItem
 from gradviz.draw.state import ViewState, assign, check_budget, default_state
 from gradviz.errors import ArgumentError
@@ -102,15 +103,6 @@ def _item_counts(graph: Graph) -> dict[int, int]:
         # A box of parameters alone is drawn as its parameters (see _collapse).
         counts[d] = count + sum(1 if has_op else others for has_op, others in boxes.values())
     return counts
-
-
-def _item_edges(graph: Graph, item_of: Mapping[str, str]) -> list[tuple[str, str, int]]:
-    counts: Counter[tuple[str, str]] = Counter()
-    for s, d in graph.edges:
-        a, b = item_of[s], item_of[d]
-        if a != b:
-            counts[(a, b)] += 1
-    return [(a, b, c) for (a, b), c in counts.items()]
 
 
 Edges = list[tuple[str, str, int]]
@@ -256,12 +248,38 @@ def _fit(
                 if item.kind == "fold":
                     for g in item.members:
                         item_of[g] = item.id
-    if budget is not None and len(items) > budget:
-        items, edges, dropped = _truncate(items, edges, budget)
-        notes.append(f"{dropped:,} drawn nodes farthest from the outputs left out")
-        for g in items["more"].members:
-            item_of[g] = "more"
+    if budget is None:
+        return items, edges
+    # Node count alone does not bound `dot`'s time (dense concatenations): cut by cost too.
+    keep = min(budget, len(items))
+    while keep > 1 and (keep < len(items) or layout_cost(items, edges) > COST_BUDGET):
+        cut, cut_edges, dropped = _truncate(items, edges, keep)
+        if layout_cost(cut, cut_edges) <= COST_BUDGET or keep <= 16:
+            items, edges = cut, cut_edges
+            notes.append(f"{dropped:,} drawn nodes farthest from the outputs left out")
+            for g in items["more"].members:
+                item_of[g] = "more"
+            break
+        keep = keep * 2 // 3
     return items, edges
+
+
+def _deepest_that_fits(graph: Graph, budget: int) -> tuple[int | None, bool]:
+    """The deepest collapse whose drawing fits `budget` nodes and `COST_BUDGET` layout cost
+    (None: no collapse), and whether one was chosen; counting items is cheaper than
+    collapsing at each depth, so the cost is computed only for depths that fit by count."""
+    total = len(graph.nodes)
+    counts = _item_counts(graph)
+    depths: list[int | None] = [None, *sorted(counts, reverse=True)]
+    for d in depths:
+        if (total if d is None else counts[d]) > budget:
+            continue
+        item_of, items = _collapse(graph, d)
+        if d is None and not counts or layout_cost(items, item_edges(graph, item_of)) <= (
+            COST_BUDGET
+        ):
+            return d, d is not None
+    return (depths[-1], True) if counts else (None, False)
 
 
 def plan_view(
@@ -290,17 +308,12 @@ def plan_view(
     total = len(graph.nodes)
     chosen = False
     with gc_paused():
-        if budget is not None and depth is None and total > budget:
-            # The deepest collapse that fits; counting is cheaper than collapsing each depth.
-            counts = _item_counts(graph)
-            for d in sorted(counts, reverse=True):
-                depth, chosen = d, True
-                if counts[d] <= budget:
-                    break
+        if budget is not None and depth is None:
+            depth, chosen = _deepest_that_fits(graph, budget)
         item_of, items = _collapse(graph, depth)
         if chosen and len(items) < total:
             notes.append(f"modules collapsed below depth {depth}")
-        items, edges = _fit(items, _item_edges(graph, item_of), item_of, budget, fold, notes)
+        items, edges = _fit(items, item_edges(graph, item_of), item_of, budget, fold, notes)
     if notes:
         notes.insert(0, f"default view: {total:,} nodes → {len(items):,} drawn")
         notes.append("pass budget=None to draw everything")
@@ -330,7 +343,7 @@ def plan(
             notes.append(f"{len(rolls)} run{s} of repeated blocks rolled ({shown})")
         if boxes:
             notes.append(f"{boxes} module{'s' if boxes > 1 else ''} drawn closed")
-        items, edges = _fit(items, _item_edges(graph, item_of), item_of, budget, True, notes)
+        items, edges = _fit(items, item_edges(graph, item_of), item_of, budget, True, notes)
     if notes:
         notes.insert(0, f"{len(graph):,} nodes → {len(items):,} drawn")
         notes.append(CLICK_NOTE)

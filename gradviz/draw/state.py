@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gradviz.draw.cost import COST_BUDGET, item_edges, layout_cost
 from gradviz.draw.items import DEFAULT_BUDGET, ViewItem
 from gradviz.errors import ArgumentError
 from gradviz.graph.model import Graph, Node, gc_paused
@@ -87,7 +88,11 @@ def default_state(
             state = ViewState(
                 expanded=frozenset(p for p in paths if path_depth(p) < d), rolled=rolled
             )
-            if len(assign(graph, state)[1]) <= budget:
+            item_of, items = assign(graph, state)
+            # Dense concatenations lay out slowly at any node count: bound the cost too.
+            if len(items) <= budget and layout_cost(items, item_edges(graph, item_of)) <= (
+                COST_BUDGET
+            ):
                 break
     return state
 
