@@ -22,7 +22,7 @@ from gradviz.backward.gradview import (
     worst_entries,
 )
 from gradviz.backward.numbers import MAX_ELEMENTS, formula_lines, numbers_latex
-from gradviz.backward.stepper import PROGRESS_COLORS, BackwardStepper, Step
+from gradviz.backward.stepper import PROGRESS_COLORS, BackwardStepper, ErrorCheck, Step
 from gradviz.zoo.sources import step_model, step_source, whole_network_check
 
 __all__ = [
@@ -84,7 +84,15 @@ def coverage_badge(stepper: BackwardStepper) -> None:
     cover = summary["coverage"]
     colour = "green" if cover == 1.0 else ("orange" if cover >= 0.95 else "red")
     agree = f"{summary['agreeing']}/{summary['numpy'] + summary['finite_differences']} agree"
-    st.markdown(f":{colour}-badge[NumPy coverage {cover:.0%}] :gray-badge[{agree}]")
+    worst = summary["worst_check"]
+    # The number beside "agree" is the measure that decided the closest call.
+    closest = "" if worst is None else (
+        f" :gray-badge[closest: {worst['node']}, {_check_text(worst)}]")
+    st.markdown(f":{colour}-badge[NumPy coverage {cover:.0%}] :gray-badge[{agree}]{closest}")
+
+
+def _check_text(worst: dict[str, Any]) -> str:
+    return str(ErrorCheck(worst["measure"], worst["value"], worst["bound"]))
 
 
 def _shape(arr: Any) -> str:
@@ -185,8 +193,8 @@ def show_step(step: Step, stepper: BackwardStepper) -> None:
         ok = "agrees" if step.agrees else "DISAGREES"
         st.markdown(
             f'<div class="gradviz-check">NumPy check ({step.reference_kind}): {ok} — '
-            f"max abs error {step.max_abs_error:.2e}, max rel error {step.max_rel_error:.2e}"
-            "</div>", unsafe_allow_html=True)
+            f"{step.check} · max abs error {step.max_abs_error:.2e}, "
+            f"max rel error {step.max_rel_error:.2e}</div>", unsafe_allow_html=True)
     elif node.kind == "op":
         st.warning("No NumPy reference for this op yet.")
 

@@ -118,7 +118,7 @@ def _caption(stepper: BackwardStepper, step: Step, sent: Mapping[tuple[str, str]
         text += " · sent |grad| " + ", ".join(f"{v:.3g}" for v in sent.values())
     if step.reference_kind:
         verdict = "agrees" if step.agrees else "DISAGREES"
-        text += f" · NumPy {verdict} (rel. error {step.max_rel_error:.1e})"
+        text += f" · NumPy {verdict} ({step.check})"
     elif node.kind == "op":
         text += " · no NumPy reference"
     return text

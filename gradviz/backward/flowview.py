@@ -49,9 +49,10 @@ def minimap_rows(stepper: BackwardStepper, position: int) -> list[dict[str, Any]
     for s in stepper:
         state = "current" if s.index == position else (
             "upcoming" if s.index > position else step_status(s))
-        err = "—" if s.max_rel_error is None else f"{s.max_rel_error:.1e}"
+        c = s.check
+        err = "—" if c is None else f"{c.value:.1e} ({c.measure})"
         rows.append({"step": s.index + 1, "op": s.node.label, "module": s.node.module or "",
-                     "state": state, "check": step_status(s), "rel. error": err})
+                     "state": state, "check": step_status(s), "error": err})
     return rows
 
 
@@ -83,7 +84,7 @@ def minimap_spec(
                        "value": "white"},
             "strokeWidth": {"condition": {"test": "datum.state === 'current'", "value": 2.5},
                             "value": 0.5},
-            "tooltip": [{"field": k} for k in ("step", "op", "module", "check", "rel. error")],
+            "tooltip": [{"field": k} for k in ("step", "op", "module", "check", "error")],
         },
         "config": {"view": {"stroke": None}},
         # Stretch sideways only: the strip keeps its height and its step-number axis.

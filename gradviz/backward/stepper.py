@@ -27,7 +27,7 @@ from gradviz.errors import ArgumentError, TraceError
 from gradviz.graph.model import Graph, Node, gc_paused
 from gradviz.graph.tracing import is_accumulate, trace_with_ids
 
-__all__ = ["BackwardStepper", "Step", "TOLERANCE", "PROGRESS_COLORS"]
+__all__ = ["BackwardStepper", "ErrorCheck", "Step", "TOLERANCE", "PROGRESS_COLORS"]
 
 # Relative error under which a NumPy reference "agrees" (float64 runs reach ~1e-15).
 TOLERANCE = {"float64": 1e-7, "float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
@@ -55,6 +55,28 @@ _Record = tuple[
 
 # Central differences in float64 with eps 1e-6 are good to about 1e-8 absolute, not 1e-15.
 _FD_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class ErrorCheck:
+    """How a step's NumPy reference was judged: `measure` ("relative", "relative to the
+    node's largest gradient" or "absolute"), its `value` and the `bound` it must not pass."""
+
+    measure: str
+    value: float
+    bound: float
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.bound
+
+    def __str__(self) -> str:
+        label = _CHECK_LABELS.get(self.measure, self.measure)
+        return f"{label} {self.value:.1e} {'≤' if self.passed else '>'} {self.bound:.0e}"
+
+
+_CHECK_LABELS = {"relative": "relative error", "absolute": "absolute error",
+                 "relative to the node's largest gradient": "error ÷ node's largest |grad|"}
 
 
 @dataclass(frozen=True)
@@ -99,20 +121,38 @@ class Step:
         return tuple(None if g is None else to_numpy(g) for g in self.raw_inputs)
 
     @property
-    def agrees(self) -> bool | None:
-        """Whether the reference matches torch within the dtype's tolerance (None: no reference)."""
+    def check(self) -> ErrorCheck | None:
+        """The measure that decided `agrees`, with its value and bound (None: no reference).
+
+        An edge whose true gradient is zero by cancellation (a conv bias before BatchNorm,
+        the input of a LayerNorm whose output is summed) carries only round-off, which no
+        relative error of that edge alone can accept: such a step agrees when its absolute
+        error is within 1e-2·tol of the node's largest gradient (or 1e-3·tol outright), and
+        that measure, not the large relative error, is the one shown beside "agrees".
+        """
         if self.max_rel_error is None:
             return None
         tol = TOLERANCE.get(self.node.dtype or "float32", 1e-4)
         if self.reference_kind == "finite differences":
             tol = max(tol, _FD_TOLERANCE)
-        # An edge whose true gradient is zero by cancellation (a conv bias before
-        # BatchNorm, the input of a LayerNorm whose output is summed) carries only
-        # round-off, which no relative error of that edge alone can accept: measure it
-        # against the node's largest gradient too, 100× tighter than the relative bound.
+        rel = ErrorCheck("relative", self.max_rel_error, tol)
+        if rel.passed:
+            return rel
         max_abs = self.max_abs_error or 0.0
-        return (self.max_rel_error <= tol or max_abs <= tol * 1e-3
-                or max_abs <= tol * 1e-2 * self.scale)
+        if self.scale > 0:
+            scaled = ErrorCheck("relative to the node's largest gradient",
+                                max_abs / self.scale, tol * 1e-2)
+            if scaled.passed:
+                return scaled
+        absolute = ErrorCheck("absolute", max_abs, tol * 1e-3)
+        return absolute if absolute.passed else rel
+
+    @property
+    def agrees(self) -> bool | None:
+        """Whether the reference matches torch within the dtype's tolerance (None: no
+        reference); `check` says by which measure."""
+        check = self.check
+        return None if check is None else check.passed
 
     @property
     def summed(self) -> str | None:
@@ -370,6 +410,8 @@ class BackwardStepper(Sequence[Step]):
             "worst_rel_error": max(
                 (s.max_rel_error for s in with_ref if s.max_rel_error is not None), default=None
             ),
+            # The deciding measure of the step nearest its bound: what "agree" rests on.
+            "worst_check": _worst_check(with_ref),
             "missing": sorted({s.node.grad_fn or s.node.label for s in ops if s.reference is None}),
             "coverage": self.coverage,
         }
@@ -517,3 +559,13 @@ def _finite_difference(
             grad[j] = (up - down) / (2 * _FD_EPS)
         result.append(grad.reshape(shape))
     return tuple(result)
+
+
+def _worst_check(steps: list[Step]) -> dict[str, Any] | None:
+    checks = [(s, s.check) for s in steps if s.check is not None]
+    if not checks:
+        return None
+    step, check = max(checks, key=lambda sc: sc[1].value / sc[1].bound)  # type: ignore[union-attr]
+    assert check is not None
+    return {"node": step.node.label, "step": step.index, "measure": check.measure,
+            "value": check.value, "bound": check.bound, "passed": check.passed}

@@ -151,6 +151,8 @@ def _step_gradients(stepper: BackwardStepper, node: Node) -> dict[str, Any] | No
         "grad_inputs": many(step.grad_inputs),
         "to": list(step.next_ids),
         "max_rel_error": step.max_rel_error,
+        "check": None if step.check is None else {
+            "measure": step.check.measure, "value": step.check.value, "bound": step.check.bound},
         "agrees": step.agrees,
         "formula": step.formula,
     }

@@ -92,7 +92,8 @@ def step_html(step: Step, stepper: BackwardStepper) -> str:
         verdict = "agrees" if step.agrees else "DISAGREES"
         out.append(
             f'<div class="gradviz-check">NumPy check ({_e(step.reference_kind)}): {verdict} — '
-            f"max abs error {step.max_abs_error:.2e}, max rel error {step.max_rel_error:.2e}</div>"
+            f"{_e(str(step.check))} · max abs error {step.max_abs_error:.2e}, "
+            f"max rel error {step.max_rel_error:.2e}</div>"
         )
     elif node.kind == "op":
         out.append('<div class="gradviz-check">No NumPy reference for this op yet.</div>')

@@ -155,8 +155,11 @@ def test_keys_step_and_heatmaps_show_torch_numpy_and_difference(app_url, page):
     cells.nth(top).hover()
     expect(page.locator("#vg-tooltip-element")).to_contain_text(repr(float(flat[top])))
     # Full precision on demand: never a number cut to 0.000000.
-    page.get_by_text("Full-precision values").nth(1).click()
-    texts = page.locator("[data-testid=stTable] td").all_inner_texts()
+    # grad_input 0 (the bias) has the first such expander, grad_input 1 the second.
+    values = page.get_by_test_id("stExpander").filter(
+        has=page.get_by_text("Full-precision values", exact=True)).nth(1)
+    values.get_by_text("Full-precision values", exact=True).click()
+    texts = values.locator("[data-testid=stTable] td").all_inner_texts()
     numbers = [t for t in texts if re.fullmatch(r"-?[\d.]+(e-?\d+)?", t)]
     assert numbers and not any(re.fullmatch(r"-?0\.0{4,}", t) for t in numbers)
     worst = float(np.abs(torch_grad - numpy_grad).max())
