@@ -47,7 +47,7 @@ if ! $PY -c 'import torch' 2>/dev/null; then
   say "installing torch 2.13.0 (CPU)"
   $PY -m pip install -q torch==2.13.0 2>&1 | quiet
 fi
-extras=""; [[ $mode == test ]] && extras="[test]"
+extras="[models]"; [[ $mode == test ]] && extras="[test]"
 stamp=".venv/.gradviz-$mode-$(sha1sum pyproject.toml | cut -c1-12)"
 if [[ ! -f $stamp ]]; then
   say "installing gradviz$extras and its dependencies"

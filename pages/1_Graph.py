@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gradviz.app import MODEL_KEY, graph_sources, guard, keep_navigation
+from gradviz.app import MODEL_KEY, graph_sources, guard, keep_navigation, model_shape_input
 from gradviz.app.explorer_ui import MODES, explored, show_compare, show_explorer, show_node_table
 
 keep_navigation()
@@ -14,7 +14,10 @@ st.caption("The autograd graph of a program: ops, parameters, saved tensors. "
 
 sources = graph_sources()
 with st.sidebar:
-    label = st.selectbox("Program", list(sources), index=1, key="graph_source")
+    label = st.selectbox("Program or model", list(sources), index=1, key="graph_source",
+                         help="Type a name to search: examples, presets, torchvision and "
+                              "Hugging Face models (random weights, nothing downloaded).")
+    source = model_shape_input(sources[label])
     seed = int(st.number_input("Seed", 0, 10_000, 0, key="graph_seed"))
     mode = MODES[st.radio("View", list(MODES), key="graph_mode", horizontal=True,
                           help="Forward: modules and the data flowing between them. Backward: autograd nodes.")]
@@ -27,14 +30,14 @@ if MODEL_KEY in st.session_state:
     st.info("The model built on the Build & Train page is available there as the preset it came from.")
 
 with guard("Could not trace this program"):
-    graph, _ = explored(sources[label], seed)
+    graph, _ = explored(source, seed)
     counts = graph.counts()
     cols = st.columns(4)
     for col, (name, value) in zip(cols, [("nodes", len(graph)), ("ops", counts["op"]), ("parameters", counts["param"]), ("leaves", counts["leaf"])], strict=True):
         col.metric(name, f"{value:,}")
     show_explorer(
-        sources[label], seed, mode, depth=depth or None, draw_all=draw_all, show_saved=show_saved,
-        show_attrs=show_attrs, cluster=cluster, stem=sources[label].split(":", 1)[1] + ("" if mode == "backward" else "-forward"),
+        source, seed, mode, depth=depth or None, draw_all=draw_all, show_saved=show_saved,
+        show_attrs=show_attrs, cluster=cluster, stem=source.split(":", 1)[1].replace(":", "-").replace("@", "-") + ("" if mode == "backward" else "-forward"),
     )
-    show_node_table(sources[label], seed)
+    show_node_table(source, seed)
     show_compare(sources, label, seed)

@@ -15,9 +15,10 @@ import streamlit as st
 from gradviz.draw.export import layout
 from gradviz.errors import GradvizError
 from gradviz.graph.model import Graph
+from gradviz.zoo.models import input_shape, model_names
 from gradviz.zoo.sources import source_labels, trace_source
 
-__all__ = ["keep_navigation", "graph_sources", "traced", "svg_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
+__all__ = ["keep_navigation", "graph_sources", "model_shape_input", "traced", "svg_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
 
 # Session-state key under which the Build & Train page hands its model to the others.
 MODEL_KEY = "gradviz.built_model"
@@ -44,7 +45,25 @@ def graph_sources() -> dict[str, str]:
     labels = source_labels()
     examples_first = {k: v for k, v in labels.items() if v.startswith("example:")}
     examples_first.update((k, v) for k, v in labels.items() if v.startswith("preset:"))
+    # Then the models users bring (when torchvision / transformers are installed).
+    for name in model_names():
+        where = "Hugging Face, small config" if name.startswith("hf:") else "torchvision"
+        examples_first[f"{name} — {where}, random weights"] = f"model:{name}"
     return examples_first
+
+
+def model_shape_input(source: str) -> str:
+    """For a model source, a box for the input shape; the source with that shape."""
+    if not source.startswith("model:"):
+        return source
+    default = input_shape(source[6:])
+    if default is None:
+        st.caption("This model takes its built-in input.")
+        return source
+    text = st.text_input("Input shape", "x".join(map(str, default)), key=f"shape:{source}",
+                         help="e.g. 2x3x64x64 for images (batch, channels, height, width), "
+                              "1x16 for text (batch, tokens)")
+    return source if text.strip() == "x".join(map(str, default)) else f"{source}@{text}"
 
 
 @st.cache_resource(max_entries=24, show_spinner="Tracing…")

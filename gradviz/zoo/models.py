@@ -24,7 +24,7 @@ from torch import nn
 from gradviz.errors import ArgumentError, ModelUnavailable
 
 __all__ = ["HF_ARCHS", "TORCHVISION_MODELS", "build_model", "import_torchvision",
-           "model_loss", "model_names"]
+           "input_shape", "model_loss", "model_names", "parse_shape"]
 
 
 # Small inputs each model accepts; a batch of 2 because BatchNorm in training mode needs more
@@ -79,28 +79,31 @@ def import_torchvision() -> ModuleType:
     return importlib.import_module("torchvision")
 
 
-def _torchvision(name: str, dtype: torch.dtype) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+def _torchvision(
+    name: str, dtype: torch.dtype, shape: tuple[int, ...]
+) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     models = import_torchvision().models
     kwargs: dict[str, Any] = {"weights": None}
     if name == "googlenet":
         kwargs.update(aux_logits=False, init_weights=False)
     if name == "vit_b_16":  # the B/16 layout at a small image size keeps its 12 blocks
-        kwargs.update(image_size=32)
+        kwargs.update(image_size=shape[-1])
     model = getattr(models, name)(**kwargs)
-    return model.to(dtype), (torch.randn(*TORCHVISION_MODELS[name], dtype=dtype),)
+    return model.to(dtype), (torch.randn(*shape, dtype=dtype),)
 
 
-def _tokens(n: int = 8, vocab: int = 96) -> torch.Tensor:
-    return torch.randint(0, vocab, (1, n))
+def _tokens(shape: tuple[int, ...] = (1, 8), vocab: int = 96) -> torch.Tensor:
+    return torch.randint(0, vocab, shape)
 
 
-def _hf_text(config_name: str, model_name: str, **config: Any) -> Callable[[], Any]:
-    def build() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def _hf_text(config_name: str, model_name: str, **config: Any) -> Callable[..., Any]:
+    def build(shape: tuple[int, ...] = (1, 8)) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         tf = importlib.import_module("transformers")
         cfg = getattr(tf, config_name)(**config)
         cfg._attn_implementation = "sdpa"
-        return getattr(tf, model_name)(cfg), {"input_ids": _tokens()}
+        return getattr(tf, model_name)(cfg), {"input_ids": _tokens(shape)}
 
+    build.shape = (1, 8)  # type: ignore[attr-defined]  # (batch, tokens) it takes
     return build
 
 
@@ -108,7 +111,7 @@ def _hf_t5() -> tuple[nn.Module, dict[str, torch.Tensor]]:
     tf = importlib.import_module("transformers")
     cfg = tf.T5Config(vocab_size=96, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
                       decoder_start_token_id=0)
-    return tf.T5Model(cfg), {"input_ids": _tokens(), "decoder_input_ids": _tokens(4)}
+    return tf.T5Model(cfg), {"input_ids": _tokens(), "decoder_input_ids": _tokens((1, 4))}
 
 
 def _hf_image(config_name: str, model_name: str, **config: Any) -> Callable[[], Any]:
@@ -128,7 +131,7 @@ def _hf_whisper() -> tuple[nn.Module, dict[str, torch.Tensor]]:
                            max_target_positions=16, decoder_start_token_id=1, pad_token_id=0,
                            bos_token_id=1, eos_token_id=2)
     features = torch.randn(1, 8, 16)  # 16 frames -> 8 positions after the strided conv
-    return tf.WhisperModel(cfg), {"input_features": features, "decoder_input_ids": _tokens(4)}
+    return tf.WhisperModel(cfg), {"input_features": features, "decoder_input_ids": _tokens((1, 4))}
 
 
 def _hf_wav2vec2() -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -142,7 +145,7 @@ def _hf_wav2vec2() -> tuple[nn.Module, dict[str, torch.Tensor]]:
 
 _SMALL = {"num_attention_heads": 2, "intermediate_size": 64, "hidden_size": 32,
           "num_hidden_layers": 2}
-HF_ARCHS: dict[str, Callable[[], tuple[nn.Module, dict[str, torch.Tensor]]]] = {
+HF_ARCHS: dict[str, Callable[..., tuple[nn.Module, dict[str, torch.Tensor]]]] = {
     "gpt2": _hf_text("GPT2Config", "GPT2Model", vocab_size=96, n_positions=32, n_embd=32,
                      n_layer=2, n_head=2, bos_token_id=None, eos_token_id=None),
     "bert": _hf_text("BertConfig", "BertModel", vocab_size=96, max_position_embeddings=32,
@@ -175,10 +178,40 @@ def model_names() -> list[str]:
     return names
 
 
+def input_shape(name: str) -> tuple[int, ...] | None:
+    """The default input shape of model `name`, or None when its input shape is fixed
+    (image and audio HF configs are built for one size)."""
+    if name in TORCHVISION_MODELS:
+        return TORCHVISION_MODELS[name]
+    return getattr(HF_ARCHS.get(name[3:]), "shape", None)
+
+
+def _check_shape(name: str, shape: tuple[int, ...]) -> None:
+    default = input_shape(name)
+    ok = (default is not None and isinstance(shape, tuple) and len(shape) == len(default)
+          and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape))
+    if ok and name in TORCHVISION_MODELS:
+        ok = shape[0] >= 2 and shape[1] == 3 and min(shape[2:]) >= 32 and max(shape) <= 512
+        if name == "vit_b_16":  # built for square images cut into 16-pixel patches
+            ok = ok and shape[2] == shape[3] and shape[2] % 16 == 0
+    elif ok:
+        ok = shape[0] <= 16 and shape[1] <= 32  # the configs hold 32 positions
+    if not ok:
+        fix = ("this model takes only its built-in input" if default is None else
+               "torchvision: (batch ≥ 2, 3, height ≥ 32, width ≥ 32), sides ≤ 512"
+               if name in TORCHVISION_MODELS else "(batch ≤ 16, tokens ≤ 32)")
+        raise ArgumentError("shape", shape, f"{name} takes {fix}; default {default}")
+
+
 def build_model(
-    name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0
+    name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0,
+    shape: tuple[int, ...] | None = None,
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...] | dict[str, torch.Tensor]]:
-    """A model with random weights (seeded) and an input it takes, in training mode."""
+    """A model with random weights (seeded) and an input it takes, in training mode.
+
+    shape: the input's shape, for torchvision models (N, 3, H, W) and HF text models
+    (batch, tokens); None takes `input_shape(name)`.
+    """
     if not isinstance(name, str):
         raise ArgumentError("name", name, "pass a model name such as 'resnet18' or 'hf:bert'")
     torch.manual_seed(seed)
@@ -191,7 +224,9 @@ def build_model(
             raise ModelUnavailable("Hugging Face models need `pip install transformers`")
         if importlib.util.find_spec("torchvision") is not None:
             import_torchvision()  # transformers imports it, and fails on the unloaded C ops
-        model, inputs = HF_ARCHS[arch]()
+        if shape is not None:
+            _check_shape(name, shape)
+        model, inputs = HF_ARCHS[arch](shape) if shape is not None else HF_ARCHS[arch]()
         model = model.to(dtype)
         inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
         return model.train(), inputs
@@ -199,7 +234,9 @@ def build_model(
         raise ArgumentError("name", name,
                             f"use a torchvision name ({', '.join(sorted(TORCHVISION_MODELS))}) "
                             "or hf:<arch>")
-    model, args = _torchvision(name, dtype)
+    if shape is not None:
+        _check_shape(name, shape)
+    model, args = _torchvision(name, dtype, shape or TORCHVISION_MODELS[name])
     return model.train(), args
 
 
@@ -209,3 +246,15 @@ def model_loss(model: nn.Module, inputs: tuple[torch.Tensor, ...] | dict[str, An
     if not isinstance(out, torch.Tensor):
         out = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     return out.pow(2).mean()
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """A shape typed by a reader: "2x3x64x64", "2, 3, 64, 64" or "(1, 16)"."""
+    parts = text.strip().strip("()[]").replace("×", "x").replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:  # a word, a fraction, or an empty part ("2xx")
+        shape = ()
+    if not shape:
+        raise ArgumentError("shape", text, "type whole numbers such as 2x3x64x64 or 1, 16")
+    return shape

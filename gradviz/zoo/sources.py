@@ -1,6 +1,7 @@
 """One name for every program the app and the CLI can trace or step: examples and presets.
 
-A source key is ``"example:NAME"`` or ``"preset:NAME"``. `build_source` builds the model and
+A source key is ``"example:NAME"``, ``"preset:NAME"`` or ``"model:NAME"`` for a model of
+`gradviz.zoo.models` (``"model:resnet18"``, ``"model:hf:bert@1x16"``: an input shape after @). `build_source` builds the model and
 runs its forward under `capture`, optionally in float64 (where NumPy references agree to
 1e-7); `trace_source` and `step_source` return frozen results only, built in a thread with
 a large stack so freeing deep graphs is safe from any thread.
@@ -20,9 +21,11 @@ from gradviz.errors import ArgumentError
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import capture, run_with_big_stack, trace
 from gradviz.zoo.examples import examples
+from gradviz.zoo.models import build_model, input_shape, model_loss, model_names, parse_shape
 from gradviz.zoo.presets import presets, seeded_global_rng
 
 __all__ = [
+    "model_key",
     "source_labels",
     "build_source",
     "trace_source",
@@ -43,9 +46,12 @@ def source_labels(include_big: bool = True) -> dict[str, str]:
 
 def _split(key: str) -> tuple[str, str]:
     kind, _, name = str(key).partition(":")
+    if kind == "model":
+        model_key(name)
+        return kind, name
     table = {"example": examples(), "preset": presets()}.get(kind)
     if table is None:
-        raise ArgumentError("source", key, "use 'preset:NAME' or 'example:NAME'")
+        raise ArgumentError("source", key, "use 'preset:NAME', 'example:NAME' or 'model:NAME'")
     if name not in table:
         close = difflib.get_close_matches(name, table, n=1)
         hint = f"did you mean {kind}:{close[0]}? " if close else ""
@@ -58,6 +64,8 @@ def build_source(
 ) -> tuple[nn.Module, torch.Tensor]:
     """Build source `key` and run its forward under `capture`; returns (model, loss)."""
     kind, name = _split(key)
+    if kind == "model":
+        return _build_model_source(name, torch.float64 if float64 else torch.float32, seed)
     if kind == "example":
         model, loss_fn = examples()[name].make(seed)
         if float64:
@@ -72,6 +80,29 @@ def build_source(
     with seeded_global_rng(seed), capture(model):
         loss = preset.forward_loss(model, (data.X[:8], data.y[:8]))
     return model, loss
+
+
+def model_key(text: str) -> tuple[str, tuple[int, ...] | None]:
+    """Model name and input shape of a model source's name part ("hf:bert@1x16")."""
+    name, _, shape_text = str(text).partition("@")
+    names = model_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean model:{close[0]}? " if close else ""
+        known = ", ".join(names) or "none: pip install -e '.[models]'"
+        raise ArgumentError("source", f"model:{text}", f"{hint}models here: {known}")
+    return name, parse_shape(shape_text) if shape_text else None
+
+
+def _build_model_source(text: str, dtype: torch.dtype, seed: int) -> tuple[nn.Module, torch.Tensor]:
+    name, shape = model_key(text)
+    model, inputs = build_model(name, dtype=dtype, seed=seed, shape=shape)
+    try:
+        with capture(model):
+            return model, model_loss(model, inputs)
+    except (RuntimeError, ValueError, IndexError) as e:  # the model refused this input
+        raise ArgumentError("shape", shape, f"{name} cannot run on it ({str(e)[:200]}); try "
+                            f"its default {input_shape(name)}") from e
 
 
 def trace_source(key: str, seed: int = 0) -> Graph:

@@ -121,6 +121,26 @@ def test_compare_two_seeds_of_dynamic_net():
     assert "only in B" in svg
 
 
+def test_load_a_model_by_name_and_shape_without_writing_code():
+    from gradviz.zoo.sources import trace_source
+
+    at = AppTest.from_file(PAGE, default_timeout=180).run()
+    at.sidebar.selectbox(key="graph_source").set_value(_source_label(at, "resnet18")).run()
+    box = at.sidebar.text_input(key="shape:model:resnet18")
+    assert box.value == "2x3x32x32"  # the model's default input, shown to edit
+    box.set_value("2x3x48x48").run()
+    assert not at.exception and not at.error
+    graph = trace_source("model:resnet18@2x3x48x48")
+    assert {m.label: m.value for m in at.metric}["nodes"] == f"{len(graph):,}"
+    svg = _view(at)["svg"]
+    assert "layer1" in svg and "BasicBlock" in svg
+    # A shape the model cannot take: an error naming it, no traceback, the page still there.
+    at.sidebar.text_input(key="shape:model:resnet18").set_value("2x3").run()
+    assert not at.exception
+    assert any("shape" in e.value and "default (2, 3, 32, 32)" in e.value for e in at.error)
+    assert at.sidebar.selectbox(key="graph_source").value.startswith("resnet18 ")
+
+
 def test_page_stays_thin():
     text = pathlib.Path(PAGE).read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 120
@@ -309,3 +329,16 @@ def test_forward_backward_toggle_in_chromium(app_url, page):
     page.wait_for_selector(f'.gv-root[data-highlighted="{len(expected)}"]')
     lit = page.eval_on_selector_all(".gv-root g.node.gv-hl > title", "ts => ts.map(t => t.textContent)")
     assert sorted(lit) == sorted(expected)
+
+
+@pytest.mark.browser
+def test_a_hugging_face_model_loads_and_draws_in_chromium(app_url, page):
+    page.goto(f"{app_url}/Graph")
+    page.wait_for_selector(".gv-root svg g.node")
+    before = _renders(page)
+    _pick_program(page, "hf:bert")
+    _wait_render_after(page, before)
+    text = page.locator(".gv-root").inner_text()
+    # The model's own module paths name its clusters and boxes.
+    assert "encoder" in text and "embeddings" in text
+    assert page.get_by_test_id("stException").count() == 0

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from gradviz import BackwardStepper, capture, trace
 from gradviz.backward.rules import RULES
+from gradviz.draw.cost import COST_BUDGET, layout_cost
 from gradviz.draw.dot import to_dot
+from gradviz.draw.plan import plan_view
 from gradviz.errors import ArgumentError
 from gradviz.graph.runs import repeated_runs
 from gradviz.zoo.models import HF_ARCHS, TORCHVISION_MODELS, build_model, model_loss, model_names
@@ -35,7 +37,10 @@ def _traced(name: str, dtype=torch.float32):
 @pytest.mark.parametrize("name", NAMES)
 def test_model_traces_draws_and_steps_with_every_reference_agreeing(name):
     model, loss, graph = _traced(name, torch.float64)
-    dot = to_dot(graph).source
+    view = plan_view(graph)
+    # The default view lays out quickly whatever the topology (densenet's concatenations).
+    assert layout_cost([i.id for i in view.items], view.edges) <= COST_BUDGET
+    dot = to_dot(graph, view).source
     assert dot.startswith("digraph") and "->" in dot
     stepper = BackwardStepper(loss, model=model)
     types = {s.node.grad_fn for s in stepper.op_steps()}
