@@ -19,8 +19,8 @@ from gradviz import explorer as ex
 from gradviz.app import guard, node_rows, svg_of
 from gradviz.app.graph_view import graph_view
 from gradviz.draw.dot import to_dot
-from gradviz.draw.items import DEFAULT_BUDGET, View
 from gradviz.draw.export import layout
+from gradviz.draw.items import DEFAULT_BUDGET, View
 from gradviz.graph.model import Graph
 from gradviz.graph.tracing import run_with_big_stack
 from gradviz.zoo.sources import build_source
