@@ -56,11 +56,9 @@ def stepper_for(program: str, seed: int = 0):
     from gradviz.backward.stepper import BackwardStepper
     from gradviz.cli.programs import load_program
     from gradviz.graph.tracing import run_with_big_stack
-    from gradviz.zoo.sources import source_labels, step_source
+    from gradviz.zoo.sources import source_key, step_source
 
-    keys = set(source_labels().values())
-    key = program if program in keys else next(
-        (k for k in (f"example:{program}", f"preset:{program}") if k in keys), None)
+    key = source_key(program)
     if key is not None:
         return step_source(key, seed)
 

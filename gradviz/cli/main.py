@@ -37,11 +37,9 @@ def _cmd_app(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from gradviz.cli.programs import trace_program
     from gradviz.draw.export import render
-    from gradviz.zoo.sources import source_labels, trace_source
+    from gradviz.zoo.sources import source_key, trace_source
 
-    keys = set(source_labels().values())
-    key = args.program if args.program in keys else next(
-        (k for k in (f"example:{args.program}", f"preset:{args.program}") if k in keys), None)
+    key = source_key(args.program)
     graph = trace_source(key, seed=args.seed) if key else trace_program(args.program)
     options = {}
     if (args.format or pathlib.Path(args.output).suffix.lstrip(".")) != "json":
@@ -67,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--address", default="127.0.0.1")
     app.add_argument("--no-user-code", action="store_true", help="turn off pages that run code typed in the browser")
     render = sub.add_parser("render", help="draw a program's autograd graph")
-    render.add_argument("program", help="an example or preset name (see `gradviz examples`) or file.py[:name]")
+    render.add_argument("program", help="an example or preset name (see `gradviz examples`), model:NAME[@SHAPE] "
+                        "(model:resnet18, model:hf:bert@1x16) or file.py[:name]")
     render.add_argument("-o", "--output", required=True, help="out.svg, out.png, out.dot or out.json")
     render.add_argument("--format", choices=("dot", "svg", "png", "json"), help="default: from the output's suffix")
     render.add_argument("--saved", action="store_true", help="list saved tensors in each op")

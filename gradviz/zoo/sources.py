@@ -26,6 +26,7 @@ from gradviz.zoo.presets import presets, seeded_global_rng
 
 __all__ = [
     "model_key",
+    "source_key",
     "source_labels",
     "build_source",
     "trace_source",
@@ -42,6 +43,18 @@ def source_labels(include_big: bool = True) -> dict[str, str]:
         if include_big or not e.big:
             out[f"{e.name} — {e.description}"] = f"example:{e.name}"
     return out
+
+
+def source_key(program: str) -> str | None:
+    """The source key a command-line name means ("mnist-cnn" → "example:mnist-cnn",
+    "model:resnet18@2x3x64x64" as is), or None (then it names a user's file)."""
+    if program.startswith("model:"):
+        _split(program)
+        return program
+    keys = set(source_labels().values())
+    if program in keys:
+        return program
+    return next((k for k in (f"example:{program}", f"preset:{program}") if k in keys), None)
 
 
 def _split(key: str) -> tuple[str, str]:

@@ -3,6 +3,8 @@ input shape after "@"; a bad name or shape is refused naming the argument and th
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,3 +64,18 @@ def test_fixed_input_models_and_unknown_names_say_what_to_do():
         trace_source("model:hf:whisper@1x8")
     with pytest.raises(ArgumentError, match="did you mean model:resnet18"):
         trace_source("model:resnet81")
+
+
+def test_the_command_line_renders_and_animates_a_zoo_model(tmp_path, capsys):
+    from gradviz.cli.main import main as cli_main
+
+    out = tmp_path / "llama.json"
+    assert cli_main(["render", "model:hf:llama@1x12", "-o", str(out)]) == 0
+    graph = trace_source("model:hf:llama@1x12")
+    nodes = json.loads(out.read_text())["nodes"]
+    assert len(nodes) == len(graph) and any(n.get("module") == "layers.1.mlp" for n in nodes)
+    assert cli_main(["render", "model:resnet99", "-o", str(tmp_path / "x.svg")]) == 2
+    assert "did you mean model:resnet50" in capsys.readouterr().err
+    gif = tmp_path / "bert.html"
+    assert cli_main(["animate", "model:hf:bert@1x4", "--out", str(gif)]) == 0
+    assert "NativeLayerNormBackward0" in gif.read_text()
