@@ -581,7 +581,11 @@ def show_current(log: bool) -> None:
         else:
             st.caption("No loss curve yet: train to draw one.")
     with right:
-        if run.picture is not None:
+        if run.picture is not None and run.picture.spec is not None:
+            st.markdown("**Decision boundary**")
+            st.container(key="bt_boundary").vega_lite_chart(run.picture.spec, width="stretch")
+            st.caption(run.picture.caption)
+        elif run.picture is not None:
             st.image(run.picture.png, caption=run.picture.caption, width="stretch")
     st.download_button(
         "Download checkpoint", run.checkpoint, file_name=f"{run.preset}-{len(run.losses)}-steps.pt",

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from gradviz.errors import ArgumentError
+from gradviz.train.boundary import BOUNDARY_GRID, boundary_spec
 from gradviz.train.raster import (
     _AXIS,
     _BAD,
@@ -361,6 +362,8 @@ class Picture:
     kind: str
     png: bytes
     caption: str
+    # A Vega-Lite chart of the same picture, where one serves better (hover, crisp axes).
+    spec: dict[str, Any] | None = None
 
 
 def picture_for(model: nn.Module, preset: Any, data: Any) -> Picture | None:
@@ -384,11 +387,15 @@ def picture_for(model: nn.Module, preset: Any, data: Any) -> Picture | None:
         )
     if task == "classification" and sample == (2,) and data.labels is not None:
         xx, yy, classes = decision_grid(model, preset, X, 200)
+        gx, gy, grid = decision_grid(model, preset, X, BOUNDARY_GRID)
+        predicted = predicted_classes(predict(model, X, preset))
         return Picture(
             "boundary",
             boundary_png(xx, yy, classes, X, data.labels),
             "Decision boundary: the background is the predicted class, each point is "
-            "coloured by its true class",
+            "coloured by its true class (hover a point for its prediction)",
+            boundary_spec(gx, gy, grid, _points(X, 2, "a decision boundary"), data.labels,
+                          predicted=predicted),
         )
     if task != "classification" and sample == (1,):
         xs, ys = fitted_curve(model, preset, X)

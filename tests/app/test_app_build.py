@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pathlib
 import re
 import struct
@@ -10,6 +11,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from gradviz.app import MODEL_KEY
@@ -83,7 +85,14 @@ def test_every_preset_builds_and_trains_from_the_page():
         }
         assert run.picture is not None and run.picture.kind == _expected_picture(name)
         assert run.picture.png.startswith(b"\x89PNG")
-        assert len(at.image) == 1 and at.image[0].captions == [run.picture.caption]
+        if run.picture.spec is not None:  # the decision boundary: a Vega-Lite chart
+            assert run.picture.kind == "boundary" and len(at.image) == 0
+            assert run.picture.caption in [c.value for c in at.caption]
+            specs = [json.loads(el.proto.spec) for el in at.get("vega_lite_chart")]
+            assert any(sp.get("layer", [{}])[-1].get("mark", {}).get("type") == "circle"
+                       for sp in specs)
+        else:
+            assert len(at.image) == 1 and at.image[0].captions == [run.picture.caption]
 
 
 def test_settings_reach_the_run_and_continue_extends_the_curve():
@@ -302,19 +311,31 @@ def test_train_quadrants_in_chromium_shows_curve_and_boundary(app_url, page, scr
     _enter(page, "Number of steps", "1000")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("1000/1000 steps in").first.wait_for()
-    chart = page.locator('[data-testid="stVegaLiteChart"]').last
-    image = page.locator('[data-testid="stImage"] img')
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
     chart.wait_for()
-    image.wait_for()
-    assert (
-        page.locator('[data-testid="stImageCaption"]').inner_text().startswith("Decision boundary")
-    )
-    assert image.evaluate("img => img.naturalWidth") > 100  # the PNG decoded in the browser
+    # The boundary is a vector chart: region rectangles and one mark per data point.
+    boundary = page.locator(".st-key-bt_boundary")
+    boundary.locator(".vega-embed").wait_for()
+    boundary.locator("svg").first.wait_for()
+    points = boundary.locator('[aria-roledescription="circle"]')
+    regions = boundary.locator('[aria-roledescription="rect mark"]')
+    # Every training point is a mark over a few region rectangles (runs of a 60×60 grid).
+    n = len(get_preset("quadrant-sgd").data(0).X)
+    assert points.count() == n and 4 <= regions.count() < 60 * 60
+    titles = boundary.locator(".role-axis-title text").all_text_contents()
+    assert sorted(titles) == ["x₁", "x₂"]
+    box = boundary.bounding_box()
+    assert box["width"] > 300 and box["height"] > 300  # legible, not a thumbnail
+    points.first.hover(force=True)
+    tip = page.locator("#vg-tooltip-element")
+    expect(tip).to_contain_text("true class")
+    expect(tip).to_contain_text("predicted")
+    assert page.get_by_text("Decision boundary: the background").is_visible()
     accuracy = page.locator('[data-testid="stMetric"]', has_text="training accuracy").locator(
         '[data-testid="stMetricValue"]'
     )
     assert float(accuracy.inner_text().rstrip("%")) > 90
-    image.scroll_into_view_if_needed()
+    boundary.scroll_into_view_if_needed()
     screenshot(page, "build_train")
 
 
