@@ -21,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from gradviz.app import MODEL_KEY, guard
+from gradviz.app.flow_ui import show_flow
 from gradviz.errors import GradvizError
 from gradviz.train import jobs
 from gradviz.train.data import TrainData
@@ -587,7 +588,10 @@ def show_current(log: bool) -> None:
             st.caption(run.picture.caption)
         elif run.picture is not None:
             st.image(run.picture.png, caption=run.picture.caption, width="stretch")
+    if run.flow is not None:
+        show_flow(run.flow)
     st.download_button(
         "Download checkpoint", run.checkpoint, file_name=f"{run.preset}-{len(run.losses)}-steps.pt",
         mime="application/octet-stream", key="bt_download", on_click="ignore",
     )  # fmt: skip
+

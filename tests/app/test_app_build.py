@@ -331,6 +331,10 @@ def test_train_quadrants_in_chromium_shows_curve_and_boundary(app_url, page, scr
     expect(tip).to_contain_text("true class")
     expect(tip).to_contain_text("predicted")
     assert page.get_by_text("Decision boundary: the background").is_visible()
+    # The run's gradient flow: a heatmap of every parameter over the recorded steps.
+    flow = page.locator(".st-key-bt_flow .vega-embed")
+    flow.wait_for()
+    assert flow.bounding_box()["height"] > 150
     accuracy = page.locator('[data-testid="stMetric"]', has_text="training accuracy").locator(
         '[data-testid="stMetricValue"]'
     )
@@ -349,3 +353,20 @@ def test_stop_button_ends_a_long_run_in_chromium(app_url, page):
     page.get_by_role("button", name="Stop training").click()
     page.get_by_text(re.compile(r"/1000000 steps: stopped early")).first.wait_for(timeout=30_000)
     assert page.get_by_role("button", name="Train", exact=True).is_enabled()
+
+
+def test_a_run_shows_its_gradient_flow_and_what_the_diagnoses_say():
+    at = _train(_page(), steps=400)
+    run = at.session_state["bt_run"]
+    flow = run.flow
+    # ~200 evenly spread steps of 400, one row per parameter of the network.
+    assert flow is not None and 150 <= len(flow.records) <= 200 and flow.steps_seen == 400
+    assert list(flow.params) == [n for n, p in run.model.named_parameters()]
+    charts = [json.loads(el.proto.spec) for el in at.get("arrow_vega_lite_chart")] or [
+        json.loads(el.proto.spec) for el in at.get("vega_lite_chart")]
+    assert any("per layer and step" in json.dumps(sp) for sp in charts)
+    found = flow.diagnose()
+    assert [w.value for w in at.warning] == [str(d) for d in found]
+    if not found:
+        assert any("No vanishing" in s.value for s in at.success)
+
