@@ -264,9 +264,12 @@ def _fit(
     return items, edges
 
 
-def _deepest_that_fits(graph: Graph, budget: int) -> tuple[int | None, bool]:
+Collapse = tuple[dict[str, str], dict[str, ViewItem]]
+
+
+def _deepest_that_fits(graph: Graph, budget: int) -> tuple[int | None, Collapse]:
     """The deepest collapse whose drawing fits `budget` nodes and `COST_BUDGET` layout cost
-    (None: no collapse), and whether one was chosen; counting items is cheaper than
+    (depth None: no collapse), with that collapse; counting items is cheaper than
     collapsing at each depth, so the cost is computed only for depths that fit by count."""
     total = len(graph.nodes)
     counts = _item_counts(graph)
@@ -278,8 +281,9 @@ def _deepest_that_fits(graph: Graph, budget: int) -> tuple[int | None, bool]:
         if d is None and not counts or layout_cost(items, item_edges(graph, item_of)) <= (
             COST_BUDGET
         ):
-            return d, d is not None
-    return (depths[-1], True) if counts else (None, False)
+            return d, (item_of, items)
+    shallowest = depths[-1] if counts else None
+    return shallowest, _collapse(graph, shallowest)
 
 
 def plan_view(
@@ -309,8 +313,10 @@ def plan_view(
     chosen = False
     with gc_paused():
         if budget is not None and depth is None:
-            depth, chosen = _deepest_that_fits(graph, budget)
-        item_of, items = _collapse(graph, depth)
+            depth, (item_of, items) = _deepest_that_fits(graph, budget)
+            chosen = depth is not None
+        else:
+            item_of, items = _collapse(graph, depth)
         if chosen and len(items) < total:
             notes.append(f"modules collapsed below depth {depth}")
         items, edges = _fit(items, item_edges(graph, item_of), item_of, budget, fold, notes)
