@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from gradviz.app import MODEL_KEY, guard
-from gradviz.app.flow_ui import show_flow
+from gradviz.app.flow_ui import show_training_views
 from gradviz.errors import GradvizError
 from gradviz.train import jobs
 from gradviz.train.data import TrainData
@@ -588,8 +588,7 @@ def show_current(log: bool) -> None:
             st.caption(run.picture.caption)
         elif run.picture is not None:
             st.image(run.picture.png, caption=run.picture.caption, width="stretch")
-    if run.flow is not None:
-        show_flow(run.flow)
+    show_training_views(run)
     st.download_button(
         "Download checkpoint", run.checkpoint, file_name=f"{run.preset}-{len(run.losses)}-steps.pt",
         mime="application/octet-stream", key="bt_download", on_click="ignore",

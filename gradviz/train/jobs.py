@@ -28,6 +28,7 @@ from gradviz.train.builder import build_network
 from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from gradviz.train.data import TrainData
 from gradviz.train.flow import GradientFlow
+from gradviz.train.flow_view import neuron_png, neuron_view
 from gradviz.train.mnist import load_mnist_csv, load_mnist_idx
 from gradviz.train.optimizers import OPTIMIZERS
 from gradviz.train.plots import Picture, picture_for, predict, predicted_classes
@@ -145,6 +146,8 @@ class Run:
     stopped: bool = False
     # What the run's gradients did, step by step (None: built or loaded, not trained here).
     flow: GradientFlow | None = None
+    # TF-Playground's picture of a 2-D input network: each unit's output over the plane.
+    network_png: bytes | None = None
 
     def handoff(self) -> dict[str, Any]:
         """What the Graph and Backward pages read of the model the page built."""
@@ -475,7 +478,18 @@ def finish(job: Job, preset: Preset) -> Run | Notice:
         resume=result, picture=picture_for(result.model, preset, data),
         checkpoint=save_checkpoint(result), data_label=job.settings.data_label,
         stopped=result.stopped, flow=job.flow if job.flow.records else None,
+        network_png=network_picture(result.model, data),
     )  # fmt: skip
+
+
+def network_picture(model: nn.Module, data: TrainData) -> bytes | None:
+    """The neuron view (`flow_view.neuron_png`) of a network on 2-D inputs, else None."""
+    if tuple(data.X.shape[1:]) != (2,):
+        return None
+    try:
+        return neuron_png(neuron_view(model, data.X))
+    except (GradvizError, RuntimeError):  # a network the view cannot read unit by unit
+        return None
 
 
 # ---------------------------------------------------------------------- checkpoints

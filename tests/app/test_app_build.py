@@ -86,13 +86,18 @@ def test_every_preset_builds_and_trains_from_the_page():
         assert run.picture is not None and run.picture.kind == _expected_picture(name)
         assert run.picture.png.startswith(b"\x89PNG")
         if run.picture.spec is not None:  # the decision boundary: a Vega-Lite chart
-            assert run.picture.kind == "boundary" and len(at.image) == 0
+            assert run.picture.kind == "boundary"
+            assert all("Each unit's output" in i.captions[0] for i in at.image)
             assert run.picture.caption in [c.value for c in at.caption]
             specs = [json.loads(el.proto.spec) for el in at.get("vega_lite_chart")]
             assert any(sp.get("layer", [{}])[-1].get("mark", {}).get("type") == "circle"
                        for sp in specs)
         else:
-            assert len(at.image) == 1 and at.image[0].captions == [run.picture.caption]
+            pictures = [i.captions for i in at.image if "Each unit's output" not in i.captions[0]]
+            assert pictures == [[run.picture.caption]]
+        # 2-D inputs: the network's own picture, unit by unit, too.
+        units = [i for i in at.image if "Each unit's output" in i.captions[0]]
+        assert len(units) == (1 if run.network_png is not None else 0)
 
 
 def test_settings_reach_the_run_and_continue_extends_the_curve():
@@ -331,6 +336,10 @@ def test_train_quadrants_in_chromium_shows_curve_and_boundary(app_url, page, scr
     expect(tip).to_contain_text("true class")
     expect(tip).to_contain_text("predicted")
     assert page.get_by_text("Decision boundary: the background").is_visible()
+    # The network unit by unit (TF Playground's picture), decoded by the browser.
+    units = page.locator(".st-key-bt_network_picture img")
+    units.wait_for()
+    assert units.evaluate("img => img.naturalWidth") > 100
     # The run's gradient flow: a heatmap of every parameter over the recorded steps.
     flow = page.locator(".st-key-bt_flow .vega-embed")
     flow.wait_for()
@@ -370,3 +379,20 @@ def test_a_run_shows_its_gradient_flow_and_what_the_diagnoses_say():
     if not found:
         assert any("No vanishing" in s.value for s in at.success)
 
+
+
+def test_a_two_input_network_is_drawn_unit_by_unit_beside_its_boundary():
+    from PIL import Image
+
+    from gradviz.train.flow_view import neuron_png, neuron_view
+
+    at = _train(_page(), steps=50)
+    run = at.session_state["bt_run"]
+    data = get_preset("quadrant-sgd").data(run.seed)
+    # The picture is the library's neuron view of the trained model, on the run's data.
+    assert run.network_png == neuron_png(neuron_view(run.model, data.X))
+    view = neuron_view(run.model, data.X)
+    assert view.columns[0].shape[0] == 2  # the two inputs first
+    width, height = Image.open(io.BytesIO(run.network_png)).size
+    assert width > 48 * len(view.columns) and height > 48
+    assert any(img.captions and "Each unit's output" in img.captions[0] for img in at.image)
