@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from gradviz.app import MODEL_KEY, guard
-from gradviz.app.flow_ui import LIVE_EVERY, show_live_flow, show_training_views
+from gradviz.app.flow_ui import show_training_views
 from gradviz.errors import GradvizError
 from gradviz.train import jobs
 from gradviz.train.data import TrainData
@@ -480,7 +480,7 @@ def follow(job: jobs.Job, log: bool) -> None:
     failure is kept as a notice for that run to show.
     """
     bar = st.progress(0.0, text="Starting…")
-    chart, flow_slot, drawn = st.empty(), st.empty(), 0.0
+    chart = st.empty()
     while True:
         job.seen()
         finished = job.done  # read first, so the last update drawn is the final one
@@ -493,9 +493,6 @@ def follow(job: jobs.Job, log: bool) -> None:
         )
         if curve:
             _chart(curve, log, chart)
-        if time.perf_counter() - drawn > LIVE_EVERY and not finished:
-            show_live_flow(flow_slot, job.flow)
-            drawn = time.perf_counter()
         if finished:
             break
         job.join(0.25)  # returns at once when the run ends

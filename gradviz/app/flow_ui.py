@@ -9,25 +9,7 @@ import streamlit as st
 from gradviz.train.flow import GradientFlow
 from gradviz.train.flow_view import flow_chart
 
-__all__ = ["show_flow", "show_live_flow", "show_training_views"]
-
-# Redrawing the flow chart costs ~50-100 ms: once a second while training is enough.
-LIVE_EVERY = 1.0
-
-
-def show_live_flow(slot: Any, flow: GradientFlow) -> None:
-    """The flow recorded so far, drawn into `slot` (an `st.empty`) while training runs.
-
-    The training thread only appends immutable records; `flow.records` copies the list, so
-    this reader sees a consistent prefix of the run."""
-    if len(flow.records) < 2:
-        return
-    with slot.container(key="bt_flow_live"):
-        st.caption(f"Gradient flow so far: {len(flow.records)} recorded of "
-                   f"{flow.steps_seen:,} steps (log scale)")
-        st.altair_chart(flow_chart(flow), width="stretch")
-        for d in flow.diagnose():
-            st.warning(str(d))
+__all__ = ["show_flow", "show_training_views"]
 
 
 def show_training_views(run: Any) -> None:
