@@ -252,7 +252,8 @@ def _fit(
         return items, edges
     # Node count alone does not bound `dot`'s time (dense concatenations): cut by cost too.
     keep = min(budget, len(items))
-    while keep > 1 and (keep < len(items) or layout_cost(items, edges) > COST_BUDGET):
+    over = keep < len(items) or layout_cost(items, edges) > COST_BUDGET
+    while over and keep > 1:
         cut, cut_edges, dropped = _truncate(items, edges, keep)
         if layout_cost(cut, cut_edges) <= COST_BUDGET or keep <= 16:
             items, edges = cut, cut_edges

@@ -63,8 +63,8 @@ def import_torchvision() -> ModuleType:
         return importlib.import_module("torchvision")
     except ModuleNotFoundError as e:
         raise ModelUnavailable(
-            "torchvision is not installed: install gradviz's test extra "
-            "(pip install -e '.[test]') or `pip install --no-deps torchvision==0.28.0`"
+            "torchvision is not installed: install gradviz's models extra "
+            "(pip install -e '.[models]'; ./run.sh does) or `pip install torchvision==0.28.0`"
         ) from e
     except RuntimeError as e:
         if "does not exist" not in str(e):
@@ -92,18 +92,22 @@ def _torchvision(
     return model.to(dtype), (torch.randn(*shape, dtype=dtype),)
 
 
-def _tokens(shape: tuple[int, ...] = (1, 8), vocab: int = 96) -> torch.Tensor:
+# (batch, tokens) of the text models' default input.
+_TEXT_SHAPE = (1, 8)
+
+
+def _tokens(shape: tuple[int, ...] = _TEXT_SHAPE, vocab: int = 96) -> torch.Tensor:
     return torch.randint(0, vocab, shape)
 
 
 def _hf_text(config_name: str, model_name: str, **config: Any) -> Callable[..., Any]:
-    def build(shape: tuple[int, ...] = (1, 8)) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    def build(shape: tuple[int, ...] = _TEXT_SHAPE) -> tuple[nn.Module, dict[str, torch.Tensor]]:
         tf = importlib.import_module("transformers")
         cfg = getattr(tf, config_name)(**config)
         cfg._attn_implementation = "sdpa"
         return getattr(tf, model_name)(cfg), {"input_ids": _tokens(shape)}
 
-    build.shape = (1, 8)  # type: ignore[attr-defined]  # (batch, tokens) it takes
+    build.shape = _TEXT_SHAPE  # type: ignore[attr-defined]  # what input_shape reports
     return build
 
 
@@ -221,7 +225,8 @@ def build_model(
             raise ArgumentError("name", name, f"use one of hf:{', hf:'.join(sorted(HF_ARCHS))}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs are built here; never download
         if importlib.util.find_spec("transformers") is None:
-            raise ModelUnavailable("Hugging Face models need `pip install transformers`")
+            raise ModelUnavailable("Hugging Face models need transformers: install gradviz's "
+                                   "models extra (pip install -e '.[models]'; ./run.sh does)")
         if importlib.util.find_spec("torchvision") is not None:
             import_torchvision()  # transformers imports it, and fails on the unloaded C ops
         if shape is not None:
