@@ -63,7 +63,8 @@ def check_function(
     tensors are differentiated, anything else is passed as is); with neither, every input
     of ``forward`` gets the same small drawn shape. ``reference`` is a plain function the
     forward must match. ``checks`` picks properties by name (see ``ALL_CHECKS``; the
-    default is ``DEFAULT_CHECKS``). Kinks and ties are not bugs: there the gradient only
+    default is ``DEFAULT_CHECKS``), or ``"all"`` for every one that applies (``reference``
+    with a reference, ``jvp``/``vmap`` when the Function defines them). Kinks and ties are not bugs: there the gradient only
     has to lie between the one-sided slopes. Each failing property comes back with its own
     shrunk counterexample; ``seed`` makes a run reproducible (a random one is drawn and
     reported when omitted).
@@ -285,8 +286,9 @@ def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any
     notes: list[str] = []
     has_jvp = _defines(fn, "jvp")
     has_vmap = bool(getattr(fn, "generate_vmap_rule", False)) or _defines(fn, "vmap")
-    if checks is None:
-        chosen = set(DEFAULT_CHECKS)
+    if checks is None or checks == "all":
+        # "all": every property this Function can be held to, double backward included.
+        chosen = set(DEFAULT_CHECKS if checks is None else ALL_CHECKS)
         if reference is None:
             chosen.discard("reference")
         if not has_jvp:
@@ -303,7 +305,12 @@ def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any
             raise ArgumentError("checks", checks, f"unknown check {name!r}; known: {', '.join(ALL_CHECKS)}")
         chosen.add(name)
     if "reference" in chosen and reference is None:
-        raise ArgumentError("checks", checks, "'reference' needs reference=<a plain function>; pass one or drop it")
+        # Finite differences stand in for a hand-written backward, but nothing numerical can
+        # say what the forward's values should be: only an independent implementation can.
+        raise ArgumentError("checks", checks, "'reference' compares forward's values with an "
+                            "independent implementation, which nothing numerical can replace; "
+                            "pass reference=<a plain function>, drop 'reference', or use "
+                            "checks='all' (every check that applies)")
     if "jvp" in chosen and not has_jvp:
         raise ArgumentError("checks", checks, f"{fn.__name__} defines no jvp staticmethod; add one or drop 'jvp'")
     if "vmap" in chosen and not has_vmap:
@@ -349,5 +356,5 @@ def _reproduce(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]] 
         parts.append(f"max_examples={max_examples}")
     parts.append(f"seed={seed}")
     if checks is not None:
-        parts.append(f"checks={list(checks)!r}")
+        parts.append(f"checks={checks if isinstance(checks, str) else list(checks)!r}")
     return f"check_function({', '.join(parts)})"

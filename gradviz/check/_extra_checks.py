@@ -254,26 +254,28 @@ class ExtraChecks:
             raise self.fail("double_backward", (
                 "backward's result carries no autograd graph, so its own gradient cannot be taken "
                 "(did backward use .detach(), NumPy or @once_differentiable?)"))
-        rows = []
-        for g in grads:
-            for e in range(g.numel()):
-                if not g.requires_grad:
-                    rows.append(np.zeros(h_layout.n))
-                    continue
-                onehot = torch.zeros(g.numel(), dtype=g.dtype)
-                onehot[e] = 1
-                second, error = attempt(partial(
-                    torch.autograd.grad, g, wrt, onehot.reshape(g.shape),
-                    retain_graph=True, allow_unused=True, materialize_grads=True))
-                if error is not None:
-                    raise self.fail("double_backward",
-                                    f"double backward raised {describe(error)}")
-                flat = [to_numpy(s).astype(np.float64).ravel() for s in second]
-                rows.append(np.concatenate(flat))
-        analytical = np.stack(rows) if rows else np.zeros((0, h_layout.n))
+        analytical = _hessian_batched(grads, wrt, h_layout.n)
+        if analytical is None:
+            rows = []
+            for g in grads:
+                for e in range(g.numel()):
+                    if not g.requires_grad:
+                        rows.append(np.zeros(h_layout.n))
+                        continue
+                    onehot = torch.zeros(g.numel(), dtype=g.dtype)
+                    onehot[e] = 1
+                    second, error = attempt(partial(
+                        torch.autograd.grad, g, wrt, onehot.reshape(g.shape),
+                        retain_graph=True, allow_unused=True, materialize_grads=True))
+                    if error is not None:
+                        raise self.fail("double_backward",
+                                        f"double backward raised {describe(error)}")
+                    flat = [to_numpy(s).astype(np.float64).ravel() for s in second]
+                    rows.append(np.concatenate(flat))
+            analytical = np.stack(rows) if rows else np.zeros((0, h_layout.n))
         base = list(self.inputs) + [u.detach().clone() for u in us]
         numeric = self.configure_numerics() if r.numeric_dtype is None else r.numeric_dtype
-        evaluate = Evaluator(vjp, base, h_layout, numeric, r.tolerance(), None, grad=True)
+        evaluate = Evaluator(vjp, base, h_layout, numeric, r.tolerance(), r.vjp_batch, grad=True)
         x = h_layout.flat_inputs(base)
         result = compare_jacobian(evaluate, x, analytical, r.tolerance(), self.rng)
         if result.violations:
@@ -356,3 +358,37 @@ def _reduced_dims(got: tuple[int, ...], want: tuple[int, ...]) -> str:
     pairs = zip(got[extra:], want, strict=True)
     dims = list(range(extra)) + [extra + i for i, (a, b) in enumerate(pairs) if b == 1 and a != 1]
     return f" over dims {tuple(dims)}" if dims else ""
+
+
+def _hessian_batched(grads: Sequence[torch.Tensor], wrt: Sequence[torch.Tensor],
+                     n: int) -> np.ndarray | None:
+    """All rows of backward's Jacobian in one vmapped autograd call (one-hot grad_outputs),
+    or None when the double backward cannot run under vmap: the caller then loops."""
+    live = [g for g in grads if g.requires_grad]
+    total = sum(g.numel() for g in grads)
+    if not live or total == 0:
+        return None
+    eye = torch.eye(total, dtype=live[0].dtype)
+    outs, cotangents, offset = [], [], 0
+    for g in grads:
+        if g.requires_grad:
+            outs.append(g)
+            cotangents.append(eye[:, offset:offset + g.numel()].reshape(total, *g.shape))
+        offset += g.numel()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # vmap's "falling back to a slow path" notes
+            second = torch.autograd.grad(outs, list(wrt), cotangents, retain_graph=True,
+                                         allow_unused=True, is_grads_batched=True)
+    except Exception:  # the user's backward under vmap: any failure means "loop instead"
+        return None
+    flat = []
+    for s, w in zip(second, wrt, strict=True):
+        if s is None:  # backward's result does not depend on this one
+            flat.append(np.zeros((total, w.numel())))
+        elif tuple(s.shape) != (total, *w.shape):
+            return None
+        else:
+            flat.append(to_numpy(s).astype(np.float64).reshape(total, -1))
+    rows = np.concatenate(flat, axis=1) if flat else np.zeros((total, 0))
+    return rows if rows.shape == (total, n) else None

@@ -115,7 +115,7 @@ class Evaluator:
         others_are_plain = all(
             not isinstance(v, torch.Tensor) for i, v in enumerate(inputs) if i not in layout.in_pos
         )
-        self.batch = batch if (batch is not None and others_are_plain and not grad) else None
+        self.batch = batch if (batch is not None and others_are_plain) else None
         self.trusted = False  # one spot-check per example (per Evaluator) is enough
         self.calls = 0
 
@@ -185,7 +185,7 @@ class Evaluator:
         self.calls += 1
         try:
             # Any warning means the function did something different with a batch dim.
-            with warnings.catch_warnings(), torch.no_grad():
+            with warnings.catch_warnings(), torch.set_grad_enabled(self.grad):
                 warnings.simplefilter("error")
                 outputs = as_outputs(self.call(*self._args(columns)))
             values = self.layout.flat_outputs(outputs, rows=rows)
@@ -212,8 +212,8 @@ class Evaluator:
         tol = self.tolerance
         for r in picks:
             single = self._single(points[r])
-            finite = np.nan_to_num(single, nan=0.0, posinf=0.0, neginf=0.0)
-            scale = 1 + np.abs(finite).max(initial=0.0)
+            finite = np.abs(single, where=np.isfinite(single), out=np.zeros_like(single))
+            scale = 1 + finite.max(initial=0.0)
             with np.errstate(all="ignore"):
                 if not np.allclose(values[r], single, rtol=tol.value_rtol,
                                    atol=tol.value_atol * scale, equal_nan=True):
@@ -380,7 +380,9 @@ def _central_many(evaluate: Evaluator, points: np.ndarray, directions: np.ndarra
                   tol: Tolerance) -> np.ndarray:
     """Central slopes along each direction at each point: (K, d, m)."""
     k, d = len(points), len(directions)
-    steps = np.stack([_steps(p, directions, tol) for p in points])  # (K, d)
+    nonzero = directions != 0
+    scale = np.where(nonzero[None], np.abs(points)[:, None, :], 0.0).max(axis=2, initial=0.0)
+    steps = tol.eps * np.maximum(1.0, scale)  # (K, d): _steps for each point at once
     plus = evaluate.round(points[:, None, :] + steps[:, :, None] * directions[None])
     minus = evaluate.round(points[:, None, :] - steps[:, :, None] * directions[None])
     sq = (directions * directions).sum(axis=1)

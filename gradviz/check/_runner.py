@@ -71,6 +71,9 @@ class Runner:
         self.numeric_dtype: torch.dtype | None = None  # inputs' dtype for finite differences
         self.tol: Tolerance | None = None  # set with numeric_dtype, on the first example
         self.batch = BatchState()
+        # Whether backward, too, treats a leading batch dim row by row (double_backward's
+        # finite differences of backward): its own state, as the forward's says nothing of it.
+        self.vjp_batch = BatchState()
         self.examples = 0
         self.kinks_seen = 0
         self.kinks: list[Kink] = []

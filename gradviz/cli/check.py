@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-examples", type=int, default=100, help="Hypothesis examples (default 100)")
     parser.add_argument("--seed", type=int, default=None, help="seed, for a reproducible run")
     parser.add_argument("--dtype", choices=_DTYPES, default="float64", help="dtype of the inputs")
-    parser.add_argument("--checks", help=f"comma-separated subset of: {', '.join(ALL_CHECKS)}")
+    parser.add_argument("--checks", help="'all' (every check that applies) or a comma-separated "
+                        f"subset of: {', '.join(ALL_CHECKS)}")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -65,7 +66,11 @@ def check_command(argv: list[str]) -> int:
     try:
         fn = load_function(args.target)
         shapes = parse_shapes(args.shapes) if args.shapes is not None else None
-        checks = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
+        checks: list[str] | str | None = None
+        if args.checks and args.checks.strip() == "all":
+            checks = "all"
+        elif args.checks:
+            checks = [c.strip() for c in args.checks.split(",") if c.strip()]
         report = check_function(fn, shapes=shapes, max_examples=args.max_examples, seed=args.seed,
                                 dtype=getattr(torch, args.dtype), checks=checks)
     except GradvizError as error:

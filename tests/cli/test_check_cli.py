@@ -91,3 +91,11 @@ def test_runs_as_a_module(functions):
     )
     assert result.returncode == 1, result.stderr
     assert "FAILED jacobian" in result.stdout
+
+
+def test_checks_all_runs_the_double_backward_too(functions, capsys):
+    code = check_command([f"{functions}:MyReLU", "--shapes", "4", "--max-examples", "20",
+                          "--seed", "0", "--json", "--checks", "all"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, data
+    assert "double_backward" in data["checks_run"] and "jacobian" in data["checks_run"]
