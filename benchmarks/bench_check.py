@@ -9,7 +9,7 @@ test one point per call and know nothing of kinks and ties; a check_function exa
 one drawn point with every property. Everything is warmed up; each cell is the median of
 --repeat runs (default 5) with half the spread (max − min) / 2. Target (issue 14): ≥ 200
 examples/s with all checks at total numel ≤ 16 for sigmoid, softplus and a two-input
-Function (maximum_split_ties). Report only; nothing is asserted.
+Function (mul, smooth; and maximum_split_ties, whose ties every example probes). Report only; nothing is asserted.
 
     python benchmarks/bench_check.py [--examples 200] [--repeat 5] [--sizes 1,16]
 """
@@ -30,6 +30,27 @@ from gradviz.check import check_function
 from gradviz.zoo.functions import get_example
 
 TARGET = 200.0
+
+
+class Mul(torch.autograd.Function):
+    """A smooth two-input Function (x·y): the target's two-input case without built-in ties."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return x * y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, y = ctx.saved_tensors
+        return grad_output * y, grad_output * x
+
+
+def load(name: str) -> tuple[type[torch.autograd.Function], tuple[tuple[int, ...], ...]]:
+    if name == "mul":
+        return Mul, ((4,), (4,))
+    example = get_example(name)
+    return example.load(), example.shapes
 
 
 def rates(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]], checks: str | None,
@@ -64,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--examples", type=int, default=200, help="Hypothesis examples per run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per cell (median shown)")
     parser.add_argument("--sizes", default="1,16", help="total input numels")
-    parser.add_argument("--functions", default="sigmoid,softplus,maximum_split_ties,linear")
+    parser.add_argument("--functions", default="sigmoid,softplus,mul,maximum_split_ties,linear")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(f"{platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
@@ -76,10 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     for name in args.functions.split(","):
-        example = get_example(name)
-        fn = example.load()
+        fn, default_shapes = load(name)
         for numel in (int(s) for s in args.sizes.split(",")):
-            shapes = _shapes(name, numel, example.shapes)
+            shapes = _shapes(name, numel, default_shapes)
             for checks in (None, "all"):  # warm up both paths
                 check_function(fn, shapes=shapes, max_examples=20, seed=99, checks=checks)
             default = rates(fn, shapes, None, args.examples, args.repeat)
