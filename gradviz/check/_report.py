@@ -276,6 +276,6 @@ def _num(value: float) -> str:
 def _array_text(array: np.ndarray) -> str:
     array = np.asarray(array)
     if array.ndim == 0:
-        return _num(array) if array.dtype.kind == "f" else repr(array.item())
+        return _num(float(array)) if array.dtype.kind == "f" else repr(array.item())
     return np.array2string(array, precision=6, threshold=24, edgeitems=3,
                            separator=", ", max_line_width=10_000)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,10 +28,11 @@ from gradviz.errors import ArgumentError
 __all__ = ["broadcastable_shapes", "function_inputs", "shapes", "tensors"]
 
 Shape = tuple[int, ...]
+Width = Literal[16, 32, 64]  # the float widths st.floats accepts
 
 # Bit width Hypothesis draws floats at, per torch dtype (bfloat16 values are rounded after).
-_WIDTH = {torch.float64: 64, torch.float32: 32, torch.float16: 16, torch.bfloat16: 32}
-_NUMPY = {64: np.float64, 32: np.float32, 16: np.float16}
+_WIDTH: dict[torch.dtype, Width] = {torch.float64: 64, torch.float32: 32, torch.float16: 16, torch.bfloat16: 32}
+_NUMPY: dict[Width, type[np.floating[Any]]] = {64: np.float64, 32: np.float32, 16: np.float16}
 _MAX_DIMS = 8
 
 
@@ -182,7 +183,7 @@ def _check_int(argument: str, value: Any, *, low: int, high: int | None = None) 
         raise ArgumentError(argument, value, f"must be {bound}")
 
 
-def _width(dtype: Any) -> int:
+def _width(dtype: Any) -> Width:
     if dtype not in _WIDTH:
         raise ArgumentError(
             "dtype", dtype, "pass a float dtype: torch.float64, torch.float32, torch.float16 or torch.bfloat16"
@@ -190,7 +191,7 @@ def _width(dtype: Any) -> int:
     return _WIDTH[dtype]
 
 
-def _check_range(min_value: Any, max_value: Any, width: int) -> tuple[float, float]:
+def _check_range(min_value: Any, max_value: Any, width: Width) -> tuple[float, float]:
     for name, value in (("min_value", min_value), ("max_value", max_value)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
             raise ArgumentError(name, value, "pass a finite number")

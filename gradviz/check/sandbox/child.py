@@ -30,6 +30,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 __all__ = ["ISOLATION_ENV_VAR", "USER_CODE_FILENAME", "exec_task", "run_user_code"]
@@ -263,7 +264,7 @@ def _brief(value: Any, limit: int = 60) -> str:
 
 def _user_line() -> int | None:
     """The line of user code running now (innermost), if any."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename == USER_CODE_FILENAME:
             return frame.f_lineno
