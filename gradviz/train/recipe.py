@@ -296,7 +296,7 @@ def presets() -> dict[str, Preset]:
     return dict(_REGISTRY)
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str | Preset) -> Preset:
     """The preset called ``name``; an unknown name raises with the closest names."""
     if isinstance(name, Preset):
         return name
