@@ -13,7 +13,7 @@ import functools
 import shutil
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypedDict
 
 import anywidget
 import graphviz
@@ -71,6 +71,11 @@ class GraphView(anywidget.AnyWidget):
     query = traitlets.Unicode("").tag(sync=True)
     crumbs = traitlets.List(traitlets.Unicode()).tag(sync=True)
     found = traitlets.Unicode("").tag(sync=True)
+
+
+class _DotOptions(TypedDict):
+    show_saved: bool
+    cluster: bool
 
 
 def _dims(shape: Sequence[int] | None) -> str:
@@ -150,7 +155,7 @@ class GraphWidget(GraphView):
         self._stats = dict(stats or {})
         self._budget = budget
         self._depth = depth
-        self._options = {"show_saved": show_saved, "cluster": cluster}
+        self._options: _DotOptions = {"show_saved": show_saved, "cluster": cluster}
         self.state = ex.default_state(graph, budget=budget, depth=depth)
         self.view = ex.plan(graph, self.state, budget=budget)
         self.matches: list[str] = []
