@@ -38,11 +38,13 @@ _WARNING_EXAMPLES = 30
 
 def _check_scalars(max_examples: Any, seed: Any, reference: Any) -> None:
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples <= 0:
-        raise ArgumentError("max_examples", max_examples, "pass a positive int, e.g. max_examples=100")
+        raise ArgumentError("max_examples", max_examples, "pass a positive int, e.g. "
+                            "max_examples=100")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ArgumentError("seed", seed, "pass an int, or None for a fresh random seed")
     if reference is not None and not callable(reference):
-        raise ArgumentError("reference", reference, "pass a function taking the same inputs as forward")
+        raise ArgumentError("reference", reference, "pass a function taking the same inputs as "
+                            "forward")
 
 
 def check_function(
@@ -76,8 +78,8 @@ def check_function(
         raise ArgumentError("inputs", inputs, "pass either shapes= or inputs=, not both")
     if inputs is not None:
         if not isinstance(inputs, SearchStrategy):
-            raise ArgumentError("inputs", inputs, "pass a Hypothesis strategy of input tuples, e.g. "
-                                "inputs=gradviz.check.strategies.function_inputs(shapes=[(3,)])")
+            raise ArgumentError("inputs", inputs, "pass a Hypothesis strategy of input tuples, "
+                                "e.g. inputs=gradviz.check.strategies.function_inputs(shapes=[(3,)])")
         strategy, shape_list = inputs, None
     else:
         shape_list = _check_shapes(fn, shapes, names)
@@ -159,7 +161,8 @@ def _search(runner: Runner, strategy: SearchStrategy[Any], *, max_examples: int,
         if others:  # not a property failing: a strategy problem, or a bug of ours
             other = others[0]
             if isinstance(other, HypothesisException):
-                raise ArgumentError("inputs", strategy, f"Hypothesis could not draw inputs: {describe(other)}") from other
+                raise ArgumentError("inputs", strategy, "Hypothesis could not draw inputs: "
+                                    f"{describe(other)}") from other
             if other is error:
                 raise
             raise other from error
@@ -197,16 +200,20 @@ def _check_fn(fn: Any) -> type[torch.autograd.Function]:
     base = torch.autograd.Function
     if isinstance(fn, type) and issubclass(fn, base) and fn is not base:
         if fn.forward is base.forward:
-            raise ArgumentError("fn", fn, f"{fn.__name__} defines no forward; add @staticmethod def forward(ctx, ...)")
+            raise ArgumentError("fn", fn, f"{fn.__name__} defines no forward; add @staticmethod "
+                                "def forward(ctx, ...)")
         if fn.backward is base.backward and fn.vjp is base.vjp:
-            raise ArgumentError("fn", fn, f"{fn.__name__} defines no backward; add @staticmethod def backward(ctx, grad_output)")
+            raise ArgumentError("fn", fn, f"{fn.__name__} defines no backward; add @staticmethod "
+                                "def backward(ctx, grad_output)")
         return fn
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, type) and issubclass(owner, base):
-        raise ArgumentError("fn", fn, f"pass the class {owner.__name__} itself, not {owner.__name__}.apply")
+        raise ArgumentError("fn", fn, f"pass the class {owner.__name__} itself, not "
+                            f"{owner.__name__}.apply")
     if isinstance(fn, base):
         raise ArgumentError("fn", fn, f"pass the class {type(fn).__name__}, not an instance of it")
-    raise ArgumentError("fn", fn, "pass a torch.autograd.Function subclass (a class with static forward and backward)")
+    raise ArgumentError("fn", fn, "pass a torch.autograd.Function subclass (a class with static "
+                        "forward and backward)")
 
 
 def _check_dtype(dtype: Any) -> torch.dtype:
@@ -216,7 +223,8 @@ def _check_dtype(dtype: Any) -> torch.dtype:
             return _DTYPES[key]
     elif dtype in _DTYPES.values():
         return dtype
-    raise ArgumentError("dtype", dtype, "pass torch.float64 (default), torch.float32, torch.float16 or torch.bfloat16")
+    raise ArgumentError("dtype", dtype, "pass torch.float64 (default), torch.float32, "
+                        "torch.float16 or torch.bfloat16")
 
 
 def _uses_ctx(fn: type[torch.autograd.Function]) -> bool:
@@ -246,13 +254,15 @@ def _check_shapes(fn: type[torch.autograd.Function], shapes: Any, names: Sequenc
     if shapes is None:
         if var or not required:
             what = "takes *args" if var else "has no required inputs"
-            raise ArgumentError("shapes", None, f"{fn.__name__}.forward {what}; pass one shape per input, "
-                                "e.g. shapes=[(3,), (3,)]")
+            raise ArgumentError("shapes", None, f"{fn.__name__}.forward {what}; pass one shape per "
+                                "input, e.g. shapes=[(3,), (3,)]")
         return None
     if isinstance(shapes, (str, bytes)) or not isinstance(shapes, (list, tuple)):
-        raise ArgumentError("shapes", shapes, "pass a list with one shape per input, e.g. shapes=[(4, 3), (3,)]")
+        raise ArgumentError("shapes", shapes, "pass a list with one shape per input, e.g. "
+                            "shapes=[(4, 3), (3,)]")
     if shapes and all(isinstance(s, int) and not isinstance(s, bool) for s in shapes) and len(required) != len(shapes):
-        raise ArgumentError("shapes", shapes, f"pass a list of shapes, e.g. shapes=[{tuple(shapes)!r}]")
+        raise ArgumentError("shapes", shapes, "pass a list of shapes, e.g. "
+                            f"shapes=[{tuple(shapes)!r}]")
     checked = [gst.check_shape(f"shapes[{i}]", s) for i, s in enumerate(shapes)]
     if not checked:
         raise ArgumentError("shapes", shapes, "pass at least one shape")
@@ -262,8 +272,9 @@ def _check_shapes(fn: type[torch.autograd.Function], shapes: Any, names: Sequenc
                             f"({', '.join(p.name for p in params)}); pass one shape per input")
     total = sum(math.prod(s) for s in checked)
     if total > _MAX_NUMEL:
-        raise ArgumentError("shapes", shapes, f"the inputs hold {total} numbers; property tests gain "
-                            f"nothing from big tensors, keep them under {_MAX_NUMEL} (e.g. sides of 2 to 8)")
+        raise ArgumentError("shapes", shapes, f"the inputs hold {total} numbers; property tests "
+                            f"gain nothing from big tensors, keep them under {_MAX_NUMEL} (e.g. "
+                            "sides of 2 to 8)")
     return checked
 
 
@@ -300,15 +311,19 @@ def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any
     chosen = set()
     for name in checks:
         if name not in CHECKS:
-            raise ArgumentError("checks", checks, f"unknown check {name!r}; known: {', '.join(ALL_CHECKS)}")
+            raise ArgumentError("checks", checks, f"unknown check {name!r}; known: "
+                                f"{', '.join(ALL_CHECKS)}")
         chosen.add(name)
     if "reference" in chosen and reference is None:
-        raise ArgumentError("checks", checks, "'reference' needs reference=<a plain function>; pass one or drop it")
+        raise ArgumentError("checks", checks, "'reference' needs reference=<a plain function>; "
+                            "pass one or drop it")
     if "jvp" in chosen and not has_jvp:
-        raise ArgumentError("checks", checks, f"{fn.__name__} defines no jvp staticmethod; add one or drop 'jvp'")
+        raise ArgumentError("checks", checks, f"{fn.__name__} defines no jvp staticmethod; add one "
+                            "or drop 'jvp'")
     if "vmap" in chosen and not has_vmap:
-        raise ArgumentError("checks", checks, f"{fn.__name__} declares no vmap support (generate_vmap_rule = True "
-                            "or a vmap staticmethod); add it or drop 'vmap'")
+        raise ArgumentError("checks", checks, f"{fn.__name__} declares no vmap support "
+                            "(generate_vmap_rule = True or a vmap staticmethod); add it or drop "
+                            "'vmap'")
     chosen.add("runs")
     return [c for c in ALL_CHECKS if c in chosen], notes
 
@@ -324,15 +339,16 @@ def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
         called = OnClones(fn)
         outs, error = attempt(lambda: as_outputs(called.apply(*args)))
     if error is not None:
-        raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {describe(error)} on random "
-                            "inputs of these shapes; pass the shapes forward expects")
+        raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {describe(error)} on "
+                            "random inputs of these shapes; pass the shapes forward expects")
     diff = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad]
     if not diff:
-        raise ArgumentError("fn", fn, f"{fn.__name__}.forward returned no floating-point tensor that requires "
-                            "grad; there is no gradient to check")
+        raise ArgumentError("fn", fn, f"{fn.__name__}.forward returned no floating-point tensor "
+                            "that requires grad; there is no gradient to check")
     entries = sum(o.numel() for o in diff) * sum(a.numel() for a in args)
     if entries > _MAX_JACOBIAN:
-        raise ArgumentError("shapes", shapes, f"the Jacobian would have {entries} entries; use smaller shapes")
+        raise ArgumentError("shapes", shapes, f"the Jacobian would have {entries} entries; use "
+                            "smaller shapes")
     return called
 
 

@@ -18,7 +18,8 @@ __all__ = ["CHECKS", "Entry", "Failure", "FunctionReport", "Kink"]
 # Every property a check can test, in the order the report lists them.
 CHECKS: dict[str, str] = {
     "runs": "forward and backward run without raising",
-    "inputs_unchanged": "forward and backward leave their inputs untouched (values and version counter)",
+    "inputs_unchanged": "forward and backward leave their inputs untouched (values and version "
+    "counter)",
     "finite": "outputs and gradients are finite where the inputs are",
     "reference": "forward equals the reference function",
     "grad_output_unchanged": "backward does not modify grad_output in place",
