@@ -48,7 +48,8 @@ def load_program(spec: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     file_part, _, name = spec.partition(":") if not pathlib.Path(spec).exists() else (spec, "", "")
     path = pathlib.Path(file_part)
     if not path.is_file():
-        raise ArgumentError("program", spec, "give an existing .py file, optionally with :name (e.g. net.py:main), or an example name")
+        raise ArgumentError("program", spec, "give an existing .py file, optionally with :name "
+                            "(e.g. net.py:main), or an example name")
     module = _import_file(path)
     modules = {k: v for k, v in vars(module).items() if isinstance(v, nn.Module) and not k.startswith("_")}
     model = modules.get("model")
@@ -56,7 +57,8 @@ def load_program(spec: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if callable(getattr(module, "main", None)):
             name = "main"
         else:
-            name = next((n for n in _DEFAULT_NAMES if isinstance(getattr(module, n, None), torch.Tensor)), "")
+            name = next((n for n in _DEFAULT_NAMES if isinstance(getattr(module, n, None), torch.Tensor)),
+                        "")
     if not name:
         raise ProgramError(
             f"{path} defines no main() and no tensor named {', '.join(_DEFAULT_NAMES)}: "
