@@ -174,8 +174,8 @@ def show_explorer(
     """
     graph = explored(source, seed)[0]
     if draw_all and len(graph) > DRAW_ALL_LIMIT:
-        st.warning(f"{len(graph):,} nodes are too many to lay out in the page; showing the default view. "
-                   "Download the DOT below to draw every node offline.")
+        st.warning(f"{len(graph):,} nodes are too many to lay out in the page; showing the default "
+                   "view. Download the DOT below to draw every node offline.")
         draw_all = False
     where = _Where(source, seed, mode, depth, None if draw_all else DEFAULT_BUDGET)
     _explorer(where, show_saved, show_attrs, cluster, stem, height)
@@ -236,12 +236,14 @@ def _breadcrumb(where: _Where, state: ex.ViewState, query: str, matches: list[st
                    on_click=_go_back, args=(where, i), width="stretch")
     if query.strip():
         cols[-1].markdown(
-            f'<div class="gradviz-search">{len(matches):,} nodes match <code>{_html(query.strip())}</code> · '
+            f'<div class="gradviz-search">{len(matches):,} nodes match '
+            f'<code>{_html(query.strip())}</code> · '
             f"{len(highlight):,} drawn boxes highlighted</div>", unsafe_allow_html=True,
         )
         hidden = sorted({m[4:] for m in highlight if m.startswith("mod/")} | {m for m in highlight if m.startswith("roll/")})
         if hidden:
-            cols[-1].button(f"Open the {len(hidden)} closed box{'es' if len(hidden) > 1 else ''} holding matches",
+            cols[-1].button(f"Open the {len(hidden)} closed box{'es' if len(hidden) > 1 else ''} "
+                            "holding matches",
                             key="graph_open_matches", on_click=_open, args=(where, hidden[:20]))
 
 
@@ -266,7 +268,8 @@ def _stats_rows(named: list[tuple[str, dict[str, Any] | None]]) -> list[dict[str
 
 def _inspector(where: _Where, graph: Graph, stats: dict, sel: Selection | None, view: View) -> None:
     if sel is None:
-        st.info("Click a node to inspect it. Click a closed module (yellow) or a rolled run (orange) to open it.")
+        st.info("Click a node to inspect it. Click a closed module (yellow) or a rolled run "
+                "(orange) to open it.")
         return
     other = "forward" if where.mode == "backward" else "backward"
     if sel.mode != where.mode:
@@ -278,8 +281,9 @@ def _inspector(where: _Where, graph: Graph, stats: dict, sel: Selection | None, 
         return
     shape = info.get("shape_text") or ", ".join(info.get("output_shapes", [])) or "—"
     st.markdown(
-        f'<div class="gradviz-inspector" data-node="{_html(sel.id)}"><h4 style="margin:0">{_html(str(info["label"]))}</h4>'
-        f'<code>{_html(sel.id)}</code> · {info["kind"]}'
+        f'<div class="gradviz-inspector" data-node="{_html(sel.id)}"><h4 '
+        f'style="margin:0">{_html(str(info["label"]))}</h4><code>{_html(sel.id)}</code> · '
+        f'{info["kind"]}'
         f'{" · in <code>" + _html(info["module"]) + "</code>" if info.get("module") else ""}'
         f"<br>shape <b>{_html(shape)}</b>{' · ' + info['dtype'] if info.get('dtype') else ''}</div>",
         unsafe_allow_html=True,
@@ -296,10 +300,12 @@ def _inspector(where: _Where, graph: Graph, stats: dict, sel: Selection | None, 
 
 
 def _module_panel(where: _Where, info: dict[str, Any], other: str) -> None:
-    st.markdown(f"**{info['module_type']}** · {info['nodes']:,} autograd nodes · {info['param_count']:,} parameters")
+    st.markdown(f"**{info['module_type']}** · {info['nodes']:,} autograd nodes · "
+                f"{info['param_count']:,} parameters")
     if info["kind"] == "roll":
         st.caption(f"{info['count']} blocks: {info['paths'][0]} … {info['paths'][-1]}")
-    st.caption(f"in {', '.join(info['input_shapes']) or '—'} → out {', '.join(info['output_shapes']) or '—'}")
+    st.caption(f"in {', '.join(info['input_shapes']) or '—'} → out "
+               f"{', '.join(info['output_shapes']) or '—'}")
     with st.expander(f"{len(info['ops'])} kinds of op"):
         st.dataframe([{"op": k, "count": v} for k, v in info["ops"].items()], hide_index=True)
     if info["params"]:
@@ -342,7 +348,8 @@ def _node_panel(where: _Where, graph: Graph, info: dict[str, Any], other: str) -
 
 def _stepper(where: _Where, graph: Graph):
     if len(graph) > STEPPER_LIMIT:
-        st.caption(f"Gradients: the recorded backward runs on programs up to {STEPPER_LIMIT:,} nodes.")
+        st.caption(f"Gradients: the recorded backward runs on programs up to {STEPPER_LIMIT:,} "
+                   "nodes.")
         return None
     if not st.toggle("Gradients from a recorded backward (float64)", key="graph_grads"):
         return None
@@ -358,7 +365,8 @@ def _downloads(stem: str, dot: str, svg: str, graph: Graph) -> None:
     cols[0].download_button("DOT", dot, f"{stem}.dot", "text/vnd.graphviz", key="dl_dot")
     cols[1].download_button("SVG", svg, f"{stem}.svg", "image/svg+xml", key="dl_svg")
     cols[2].download_button("PNG", functools.partial(layout, dot, "png"), f"{stem}.png", "image/png", key="dl_png")
-    cols[3].download_button("JSON", functools.partial(_json_text, graph), f"{stem}.json", "application/json", key="dl_json")
+    cols[3].download_button("JSON", functools.partial(_json_text, graph), f"{stem}.json",
+                            "application/json", key="dl_json")
 
 
 def _json_text(graph: Graph) -> str:
@@ -379,7 +387,8 @@ def show_node_table(source: str, seed: int) -> None:
     graph = explored(source, seed)[0]
     with st.expander(f"Node table ({len(graph):,} nodes)"):
         if len(graph) > TABLE_ROWS:
-            st.caption(f"The first {TABLE_ROWS:,} nodes; the JSON download holds all {len(graph):,}.")
+            st.caption(f"The first {TABLE_ROWS:,} nodes; the JSON download holds all "
+                       f"{len(graph):,}.")
         st.dataframe(_rows(source, seed), hide_index=True, width="stretch")
 
 
@@ -405,7 +414,8 @@ def show_compare(sources: dict[str, str], label: str, seed: int) -> None:
         seed_b = cols[1].number_input("Seed B", 0, 10_000, seed + 1, key="graph_cmp_seed")
         on = cols[2].toggle("Show diff", key="graph_cmp_on")
         if not on:
-            st.caption("Run A is the program above; B differs by seed (e.g. dynamic-net's random depth) or program.")
+            st.caption("Run A is the program above; B differs by seed (e.g. dynamic-net's random "
+                       "depth) or program.")
             return
         d = _diff(sources[label], seed, sources[other], int(seed_b))
         m = st.columns(3)
