@@ -185,7 +185,8 @@ def _fmt(seconds: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="gradviz only, no torchviz/torchview")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per torchviz/torchview step")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per "
+                        "torchviz/torchview step")
     parser.add_argument("--child", nargs=3, metavar=("TOOL", "MODEL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -202,21 +203,25 @@ def main() -> None:
         if not args.quick:
             for tool in ("torchviz", "torchview"):
                 rows.append(bench_other(tool, name, args.timeout))
-    print(f"\n{'model':17} {'tool':34} {'nodes':>7} {'drawn':>6} {'fwd+trace':>10} {'view/DOT':>9} {'dot':>9} {'total':>9}")
+    print(f"\n{'model':17} {'tool':34} {'nodes':>7} {'drawn':>6} {'fwd+trace':>10} {'view/DOT':>9} "
+          f"{'dot':>9} {'total':>9}")
     for r in rows:
         nodes = f"{r['nodes']:,}" if r.get("nodes") else ""
         drawn = f"{r['drawn']:,}" if r.get("drawn") else ""
-        line = (f"{r['model']:17} {r['tool']:34} {nodes:>7} {drawn:>6} {_fmt(r.get('trace')) if r.get('trace') else '':>10} "
-                f"{_fmt(r.get('view')):>9} {_fmt(r.get('layout')):>9} {_fmt(r.get('total')):>9}")
+        line = (f"{r['model']:17} {r['tool']:34} {nodes:>7} {drawn:>6} "
+                f"{_fmt(r.get('trace')) if r.get('trace') else '':>10} {_fmt(r.get('view')):>9} "
+                f"{_fmt(r.get('layout')):>9} {_fmt(r.get('total')):>9}")
         print(line + (f"  {r['note']}" if r.get("note") else ""))
-    print("\nTarget: every gradviz default view drawn ≤ 1 s from the program (a 25k-node chain ≤ 2 s)")
+    print("\nTarget: every gradviz default view drawn ≤ 1 s from the program (a 25k-node chain ≤ 2 "
+          "s)")
     for r in rows:
         if r["tool"] == "gradviz default view":
             # The 2 s target is for a chain of about 25k nodes; the 80k-node chain has none.
             limit = 1.0 if r["nodes"] <= 5_000 else (2.0 if r["nodes"] <= 30_000 else None)
             verdict = "no target" if limit is None else ("ok" if r["total"] <= limit else "over")
             bound = "" if limit is None else f"≤ {limit:.0f} s: "
-            print(f"  {r['model']:17} {r['nodes']:>7,} nodes: {_fmt(r['total']):>8}  ({bound}{verdict})")
+            print(f"  {r['model']:17} {r['nodes']:>7,} nodes: {_fmt(r['total']):>8}  "
+                  f"({bound}{verdict})")
 
 
 if __name__ == "__main__":

@@ -131,10 +131,12 @@ def main() -> None:
     print("\nTargets")
     g12, v12 = get("transformer-12", "gradviz default view", 2), get("transformer-12", "torchviz attrs+saved", 2)
     if g12 and v12:
-        print(f"  trace+DOT, 12-layer transformer: gradviz / torchviz attrs+saved = {g12 / v12:.2f}  (target ≤ 0.33)")
+        print("  trace+DOT, 12-layer transformer: gradviz / torchviz attrs+saved = "
+              f"{g12 / v12:.2f}  (target ≤ 0.33)")
     g24, v24 = get("transformer-24", "gradviz default view", 3), get("transformer-24", "torchviz make_dot", 3)
     if g24 and v24:
-        print(f"  layout, 24-layer transformer: gradviz default view / torchviz = {g24 / v24:.2f}  (target ≤ 0.2)")
+        print(f"  layout, 24-layer transformer: gradviz default view / torchviz = {g24 / v24:.2f}  "
+              "(target ≤ 0.2)")
     if not args.quick:
         start = time.perf_counter()
         model, loss = build_example("chain-25k")
@@ -142,7 +144,8 @@ def main() -> None:
         dot = trace(loss, model=model).to_dot()
         lay = layout_seconds(dot.source, args.layout_timeout) or float("nan")
         total = time.perf_counter() - built
-        print(f"  25k-node chain default view: trace+DOT+layout {total:.2f} s after a {built - start:.2f} s forward  (target ≤ 2 s; layout {lay * 1000:.0f} ms)")
+        print(f"  25k-node chain default view: trace+DOT+layout {total:.2f} s after a "
+              f"{built - start:.2f} s forward  (target ≤ 2 s; layout {lay * 1000:.0f} ms)")
 
 
 if __name__ == "__main__":

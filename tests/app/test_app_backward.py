@@ -68,8 +68,8 @@ def test_step_through_mnist_cnn_in_chromium(app_url, page, screenshot):
     # The highlighted node in the SVG is the current step's node, and it is in view.
     highlighted = page.eval_on_selector_all(
         ".gv-root svg g.node",
-        "gs => gs.filter(g => [...g.querySelectorAll('polygon,path,ellipse')].some(s => s.getAttribute('stroke') === '#e03131'))"
-        ".map(g => g.querySelector('title').textContent)",
+        "gs => gs.filter(g => [...g.querySelectorAll('polygon,path,ellipse')].some(s => "
+        "s.getAttribute('stroke') === '#e03131')).map(g => g.querySelector('title').textContent)",
     )
     assert highlighted == [steps[target].node.id]
     assert _in_view(page, steps[target].node.id)

@@ -46,7 +46,8 @@ def test_correct_functions_raise_no_false_alarm(example, seed):
     assert {"runs", "jacobian", "linearity", "grad_output_unchanged", "inputs_unchanged"} <= set(report.checks_run)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "exp", "softplus", "relu", "maximum_split_ties", "sort", "linear"])
+@pytest.mark.parametrize("name", ["sigmoid", "exp", "softplus", "relu", "maximum_split_ties", "sort",
+                                  "linear"])
 def test_correct_functions_pass_in_float32(name):
     report = _check(name, dtype=torch.float32)
     assert report.ok, str(report)
@@ -465,7 +466,8 @@ def test_bad_arguments_raise_with_the_fix(fn, kwargs, argument, words):
 
 def test_catalogue_entries_load_and_describe_themselves():
     examples = function_examples()
-    assert {"relu", "abs", "clamp", "maximum_split_ties", "sort", "sigmoid", "exp", "softplus", "linear",
+    assert {"relu", "abs", "clamp", "maximum_split_ties", "sort", "sigmoid", "exp", "softplus",
+            "linear",
             "sincos"} <= set(examples)
     assert len(BUGGY) >= 9
     for name, example in examples.items():

@@ -139,7 +139,8 @@ def test_transformer_24_default_view_rolls_its_layers():
     view = ex.plan(graph, opened)
     ids = {i.id for i in view.items}
     # A long run opens at both ends; the middle stays rolled.
-    assert {"mod/layers.0", "mod/layers.2", "roll/layers.3..layers.20", "mod/layers.21", "mod/layers.23"} <= ids
+    assert {"mod/layers.0", "mod/layers.2", "roll/layers.3..layers.20", "mod/layers.21",
+            "mod/layers.23"} <= ids
     assert "each: 64 ops" in to_dot(graph, opened).source
 
 
