@@ -1,4 +1,5 @@
-"""``check_function`` and ``assert_function_ok``: argument checks, the Hypothesis run, the report."""
+"""``check_function`` and ``assert_function_ok``: argument checks, the Hypothesis run, the
+report."""
 
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ def check_function(
     if inputs is not None:
         if not isinstance(inputs, SearchStrategy):
             raise ArgumentError("inputs", inputs, "pass a Hypothesis strategy of input tuples, "
-                                "e.g. inputs=gradviz.check.strategies.function_inputs(shapes=[(3,)])")
+                                "e.g. inputs=gradviz.check.strategies."
+                                "function_inputs(shapes=[(3,)])")
         strategy, shape_list = inputs, None
     else:
         shape_list = _check_shapes(fn, shapes, names)
@@ -100,7 +102,8 @@ def check_function(
     warnings = []
     for check, first in sorted(runner.warnings.items(), key=lambda kv: ALL_CHECKS.index(kv[0])):
         runner.strict_warning = check
-        shrunk, _ = _search(runner, strategy, max_examples=min(max_examples, _WARNING_EXAMPLES), seed=seed)
+        shrunk, _ = _search(runner, strategy, max_examples=min(max_examples, _WARNING_EXAMPLES),
+                            seed=seed)
         runner.examples = examples
         warnings.append(next((w for w in shrunk if w.check == check), first))
     runner.strict_warning = None
@@ -126,7 +129,8 @@ def check_function(
 
 
 def assert_function_ok(fn: type[torch.autograd.Function], **kwargs: Any) -> FunctionReport:
-    """``check_function(fn, **kwargs)``, raising ``AssertionError`` with the report when a property fails.
+    """``check_function(fn, **kwargs)``, raising ``AssertionError`` with the report when a
+    property fails.
 
     For any pytest suite: ``assert_function_ok(MyReLU, shapes=[(5,)], seed=0)``.
     """
@@ -139,7 +143,8 @@ def assert_function_ok(fn: type[torch.autograd.Function], **kwargs: Any) -> Func
 # ----------------------------------------------------------------------------- the search
 
 
-def _search(runner: Runner, strategy: SearchStrategy[Any], *, max_examples: int, seed: int) -> tuple[list[Failure], bool]:
+def _search(runner: Runner, strategy: SearchStrategy[Any], *, max_examples: int,
+            seed: int) -> tuple[list[Failure], bool]:
     """Runs the properties under Hypothesis; returns one shrunk failure per failing property."""
 
     @settings(
@@ -248,7 +253,8 @@ def _input_names(fn: type[torch.autograd.Function]) -> tuple[str, ...]:
     return tuple(p.name for p in params)
 
 
-def _check_shapes(fn: type[torch.autograd.Function], shapes: Any, names: Sequence[str]) -> list[tuple[int, ...]] | None:
+def _check_shapes(fn: type[torch.autograd.Function], shapes: Any,
+                  names: Sequence[str]) -> list[tuple[int, ...]] | None:
     params, var = _forward_params(fn)
     required = [p for p in params if p.default is p.empty]
     if shapes is None:
@@ -260,14 +266,22 @@ def _check_shapes(fn: type[torch.autograd.Function], shapes: Any, names: Sequenc
     if isinstance(shapes, (str, bytes)) or not isinstance(shapes, (list, tuple)):
         raise ArgumentError("shapes", shapes, "pass a list with one shape per input, e.g. "
                             "shapes=[(4, 3), (3,)]")
-    if shapes and all(isinstance(s, int) and not isinstance(s, bool) for s in shapes) and len(required) != len(shapes):
+    if (
+        shapes
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in shapes)
+        and len(required) != len(shapes)
+    ):
         raise ArgumentError("shapes", shapes, "pass a list of shapes, e.g. "
                             f"shapes=[{tuple(shapes)!r}]")
     checked = [gst.check_shape(f"shapes[{i}]", s) for i, s in enumerate(shapes)]
     if not checked:
         raise ArgumentError("shapes", shapes, "pass at least one shape")
     if not var and not len(required) <= len(checked) <= len(params):
-        want = f"{len(required)}" if len(required) == len(params) else f"{len(required)} to {len(params)}"
+        want = (
+            f"{len(required)}"
+            if len(required) == len(params)
+            else f"{len(required)} to {len(params)}"
+        )
         raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward takes {want} inputs "
                             f"({', '.join(p.name for p in params)}); pass one shape per input")
     total = sum(math.prod(s) for s in checked)
@@ -292,7 +306,8 @@ def _defines(fn: type[torch.autograd.Function], name: str) -> bool:
     return getattr(fn, name) is not getattr(torch.autograd.Function, name)
 
 
-def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any) -> tuple[list[str], list[str]]:
+def _check_checks(fn: type[torch.autograd.Function], checks: Any,
+                  reference: Any) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     has_jvp = _defines(fn, "jvp")
     has_vmap = bool(getattr(fn, "generate_vmap_rule", False)) or _defines(fn, "vmap")
@@ -306,8 +321,13 @@ def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any
             chosen.discard("vmap")
         return [c for c in ALL_CHECKS if c in chosen], notes
     if isinstance(checks, (str, bytes)) or not isinstance(checks, Iterable):
-        raise ArgumentError("checks", checks, f"pass a list of names, e.g. checks=[{checks!r}]" if isinstance(checks, str)
-                            else "pass a list of check names")
+        raise ArgumentError(
+            "checks",
+            checks,
+            f"pass a list of names, e.g. checks=[{checks!r}]"
+            if isinstance(checks, str)
+            else "pass a list of check names",
+        )
     chosen = set()
     for name in checks:
         if name not in CHECKS:
@@ -328,11 +348,15 @@ def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any
     return [c for c in ALL_CHECKS if c in chosen], notes
 
 
-def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]], dtype: torch.dtype) -> Any:
+def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
+               dtype: torch.dtype) -> Any:
     """Calls forward once on random inputs, so a shape mistake is an argument error, not a
     'bug'. Returns what the checks call: `fn`, or `OnClones(fn)` for an in-place Function."""
     generator = torch.Generator().manual_seed(0)
-    args = [torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True) for s in shapes]
+    args = [
+        torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True)
+        for s in shapes
+    ]
     called: Any = fn
     outs, error = attempt(lambda: as_outputs(called.apply(*args)))
     if is_leaf_in_place(error):
@@ -341,7 +365,9 @@ def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
     if error is not None:
         raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {describe(error)} on "
                             "random inputs of these shapes; pass the shapes forward expects")
-    diff = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad]
+    diff = [
+        o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad
+    ]
     if not diff:
         raise ArgumentError("fn", fn, f"{fn.__name__}.forward returned no floating-point tensor "
                             "that requires grad; there is no gradient to check")
@@ -352,7 +378,8 @@ def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
     return called
 
 
-def _reproduce(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]] | None, custom: bool,
+def _reproduce(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]] | None,
+               custom: bool,
                dtype: torch.dtype, max_examples: int, seed: int, checks: Any) -> str:
     parts = [fn.__name__]
     if shapes is not None:

@@ -36,7 +36,8 @@ CHECKS: dict[str, str] = {
 }
 
 _WORST = 5  # entries shown per failure in str(report)
-_DERIVATIVES = {"jacobian", "jvp", "double_backward"}  # entries compare backward with finite differences
+# entries compare backward with finite differences
+_DERIVATIVES = {"jacobian", "jvp", "double_backward"}
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,17 @@ class Failure:
         lines = [f"{mark} {self.check}: {self.message}"]
         if self.entries:
             width = max(len(e.where) for e in self.entries[:_WORST])
-            got, want = ("analytical", "numerical") if self.check in _DERIVATIVES else ("got", "expected")
-            lines.append(f"{indent}  {'entry':<{width}}  {got:>12}  {want:>12}  {'tolerance':>10}  allowed")
+            got, want = (
+                ("analytical", "numerical") if self.check in _DERIVATIVES else ("got", "expected")
+            )
+            lines.append(
+                f"{indent}  {'entry':<{width}}  {got:>12}  {want:>12}  {'tolerance':>10}  allowed"
+            )
             for e in self.entries[:_WORST]:
-                lines.append(f"{indent}  {e.where:<{width}}  {_num(e.actual):>12}  {_num(e.expected):>12}  "
-                             f"{e.tolerance:>10.2g}  {e.allowed()}")
+                lines.append(
+                    f"{indent}  {e.where:<{width}}  {_num(e.actual):>12}  {_num(e.expected):>12}  "
+                    f"{e.tolerance:>10.2g}  {e.allowed()}"
+                )
             if len(self.entries) > _WORST:
                 lines.append(f"{indent}  ... {len(self.entries) - _WORST} more")
         shown = ", ".join(_array_text(a) for a in self.inputs)
@@ -188,7 +195,11 @@ class FunctionReport:
         return not self.failures
 
     def __str__(self) -> str:
-        head = "ok" if self.ok else f"FAILED {', '.join(dict.fromkeys(f.check for f in self.failures))}"
+        head = (
+            "ok"
+            if self.ok
+            else f"FAILED {', '.join(dict.fromkeys(f.check for f in self.failures))}"
+        )
         counts = f"{len(self.failures)} failure{'s' * (len(self.failures) != 1)}"
         if self.warnings:
             counts += f", {len(self.warnings)} warning{'s' * (len(self.warnings) != 1)}"
@@ -208,7 +219,8 @@ class FunctionReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: plain lists, strings for non-finite floats (``json.dumps(allow_nan=False)`` works)."""
+        """JSON-safe: plain lists, strings for non-finite floats
+        (``json.dumps(allow_nan=False)`` works)."""
         return {
             "function": self.function, "ok": self.ok,
             "failures": [f.to_dict() for f in self.failures],

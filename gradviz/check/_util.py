@@ -96,7 +96,11 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
 def where_changed(name: str, before: torch.Tensor, after: torch.Tensor) -> str:
     if before.shape != after.shape:
         return f"{name} changed shape from {tuple(before.shape)} to {tuple(after.shape)}"
-    diff = (before != after) & ~(before.isnan() & after.isnan()) if before.is_floating_point() else before != after
+    diff = (
+        (before != after) & ~(before.isnan() & after.isnan())
+        if before.is_floating_point()
+        else before != after
+    )
     idx = torch.nonzero(diff)
     if len(idx) == 0:
         return f"{name} kept its values but its version counter moved (an in-place op ran on it)"
@@ -115,7 +119,8 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def example_line(inputs: Sequence[np.ndarray], dtype: torch.dtype, tensor_flags: Sequence[bool]) -> str:
+def example_line(inputs: Sequence[np.ndarray], dtype: torch.dtype,
+                 tensor_flags: Sequence[bool]) -> str:
     """An ``@example(...)`` line that replays these inputs exactly (floats print round-trip)."""
     parts = []
     for array, is_tensor in zip(inputs, tensor_flags, strict=True):

@@ -31,7 +31,8 @@ Shape = tuple[int, ...]
 Width = Literal[16, 32, 64]  # the float widths st.floats accepts
 
 # Bit width Hypothesis draws floats at, per torch dtype (bfloat16 values are rounded after).
-_WIDTH: dict[torch.dtype, Width] = {torch.float64: 64, torch.float32: 32, torch.float16: 16, torch.bfloat16: 32}
+_WIDTH: dict[torch.dtype, Width] = {torch.float64: 64, torch.float32: 32, torch.float16: 16,
+                                    torch.bfloat16: 32}
 _NUMPY: dict[Width, type[np.floating[Any]]] = {64: np.float64, 32: np.float32, 16: np.float16}
 _MAX_DIMS = 8
 
