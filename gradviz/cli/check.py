@@ -90,7 +90,11 @@ def load_function(target: str) -> type[torch.autograd.Function]:
     module = _import(path)
     if not hasattr(module, name):
         found = [n for n, v in vars(module).items() if _is_function(v)]
-        hint = f"Functions in the file: {', '.join(found)}" if found else "the file defines no Function subclass"
+        hint = (
+            f"Functions in the file: {', '.join(found)}"
+            if found
+            else "the file defines no Function subclass"
+        )
         raise ArgumentError("target", target, f"{path.name} has no class {name!r}; {hint}")
     fn = getattr(module, name)
     if not _is_function(fn):
@@ -99,7 +103,11 @@ def load_function(target: str) -> type[torch.autograd.Function]:
 
 
 def _is_function(value: Any) -> bool:
-    return isinstance(value, type) and issubclass(value, torch.autograd.Function) and value is not torch.autograd.Function
+    return (
+        isinstance(value, type)
+        and issubclass(value, torch.autograd.Function)
+        and value is not torch.autograd.Function
+    )
 
 
 def _import(path: Path) -> Any:

@@ -33,7 +33,8 @@ _SHORT = {"relative": "rel", "relative to the node's largest gradient": "rel/max
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradviz.cli.coverage", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gradviz.cli.coverage",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--big", action="store_true", help="also the 12/24-layer transformers, "
                         "ResNet-50-like and the 25k chain")
     args = parser.parse_args(argv)

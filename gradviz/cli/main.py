@@ -21,7 +21,8 @@ def _app_file() -> pathlib.Path:
 def _cmd_app(args: argparse.Namespace, extra: list[str]) -> int:
     app = _app_file()
     if not app.is_file():
-        print(f"gradviz app: {app} not found; run it from a checkout of the gradviz repository", file=sys.stderr)
+        print(f"gradviz app: {app} not found; run it from a checkout of the gradviz repository",
+              file=sys.stderr)
         return 2
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app),
@@ -59,7 +60,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradviz", description="See and check PyTorch's autograd.")
+    parser = argparse.ArgumentParser(prog="gradviz",
+                                     description="See and check PyTorch's autograd.")
     sub = parser.add_subparsers(dest="command", required=True)
     app = sub.add_parser("app", help="start the Streamlit app")
     app.add_argument("--port", type=int, default=8501)
@@ -81,12 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--budget", type=int, default=500, help="most nodes to draw; 0 draws all")
     render.add_argument("--rankdir", default="TB", choices=("TB", "BT", "LR", "RL"))
     render.add_argument(
-        "--view", default="default", choices=("default", "rolled", "forward"),  # export.VIEWS, without importing torch
+        "--view", default="default",
+        choices=("default", "rolled", "forward"),  # export.VIEWS, without importing torch
         help="default: modules collapse to fit; rolled: repeated blocks as one node (slides); "
         "forward: modules and their data flow",
     )
     render.add_argument("--seed", type=int, default=0)
-    sub.add_parser("animate", help="play backward as HTML or GIF (PROGRAM --out FILE)", add_help=False)
+    sub.add_parser("animate", help="play backward as HTML or GIF (PROGRAM --out FILE)",
+                   add_help=False)
     sub.add_parser("examples", help="list the example programs")
     sub.add_parser("check", help="property-test a custom autograd Function (file.py:Class --shapes "
                    "4x3,3)", add_help=False)
