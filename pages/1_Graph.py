@@ -35,11 +35,15 @@ with guard("Could not trace this program"):
     graph, _ = explored(source, seed)
     counts = graph.counts()
     cols = st.columns(4)
-    for col, (name, value) in zip(cols, [("nodes", len(graph)), ("ops", counts["op"]), ("parameters", counts["param"]), ("leaves", counts["leaf"])], strict=True):
+    shown = [("nodes", len(graph)), ("ops", counts["op"]), ("parameters", counts["param"]),
+             ("leaves", counts["leaf"])]
+    for col, (name, value) in zip(cols, shown, strict=True):
         col.metric(name, f"{value:,}")
     show_explorer(
         source, seed, mode, depth=depth or None, draw_all=draw_all, show_saved=show_saved,
-        show_attrs=show_attrs, cluster=cluster, stem=source.split(":", 1)[1].replace(":", "-").replace("@", "-") + ("" if mode == "backward" else "-forward"),
+        show_attrs=show_attrs, cluster=cluster,
+        stem=source.split(":", 1)[1].replace(":", "-").replace("@", "-")
+        + ("" if mode == "backward" else "-forward"),
     )
     show_node_table(source, seed)
     show_compare(sources, label, seed)

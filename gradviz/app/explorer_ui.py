@@ -80,7 +80,11 @@ def forward_of(source: str, seed: int = 0) -> ex.ForwardView:
 
 
 def _graph(where: _Where) -> Graph:
-    return explored(where.source, where.seed)[0] if where.mode == "backward" else forward_of(where.source, where.seed).graph
+    return (
+        explored(where.source, where.seed)[0]
+        if where.mode == "backward"
+        else forward_of(where.source, where.seed).graph
+    )
 
 
 @st.cache_resource(max_entries=32, show_spinner="Finding repeated blocks…")
@@ -100,7 +104,8 @@ def _plan(where: _Where, skey: tuple, _state: ex.ViewState) -> View:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _dot(where: _Where, skey: tuple, _state: ex.ViewState, show_saved: bool, show_attrs: bool, cluster: bool) -> str:
+def _dot(where: _Where, skey: tuple, _state: ex.ViewState, show_saved: bool, show_attrs: bool,
+         cluster: bool) -> str:
     graph = _graph(where)
     colors = forward_of(where.source, where.seed).colors if where.mode == "forward" else None
     return to_dot(
@@ -182,12 +187,14 @@ def show_explorer(
 
 
 @st.fragment
-def _explorer(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, stem: str, height: int) -> None:
+def _explorer(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, stem: str,
+              height: int) -> None:
     with guard("Could not draw this view"):
         _explore(where, show_saved, show_attrs, cluster, stem, height)
 
 
-def _explore(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, stem: str, height: int) -> None:
+def _explore(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, stem: str,
+             height: int) -> None:
     graph, stats = explored(where.source, where.seed)
     fv = forward_of(where.source, where.seed) if where.mode == "forward" else None
     state = _state(where)
@@ -199,7 +206,11 @@ def _explore(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, s
     query = st.text_input("Search ops, modules, parameters", key="graph_search",
                           placeholder="e.g. addmm, layers.3, conv1.weight, Linear")
     matches = ex.search(graph, query)
-    to_items = (lambda ids: ex.items_for(view, fv.nodes_for(ids))) if fv else (lambda ids: ex.items_for(view, ids))
+    to_items = (
+        (lambda ids: ex.items_for(view, fv.nodes_for(ids)))
+        if fv
+        else (lambda ids: ex.items_for(view, ids))
+    )
     highlight = to_items(matches)
     sel = _selection(where)
     if sel is not None and sel.mode != where.mode:  # the link: what was picked in the other view
@@ -224,15 +235,24 @@ def _opened(view: View, state: ex.ViewState) -> str | None:
     if not state.trail or state.trail[-1].startswith(("roll/", "close ")):
         return None
     path = state.trail[-1]
-    return next((i.id for i in view.items if i.module and (i.module == path or i.module.startswith(path + "."))), None)
+    return next(
+        (
+            i.id
+            for i in view.items
+            if i.module and (i.module == path or i.module.startswith(path + "."))
+        ),
+        None,
+    )
 
 
-def _breadcrumb(where: _Where, state: ex.ViewState, query: str, matches: list[str], highlight: list[str]) -> None:
+def _breadcrumb(where: _Where, state: ex.ViewState, query: str, matches: list[str],
+                highlight: list[str]) -> None:
     crumbs = ex.breadcrumb(state)
     shown = list(enumerate(crumbs))[-6:] if len(crumbs) > 1 else []
     cols = st.columns([1] * len(shown) + [4])
     for col, (i, label) in zip(cols, shown, strict=False):
-        col.button(("⌂ " if i == 0 else "› ") + label, key=f"graph_crumb_{i}", disabled=i == len(crumbs) - 1,
+        col.button(("⌂ " if i == 0 else "› ") + label, key=f"graph_crumb_{i}",
+                   disabled=i == len(crumbs) - 1,
                    on_click=_go_back, args=(where, i), width="stretch")
     if query.strip():
         cols[-1].markdown(
@@ -240,7 +260,10 @@ def _breadcrumb(where: _Where, state: ex.ViewState, query: str, matches: list[st
             f'<code>{_html(query.strip())}</code> · '
             f"{len(highlight):,} drawn boxes highlighted</div>", unsafe_allow_html=True,
         )
-        hidden = sorted({m[4:] for m in highlight if m.startswith("mod/")} | {m for m in highlight if m.startswith("roll/")})
+        hidden = sorted(
+            {m[4:] for m in highlight if m.startswith("mod/")}
+            | {m for m in highlight if m.startswith("roll/")}
+        )
         if hidden:
             cols[-1].button(f"Open the {len(hidden)} closed box{'es' if len(hidden) > 1 else ''} "
                             "holding matches",
@@ -248,7 +271,9 @@ def _breadcrumb(where: _Where, state: ex.ViewState, query: str, matches: list[st
 
 
 def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
 
 
 def _fmt(x: Any) -> str:
@@ -285,7 +310,8 @@ def _inspector(where: _Where, graph: Graph, stats: dict, sel: Selection | None, 
         f'style="margin:0">{_html(str(info["label"]))}</h4><code>{_html(sel.id)}</code> · '
         f'{info["kind"]}'
         f'{" · in <code>" + _html(info["module"]) + "</code>" if info.get("module") else ""}'
-        f"<br>shape <b>{_html(shape)}</b>{' · ' + info['dtype'] if info.get('dtype') else ''}</div>",
+        f"<br>shape <b>{_html(shape)}</b>"
+        f"{' · ' + info['dtype'] if info.get('dtype') else ''}</div>",
         unsafe_allow_html=True,
     )
     if info["kind"] in ("module", "roll"):
@@ -310,7 +336,10 @@ def _module_panel(where: _Where, info: dict[str, Any], other: str) -> None:
         st.dataframe([{"op": k, "count": v} for k, v in info["ops"].items()], hide_index=True)
     if info["params"]:
         with st.expander(f"{len(info['params'])} parameters"):
-            st.dataframe([{"parameter": p["name"], "shape": _fmt(p["shape"])} for p in info["params"][:200]], hide_index=True)
+            st.dataframe(
+                [{"parameter": p["name"], "shape": _fmt(p["shape"])} for p in info["params"][:200]],
+                hide_index=True,
+            )
     path = info["paths"][0] if info["kind"] == "roll" else info["module"]
     if st.button(f"Show its {info['nodes']:,} nodes in the {other} view", key="graph_show_other",
                  on_click=_open, args=(where, [path], other)):
@@ -324,9 +353,9 @@ def _node_panel(where: _Where, graph: Graph, info: dict[str, Any], other: str) -
         st.dataframe(_stats_rows([("value", info["value"])]), hide_index=True)
     if info["saved"]:
         st.markdown("**Saved for backward**")
-        st.dataframe(_stats_rows([(s["name"], s["stats"] or {"shape": s["shape"], "dtype": s["dtype"], "mean": None,
-                                   "std": None, "min": None, "max": None, "norm": None}) for s in info["saved"]]),
-                     hide_index=True)
+        st.dataframe(_stats_rows([(s["name"], s["stats"] or {
+            "shape": s["shape"], "dtype": s["dtype"], "mean": None, "std": None, "min": None,
+            "max": None, "norm": None}) for s in info["saved"]]), hide_index=True)
     if info["attrs"]:
         st.caption(" · ".join(f"{k}={v}" for k, v in info["attrs"].items()))
     ins = ", ".join(f"{i['label']} ({i['id']})" for i in info["inputs"][:8])
@@ -337,11 +366,15 @@ def _node_panel(where: _Where, graph: Graph, info: dict[str, Any], other: str) -
         st.markdown(f"**Backward step {grads['step'] + 1}**" + ("" if grads["agrees"] is None else
                     f" · NumPy check {'agrees' if grads['agrees'] else 'DISAGREES'}"))
         rows = [(f"grad_output {i}", g) for i, g in enumerate(grads["grad_outputs"])]
-        rows += [(f"grad_input {i} → {t or '—'}", g) for i, (g, t) in enumerate(zip(grads["grad_inputs"], grads["to"], strict=False))]
+        rows += [
+            (f"grad_input {i} → {t or '—'}", g)
+            for i, (g, t) in enumerate(zip(grads["grad_inputs"], grads["to"], strict=False))
+        ]
         if grads.get("grad"):
             rows.append((".grad", grads["grad"]))
         st.dataframe(_stats_rows(rows), hide_index=True)
-    if info.get("module") and st.button(f"Show module {info['module']} in the {other} view", key="graph_show_other",
+    if info.get("module") and st.button(f"Show module {info['module']} in the {other} view",
+                                        key="graph_show_other",
                                         on_click=_open, args=(where, [info["module"]], other)):
         st.rerun()  # the view toggle lives outside this fragment
 
@@ -364,7 +397,8 @@ def _downloads(stem: str, dot: str, svg: str, graph: Graph) -> None:
     cols = st.columns(4)
     cols[0].download_button("DOT", dot, f"{stem}.dot", "text/vnd.graphviz", key="dl_dot")
     cols[1].download_button("SVG", svg, f"{stem}.svg", "image/svg+xml", key="dl_svg")
-    cols[2].download_button("PNG", functools.partial(layout, dot, "png"), f"{stem}.png", "image/png", key="dl_png")
+    cols[2].download_button("PNG", functools.partial(layout, dot, "png"), f"{stem}.png",
+                            "image/png", key="dl_png")
     cols[3].download_button("JSON", functools.partial(_json_text, graph), f"{stem}.json",
                             "application/json", key="dl_json")
 
@@ -410,7 +444,8 @@ def show_compare(sources: dict[str, str], label: str, seed: int) -> None:
     """Diff this program (run A) against another seed or program (run B)."""
     with st.expander("Compare with another seed or program"):
         cols = st.columns([3, 1, 1])
-        other = cols[0].selectbox("Program B", list(sources), index=list(sources).index(label), key="graph_cmp_source")
+        other = cols[0].selectbox("Program B", list(sources), index=list(sources).index(label),
+                                  key="graph_cmp_source")
         seed_b = cols[1].number_input("Seed B", 0, 10_000, seed + 1, key="graph_cmp_seed")
         on = cols[2].toggle("Show diff", key="graph_cmp_on")
         if not on:
@@ -422,4 +457,5 @@ def show_compare(sources: dict[str, str], label: str, seed: int) -> None:
         for col, (name, value) in zip(m, d.summary().items(), strict=True):
             col.metric(name, f"{value:,}")
         st.markdown(f'<div class="gradviz-diff">{_html(str(d))}</div>', unsafe_allow_html=True)
-        graph_view(svg_of(_diff_dot(sources[label], seed, sources[other], int(seed_b))), key=DIFF_KEY, height=520)
+        graph_view(svg_of(_diff_dot(sources[label], seed, sources[other], int(seed_b))),
+                   key=DIFF_KEY, height=520)
