@@ -1,10 +1,11 @@
 """One name for every program the app and the CLI can trace or step: examples and presets.
 
 A source key is ``"example:NAME"``, ``"preset:NAME"`` or ``"model:NAME"`` for a model of
-`gradviz.zoo.models` (``"model:resnet18"``, ``"model:hf:bert@1x16"``: an input shape after @). `build_source` builds the model and
-runs its forward under `capture`, optionally in float64 (where NumPy references agree to
-1e-7); `trace_source` and `step_source` return frozen results only, built in a thread with
-a large stack so freeing deep graphs is safe from any thread.
+`gradviz.zoo.models` (``"model:resnet18"``, ``"model:hf:bert@1x16"``: an input shape after
+@). `build_source` builds the model and runs its forward under `capture`, optionally in
+float64 (where NumPy references agree to 1e-7); `trace_source` and `step_source` return
+frozen results only, built in a thread with a large stack so freeing deep graphs is safe
+from any thread.
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ def _numpy_view(p: torch.Tensor) -> np.ndarray:
 
 
 def two_layer_numpy_program(model: nn.Module) -> TwoLayerNumpy:
-    return TwoLayerNumpy(_numpy_view(model.get_parameter("w1")), _numpy_view(model.get_parameter("w2")))
+    return TwoLayerNumpy(_numpy_view(model.get_parameter("w1")),
+                         _numpy_view(model.get_parameter("w2")))
 
 
 def scratch_numpy_program(model: nn.Module) -> NeuralNetWork:
