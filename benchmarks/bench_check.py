@@ -20,7 +20,8 @@ from gradviz.zoo.functions import get_example
 SIZES = (1, 16, 64)
 
 
-def bench_check(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]], examples: int, repeat: int) -> float:
+def bench_check(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]], examples: int,
+                repeat: int) -> float:
     best = 0.0
     for r in range(repeat):
         start = time.perf_counter()
@@ -31,9 +32,12 @@ def bench_check(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]]
     return best
 
 
-def bench_gradcheck(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]], seconds: float) -> float:
+def bench_gradcheck(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
+                    seconds: float) -> float:
     generator = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(s, generator=generator, dtype=torch.float64, requires_grad=True) for s in shapes]
+    inputs = [
+        torch.randn(s, generator=generator, dtype=torch.float64, requires_grad=True) for s in shapes
+    ]
     calls = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -97,7 +97,9 @@ def main() -> None:
         plain, rec, access, full, steps = run(name, args.repeat)
         print(f"{name:16} {steps:>7,} {plain * 1000:>7.0f}ms {rec * 1000:>8.0f}ms "
               f"{rec / plain:>5.2f}× {access * 1000:>7.1f}ms {full * 1000:>11.0f}ms")
-    print("\n1st read: building the Step objects and frontiers from the recording, on first access.")
+    print(
+        "\n1st read: building the Step objects and frontiers from the recording, on first access."
+    )
     op, t = one_reference_time()
     print(f"\none step's NumPy reference ({op}, 64×1000·1000×100, float64): {t * 1000:.2f} ms")
 
