@@ -22,7 +22,9 @@ PAGE = str(pathlib.Path(__file__).resolve().parents[2] / "pages" / "1_Graph.py")
 
 
 def _source_label(at: AppTest, name: str) -> str:
-    return next(o for o in at.sidebar.selectbox(key="graph_source").options if o.startswith(name + " "))
+    return next(
+        o for o in at.sidebar.selectbox(key="graph_source").options if o.startswith(name + " ")
+    )
 
 
 def _view(at: AppTest, index: int = 0) -> dict:
@@ -56,7 +58,9 @@ def test_graph_page_toggles_and_other_programs():
     assert not at.exception
     svg = _view(at)["svg"]
     assert "TransformerEncoderLayer" in svg and "ops · " in svg
-    assert {m.label: m.value for m in at.metric}["nodes"] == str(len(trace_example("transformer-2")))
+    assert {m.label: m.value for m in at.metric}["nodes"] == str(
+        len(trace_example("transformer-2"))
+    )
 
 
 def test_graph_page_big_program_default_view_rolls_the_chain():
@@ -166,7 +170,11 @@ def _wait_render_after(page, before: int, timeout_ms: int = 120_000) -> None:
 
 
 def _pick_program(page, name: str) -> None:
-    box = page.get_by_test_id("stSidebarUserContent").get_by_test_id("stSelectbox").filter(has_text="Program")
+    box = (
+        page.get_by_test_id("stSidebarUserContent")
+        .get_by_test_id("stSelectbox")
+        .filter(has_text="Program")
+    )
     box.click()
     page.keyboard.type(name)
     page.get_by_role("option", name=re.compile(rf"^{re.escape(name)} ")).first.click()
