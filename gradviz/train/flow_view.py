@@ -185,7 +185,7 @@ def _columns(
     seen: list[tuple[str, nn.Module, torch.Tensor]],
     inputs: torch.Tensor,
     grid: int,
-    box: tuple[float, ...],
+    box: tuple[float, float, float, float],
 ) -> NeuronView:
     n = grid * grid
     columns = [inputs.T.reshape(2, grid, grid).double().numpy()]
@@ -202,7 +202,7 @@ def _columns(
             names.append(name)
         else:  # an activation after the layer: show what the units send on
             columns[-1], names[-1] = image, name
-    return NeuronView(tuple(columns), tuple(names), tuple(edges[1:]), tuple(box))  # type: ignore[arg-type]
+    return NeuronView(tuple(columns), tuple(names), tuple(edges[1:]), box)
 
 
 def _unit_rgb(image: np.ndarray) -> np.ndarray:

@@ -329,8 +329,9 @@ def run_steps(
     rng = seeded_global_rng(plan.seed, plan.resume_rng) if seeded else contextlib.nullcontext()
     # A callback object with attach(model, optimizer) (a GradientFlow) hooks the network
     # this run trains; its detach() runs when the run ends, also on error.
-    if callable(getattr(callback, "attach", None)):
-        callback.attach(plan.model, plan.opt)  # type: ignore[union-attr]
+    attach, detach = getattr(callback, "attach", None), getattr(callback, "detach", None)
+    if callable(attach):
+        attach(plan.model, plan.opt)
     t0 = time.perf_counter()
     rng_state = None
     try:
@@ -341,6 +342,6 @@ def run_steps(
                 rng_state = torch.get_rng_state()
     finally:
         plan.model.train(was_training)
-        if callable(getattr(callback, "detach", None)):
-            callback.detach()  # type: ignore[union-attr]
+        if callable(detach):
+            detach()
     return Outcome(step, stopped, diverged, rng_state, time.perf_counter() - t0)
