@@ -9,7 +9,8 @@ test one point per call and know nothing of kinks and ties; a check_function exa
 one drawn point with every property. Everything is warmed up; each cell is the median of
 --repeat runs (default 5) with half the spread (max − min) / 2. Target (issue 14): ≥ 200
 examples/s with all checks at total numel ≤ 16 for sigmoid, softplus and a two-input
-Function (mul, smooth; and maximum_split_ties, whose ties every example probes). Report only; nothing is asserted.
+Function (mul, smooth; and maximum_split_ties, whose ties every example probes). Report
+only; nothing is asserted.
 
     python benchmarks/bench_check.py [--examples 200] [--repeat 5] [--sizes 1,16]
 """

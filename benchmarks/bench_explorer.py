@@ -110,7 +110,8 @@ def bench_gradviz(name: str) -> list[dict]:
         done = time.perf_counter()
         tool = "gradviz page (trace_with_stats)" if stats else "gradviz default view"
         rows.append(dict(model=name, tool=tool, nodes=len(graph), drawn=len(view.items),
-                         trace=traced - start, view=planned - traced, layout=done - planned, total=done - start))
+                         trace=traced - start, view=planned - traced, layout=done - planned,
+                         total=done - start))
         if stats:
             continue
         # One click: open the first rolled run (or closed module) of that view.
@@ -120,7 +121,8 @@ def bench_gradviz(name: str) -> list[dict]:
             opened = ex.expand(state, target)
             v2 = ex.plan(graph, opened)
             layout(to_dot(graph, v2).source, "svg")
-            rows.append(dict(model=name, tool=f"  click {target[:28]}", nodes=len(graph), drawn=len(v2.items),
+            rows.append(dict(model=name, tool=f"  click {target[:28]}", nodes=len(graph),
+                             drawn=len(v2.items),
                              trace=0.0, view=None, layout=None, total=time.perf_counter() - t0))
         t0 = time.perf_counter()
         fv = ex.forward_view(graph)
@@ -130,7 +132,8 @@ def bench_gradviz(name: str) -> list[dict]:
         t1 = time.perf_counter()
         layout(fdot, "svg")
         t2 = time.perf_counter()
-        rows.append(dict(model=name, tool="  forward (module) view", nodes=len(fv.graph), drawn=len(fview.items),
+        rows.append(dict(model=name, tool="  forward (module) view", nodes=len(fv.graph),
+                         drawn=len(fview.items),
                          trace=0.0, view=t1 - t0, layout=t2 - t1, total=t2 - t0))
         del loss, graph
     return rows
@@ -172,7 +175,8 @@ def bench_other(tool: str, name: str, timeout: float) -> dict:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         lay = _layout_seconds(pathlib.Path(out).read_text(encoding="utf-8"), timeout)
     total = None if lay is None else result["seconds"] + lay
-    return dict(model=name, tool=tool, drawn=result["nodes"], trace=result["seconds"], layout=lay, total=total,
+    return dict(model=name, tool=tool, drawn=result["nodes"], trace=result["seconds"], layout=lay,
+                total=total,
                 note=None if lay is not None else f"dot layout > {timeout:.0f} s")
 
 
@@ -185,8 +189,10 @@ def _fmt(seconds: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="gradviz only, no torchviz/torchview")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per torchviz/torchview step")
-    parser.add_argument("--child", nargs=3, metavar=("TOOL", "MODEL", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per "
+                        "torchviz/torchview step")
+    parser.add_argument("--child", nargs=3, metavar=("TOOL", "MODEL", "OUT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(*args.child)
@@ -202,21 +208,25 @@ def main() -> None:
         if not args.quick:
             for tool in ("torchviz", "torchview"):
                 rows.append(bench_other(tool, name, args.timeout))
-    print(f"\n{'model':17} {'tool':34} {'nodes':>7} {'drawn':>6} {'fwd+trace':>10} {'view/DOT':>9} {'dot':>9} {'total':>9}")
+    print(f"\n{'model':17} {'tool':34} {'nodes':>7} {'drawn':>6} {'fwd+trace':>10} {'view/DOT':>9} "
+          f"{'dot':>9} {'total':>9}")
     for r in rows:
         nodes = f"{r['nodes']:,}" if r.get("nodes") else ""
         drawn = f"{r['drawn']:,}" if r.get("drawn") else ""
-        line = (f"{r['model']:17} {r['tool']:34} {nodes:>7} {drawn:>6} {_fmt(r.get('trace')) if r.get('trace') else '':>10} "
-                f"{_fmt(r.get('view')):>9} {_fmt(r.get('layout')):>9} {_fmt(r.get('total')):>9}")
+        line = (f"{r['model']:17} {r['tool']:34} {nodes:>7} {drawn:>6} "
+                f"{_fmt(r.get('trace')) if r.get('trace') else '':>10} {_fmt(r.get('view')):>9} "
+                f"{_fmt(r.get('layout')):>9} {_fmt(r.get('total')):>9}")
         print(line + (f"  {r['note']}" if r.get("note") else ""))
-    print("\nTarget: every gradviz default view drawn ≤ 1 s from the program (a 25k-node chain ≤ 2 s)")
+    print("\nTarget: every gradviz default view drawn ≤ 1 s from the program (a 25k-node chain ≤ 2 "
+          "s)")
     for r in rows:
         if r["tool"] == "gradviz default view":
             # The 2 s target is for a chain of about 25k nodes; the 80k-node chain has none.
             limit = 1.0 if r["nodes"] <= 5_000 else (2.0 if r["nodes"] <= 30_000 else None)
             verdict = "no target" if limit is None else ("ok" if r["total"] <= limit else "over")
             bound = "" if limit is None else f"≤ {limit:.0f} s: "
-            print(f"  {r['model']:17} {r['nodes']:>7,} nodes: {_fmt(r['total']):>8}  ({bound}{verdict})")
+            print(f"  {r['model']:17} {r['nodes']:>7,} nodes: {_fmt(r['total']):>8}  "
+                  f"({bound}{verdict})")
 
 
 if __name__ == "__main__":

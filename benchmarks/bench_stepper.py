@@ -91,12 +91,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
-    print(f"{'model':16} {'steps':>7} {'fwd+bwd':>9} {'recording':>10} {'ratio':>6} {'1st read':>9} {'+ NumPy refs':>13}")
+    print(f"{'model':16} {'steps':>7} {'fwd+bwd':>9} {'recording':>10} {'ratio':>6} "
+          f"{'1st read':>9} {'+ NumPy refs':>13}")
     for name in ("transformer-12", "resnet50", "chain-25k"):
         plain, rec, access, full, steps = run(name, args.repeat)
-        print(f"{name:16} {steps:>7,} {plain * 1000:>7.0f}ms {rec * 1000:>8.0f}ms {rec / plain:>5.2f}× "
-              f"{access * 1000:>7.1f}ms {full * 1000:>11.0f}ms")
-    print("\n1st read: building the Step objects and frontiers from the recording, on first access.")
+        print(f"{name:16} {steps:>7,} {plain * 1000:>7.0f}ms {rec * 1000:>8.0f}ms "
+              f"{rec / plain:>5.2f}× {access * 1000:>7.1f}ms {full * 1000:>11.0f}ms")
+    print(
+        "\n1st read: building the Step objects and frontiers from the recording, on first access."
+    )
     op, t = one_reference_time()
     print(f"\none step's NumPy reference ({op}, 64×1000·1000×100, float64): {t * 1000:.2f} ms")
 

@@ -55,15 +55,18 @@ def fmt(seconds: float | None, timeout: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def bench_model(name: str, repeat: int, layout_timeout: float) -> list[tuple[str, str, float | None, float | None, int]]:
+def bench_model(name: str, repeat: int,
+                layout_timeout: float) -> list[tuple[str, str, float | None, float | None, int]]:
     rows = []
     model, loss = build_example(name)
     params = dict(model.named_parameters())
 
     t, graph = timed(lambda: trace(loss, model=model), repeat)
     t_dot, dot = timed(lambda: graph.to_dot(), repeat)
-    rows.append((name, "gradviz default view", t + t_dot, layout_seconds(dot.source, layout_timeout), len(graph)))
-    t_full, full = timed(lambda: graph.to_dot(show_saved=True, show_attrs=True, budget=None), repeat)
+    rows.append((name, "gradviz default view", t + t_dot,
+                 layout_seconds(dot.source, layout_timeout), len(graph)))
+    t_full, full = timed(lambda: graph.to_dot(show_saved=True, show_attrs=True, budget=None),
+                         repeat)
     full_layout = layout_seconds(full.source, layout_timeout) if len(graph) < 20_000 else None
     rows.append((name, "gradviz all nodes +saved+attrs", t + t_full, full_layout, len(graph)))
 
@@ -71,9 +74,12 @@ def bench_model(name: str, repeat: int, layout_timeout: float) -> list[tuple[str
         from torchviz import make_dot
 
         t_tv, tv = timed(lambda: make_dot(loss, params=params), repeat)
-        rows.append((name, "torchviz make_dot", t_tv, layout_seconds(tv.source, layout_timeout), len(graph)))
-        t_tva, tva = timed(lambda: make_dot(loss, params=params, show_attrs=True, show_saved=True), repeat)
-        rows.append((name, "torchviz attrs+saved", t_tva, layout_seconds(tva.source, layout_timeout), len(graph)))
+        rows.append((name, "torchviz make_dot", t_tv, layout_seconds(tv.source, layout_timeout),
+                     len(graph)))
+        t_tva, tva = timed(lambda: make_dot(loss, params=params, show_attrs=True, show_saved=True),
+                           repeat)
+        rows.append((name, "torchviz attrs+saved", t_tva,
+                     layout_seconds(tva.source, layout_timeout), len(graph)))
     except RecursionError:
         rows.append((name, "torchviz make_dot", None, None, len(graph)))
     except ImportError:
@@ -87,7 +93,12 @@ def bench_model(name: str, repeat: int, layout_timeout: float) -> list[tuple[str
             fresh, loss_fn = example.make(0)
             # torchview needs the inputs; the examples close over them, so wrap the loss.
             wrapper = _LossModule(fresh, loss_fn)
-            t_tw, tw = timed(lambda: draw_graph(wrapper, input_data=[torch.zeros(1)], depth=99, expand_nested=True), 1)
+            t_tw, tw = timed(
+                lambda: draw_graph(
+                    wrapper, input_data=[torch.zeros(1)], depth=99, expand_nested=True
+                ),
+                1,
+            )
             rows.append((name, "torchview draw_graph (incl. forward)", t_tw,
                          layout_seconds(tw.visual_graph.source, layout_timeout), len(graph)))
         except Exception as exc:  # report, do not stop the table
@@ -129,12 +140,20 @@ def main() -> None:
         return next((r[col] for r in rows if r[0] == model and r[1] == tool), None)
 
     print("\nTargets")
-    g12, v12 = get("transformer-12", "gradviz default view", 2), get("transformer-12", "torchviz attrs+saved", 2)
+    g12, v12 = (
+        get("transformer-12", "gradviz default view", 2),
+        get("transformer-12", "torchviz attrs+saved", 2),
+    )
     if g12 and v12:
-        print(f"  trace+DOT, 12-layer transformer: gradviz / torchviz attrs+saved = {g12 / v12:.2f}  (target ≤ 0.33)")
-    g24, v24 = get("transformer-24", "gradviz default view", 3), get("transformer-24", "torchviz make_dot", 3)
+        print("  trace+DOT, 12-layer transformer: gradviz / torchviz attrs+saved = "
+              f"{g12 / v12:.2f}  (target ≤ 0.33)")
+    g24, v24 = (
+        get("transformer-24", "gradviz default view", 3),
+        get("transformer-24", "torchviz make_dot", 3),
+    )
     if g24 and v24:
-        print(f"  layout, 24-layer transformer: gradviz default view / torchviz = {g24 / v24:.2f}  (target ≤ 0.2)")
+        print(f"  layout, 24-layer transformer: gradviz default view / torchviz = {g24 / v24:.2f}  "
+              "(target ≤ 0.2)")
     if not args.quick:
         start = time.perf_counter()
         model, loss = build_example("chain-25k")
@@ -142,7 +161,8 @@ def main() -> None:
         dot = trace(loss, model=model).to_dot()
         lay = layout_seconds(dot.source, args.layout_timeout) or float("nan")
         total = time.perf_counter() - built
-        print(f"  25k-node chain default view: trace+DOT+layout {total:.2f} s after a {built - start:.2f} s forward  (target ≤ 2 s; layout {lay * 1000:.0f} ms)")
+        print(f"  25k-node chain default view: trace+DOT+layout {total:.2f} s after a "
+              f"{built - start:.2f} s forward  (target ≤ 2 s; layout {lay * 1000:.0f} ms)")
 
 
 if __name__ == "__main__":

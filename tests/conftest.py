@@ -87,7 +87,8 @@ def app_url():
 @pytest.fixture(scope="session")
 def browser():
     if not shutil.which(CHROMIUM):
-        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (the README's test command does)")
+        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (the README's test "
+                           "command does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

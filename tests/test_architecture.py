@@ -1,13 +1,16 @@
 """The shape docs/ARCHITECTURE.md promises: layers that import only downwards, small
-modules and functions, thin pages. A newcomer can trust the map because CI checks it."""
+modules and functions, thin pages, typed and linted code. A newcomer can trust the map
+because CI checks it."""
 
 from __future__ import annotations
 
 import ast
+import importlib.resources
 import pathlib
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -92,3 +95,31 @@ def test_import_layers_hold():
     assert exe, "import-linter is a test dependency: pip install -e .[test]"
     done = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow
+def test_mypy_is_clean():
+    # the [tool.mypy] settings of pyproject.toml; the cache (.mypy_cache) makes reruns quick
+    done = subprocess.run([sys.executable, "-m", "mypy", "gradviz"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    assert not _pyproject()["tool"]["mypy"].get("ignore_errors"), "type-check, don't silence"
+
+
+def test_ruff_is_clean():
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    # long lines count too: the limit is 100 columns, not a suggestion
+    assert "E501" not in _pyproject()["tool"]["ruff"]["lint"].get("ignore", [])
+
+
+def test_the_package_ships_its_type_marker():
+    # PEP 561: without py.typed in the installed package, checkers ignore gradviz's hints
+    assert (importlib.resources.files("gradviz") / "py.typed").is_file()
+    package_data = _pyproject()["tool"]["setuptools"]["package-data"]["gradviz"]
+    assert "py.typed" in package_data, "list py.typed in [tool.setuptools.package-data]"

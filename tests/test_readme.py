@@ -20,6 +20,7 @@ def test_the_readme_has_python_examples():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-c", BLOCKS[index]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", BLOCKS[index]], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

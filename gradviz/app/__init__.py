@@ -18,7 +18,8 @@ from gradviz.graph.model import Graph
 from gradviz.zoo.models import input_shape, model_names
 from gradviz.zoo.sources import source_labels, trace_source
 
-__all__ = ["keep_navigation", "graph_sources", "model_shape_input", "traced", "svg_of", "show_svg", "guard", "node_rows", "MODEL_KEY"]
+__all__ = ["keep_navigation", "graph_sources", "model_shape_input", "traced", "svg_of", "show_svg",
+           "guard", "node_rows", "MODEL_KEY"]
 
 # Session-state key under which the Build & Train page hands its model to the others.
 MODEL_KEY = "gradviz.built_model"

@@ -80,7 +80,11 @@ def forward_of(source: str, seed: int = 0) -> ex.ForwardView:
 
 
 def _graph(where: _Where) -> Graph:
-    return explored(where.source, where.seed)[0] if where.mode == "backward" else forward_of(where.source, where.seed).graph
+    return (
+        explored(where.source, where.seed)[0]
+        if where.mode == "backward"
+        else forward_of(where.source, where.seed).graph
+    )
 
 
 @st.cache_resource(max_entries=32, show_spinner="Finding repeated blocks…")
@@ -100,7 +104,8 @@ def _plan(where: _Where, skey: tuple, _state: ex.ViewState) -> View:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _dot(where: _Where, skey: tuple, _state: ex.ViewState, show_saved: bool, show_attrs: bool, cluster: bool) -> str:
+def _dot(where: _Where, skey: tuple, _state: ex.ViewState, show_saved: bool, show_attrs: bool,
+         cluster: bool) -> str:
     graph = _graph(where)
     colors = forward_of(where.source, where.seed).colors if where.mode == "forward" else None
     return to_dot(
@@ -174,20 +179,22 @@ def show_explorer(
     """
     graph = explored(source, seed)[0]
     if draw_all and len(graph) > DRAW_ALL_LIMIT:
-        st.warning(f"{len(graph):,} nodes are too many to lay out in the page; showing the default view. "
-                   "Download the DOT below to draw every node offline.")
+        st.warning(f"{len(graph):,} nodes are too many to lay out in the page; showing the default "
+                   "view. Download the DOT below to draw every node offline.")
         draw_all = False
     where = _Where(source, seed, mode, depth, None if draw_all else DEFAULT_BUDGET)
     _explorer(where, show_saved, show_attrs, cluster, stem, height)
 
 
 @st.fragment
-def _explorer(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, stem: str, height: int) -> None:
+def _explorer(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, stem: str,
+              height: int) -> None:
     with guard("Could not draw this view"):
         _explore(where, show_saved, show_attrs, cluster, stem, height)
 
 
-def _explore(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, stem: str, height: int) -> None:
+def _explore(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, stem: str,
+             height: int) -> None:
     graph, stats = explored(where.source, where.seed)
     fv = forward_of(where.source, where.seed) if where.mode == "forward" else None
     state = _state(where)
@@ -199,7 +206,11 @@ def _explore(where: _Where, show_saved: bool, show_attrs: bool, cluster: bool, s
     query = st.text_input("Search ops, modules, parameters", key="graph_search",
                           placeholder="e.g. addmm, layers.3, conv1.weight, Linear")
     matches = ex.search(graph, query)
-    to_items = (lambda ids: ex.items_for(view, fv.nodes_for(ids))) if fv else (lambda ids: ex.items_for(view, ids))
+    to_items = (
+        (lambda ids: ex.items_for(view, fv.nodes_for(ids)))
+        if fv
+        else (lambda ids: ex.items_for(view, ids))
+    )
     highlight = to_items(matches)
     sel = _selection(where)
     if sel is not None and sel.mode != where.mode:  # the link: what was picked in the other view
@@ -224,29 +235,45 @@ def _opened(view: View, state: ex.ViewState) -> str | None:
     if not state.trail or state.trail[-1].startswith(("roll/", "close ")):
         return None
     path = state.trail[-1]
-    return next((i.id for i in view.items if i.module and (i.module == path or i.module.startswith(path + "."))), None)
+    return next(
+        (
+            i.id
+            for i in view.items
+            if i.module and (i.module == path or i.module.startswith(path + "."))
+        ),
+        None,
+    )
 
 
-def _breadcrumb(where: _Where, state: ex.ViewState, query: str, matches: list[str], highlight: list[str]) -> None:
+def _breadcrumb(where: _Where, state: ex.ViewState, query: str, matches: list[str],
+                highlight: list[str]) -> None:
     crumbs = ex.breadcrumb(state)
     shown = list(enumerate(crumbs))[-6:] if len(crumbs) > 1 else []
     cols = st.columns([1] * len(shown) + [4])
     for col, (i, label) in zip(cols, shown, strict=False):
-        col.button(("⌂ " if i == 0 else "› ") + label, key=f"graph_crumb_{i}", disabled=i == len(crumbs) - 1,
+        col.button(("⌂ " if i == 0 else "› ") + label, key=f"graph_crumb_{i}",
+                   disabled=i == len(crumbs) - 1,
                    on_click=_go_back, args=(where, i), width="stretch")
     if query.strip():
         cols[-1].markdown(
-            f'<div class="gradviz-search">{len(matches):,} nodes match <code>{_html(query.strip())}</code> · '
+            f'<div class="gradviz-search">{len(matches):,} nodes match '
+            f'<code>{_html(query.strip())}</code> · '
             f"{len(highlight):,} drawn boxes highlighted</div>", unsafe_allow_html=True,
         )
-        hidden = sorted({m[4:] for m in highlight if m.startswith("mod/")} | {m for m in highlight if m.startswith("roll/")})
+        hidden = sorted(
+            {m[4:] for m in highlight if m.startswith("mod/")}
+            | {m for m in highlight if m.startswith("roll/")}
+        )
         if hidden:
-            cols[-1].button(f"Open the {len(hidden)} closed box{'es' if len(hidden) > 1 else ''} holding matches",
+            cols[-1].button(f"Open the {len(hidden)} closed box{'es' if len(hidden) > 1 else ''} "
+                            "holding matches",
                             key="graph_open_matches", on_click=_open, args=(where, hidden[:20]))
 
 
 def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
 
 
 def _fmt(x: Any) -> str:
@@ -266,7 +293,8 @@ def _stats_rows(named: list[tuple[str, dict[str, Any] | None]]) -> list[dict[str
 
 def _inspector(where: _Where, graph: Graph, stats: dict, sel: Selection | None, view: View) -> None:
     if sel is None:
-        st.info("Click a node to inspect it. Click a closed module (yellow) or a rolled run (orange) to open it.")
+        st.info("Click a node to inspect it. Click a closed module (yellow) or a rolled run "
+                "(orange) to open it.")
         return
     other = "forward" if where.mode == "backward" else "backward"
     if sel.mode != where.mode:
@@ -278,10 +306,12 @@ def _inspector(where: _Where, graph: Graph, stats: dict, sel: Selection | None, 
         return
     shape = info.get("shape_text") or ", ".join(info.get("output_shapes", [])) or "—"
     st.markdown(
-        f'<div class="gradviz-inspector" data-node="{_html(sel.id)}"><h4 style="margin:0">{_html(str(info["label"]))}</h4>'
-        f'<code>{_html(sel.id)}</code> · {info["kind"]}'
+        f'<div class="gradviz-inspector" data-node="{_html(sel.id)}"><h4 '
+        f'style="margin:0">{_html(str(info["label"]))}</h4><code>{_html(sel.id)}</code> · '
+        f'{info["kind"]}'
         f'{" · in <code>" + _html(info["module"]) + "</code>" if info.get("module") else ""}'
-        f"<br>shape <b>{_html(shape)}</b>{' · ' + info['dtype'] if info.get('dtype') else ''}</div>",
+        f"<br>shape <b>{_html(shape)}</b>"
+        f"{' · ' + info['dtype'] if info.get('dtype') else ''}</div>",
         unsafe_allow_html=True,
     )
     if info["kind"] in ("module", "roll"):
@@ -296,15 +326,20 @@ def _inspector(where: _Where, graph: Graph, stats: dict, sel: Selection | None, 
 
 
 def _module_panel(where: _Where, info: dict[str, Any], other: str) -> None:
-    st.markdown(f"**{info['module_type']}** · {info['nodes']:,} autograd nodes · {info['param_count']:,} parameters")
+    st.markdown(f"**{info['module_type']}** · {info['nodes']:,} autograd nodes · "
+                f"{info['param_count']:,} parameters")
     if info["kind"] == "roll":
         st.caption(f"{info['count']} blocks: {info['paths'][0]} … {info['paths'][-1]}")
-    st.caption(f"in {', '.join(info['input_shapes']) or '—'} → out {', '.join(info['output_shapes']) or '—'}")
+    st.caption(f"in {', '.join(info['input_shapes']) or '—'} → out "
+               f"{', '.join(info['output_shapes']) or '—'}")
     with st.expander(f"{len(info['ops'])} kinds of op"):
         st.dataframe([{"op": k, "count": v} for k, v in info["ops"].items()], hide_index=True)
     if info["params"]:
         with st.expander(f"{len(info['params'])} parameters"):
-            st.dataframe([{"parameter": p["name"], "shape": _fmt(p["shape"])} for p in info["params"][:200]], hide_index=True)
+            st.dataframe(
+                [{"parameter": p["name"], "shape": _fmt(p["shape"])} for p in info["params"][:200]],
+                hide_index=True,
+            )
     path = info["paths"][0] if info["kind"] == "roll" else info["module"]
     if st.button(f"Show its {info['nodes']:,} nodes in the {other} view", key="graph_show_other",
                  on_click=_open, args=(where, [path], other)):
@@ -318,9 +353,9 @@ def _node_panel(where: _Where, graph: Graph, info: dict[str, Any], other: str) -
         st.dataframe(_stats_rows([("value", info["value"])]), hide_index=True)
     if info["saved"]:
         st.markdown("**Saved for backward**")
-        st.dataframe(_stats_rows([(s["name"], s["stats"] or {"shape": s["shape"], "dtype": s["dtype"], "mean": None,
-                                   "std": None, "min": None, "max": None, "norm": None}) for s in info["saved"]]),
-                     hide_index=True)
+        st.dataframe(_stats_rows([(s["name"], s["stats"] or {
+            "shape": s["shape"], "dtype": s["dtype"], "mean": None, "std": None, "min": None,
+            "max": None, "norm": None}) for s in info["saved"]]), hide_index=True)
     if info["attrs"]:
         st.caption(" · ".join(f"{k}={v}" for k, v in info["attrs"].items()))
     ins = ", ".join(f"{i['label']} ({i['id']})" for i in info["inputs"][:8])
@@ -331,18 +366,23 @@ def _node_panel(where: _Where, graph: Graph, info: dict[str, Any], other: str) -
         st.markdown(f"**Backward step {grads['step'] + 1}**" + ("" if grads["agrees"] is None else
                     f" · NumPy check {'agrees' if grads['agrees'] else 'DISAGREES'}"))
         rows = [(f"grad_output {i}", g) for i, g in enumerate(grads["grad_outputs"])]
-        rows += [(f"grad_input {i} → {t or '—'}", g) for i, (g, t) in enumerate(zip(grads["grad_inputs"], grads["to"], strict=False))]
+        rows += [
+            (f"grad_input {i} → {t or '—'}", g)
+            for i, (g, t) in enumerate(zip(grads["grad_inputs"], grads["to"], strict=False))
+        ]
         if grads.get("grad"):
             rows.append((".grad", grads["grad"]))
         st.dataframe(_stats_rows(rows), hide_index=True)
-    if info.get("module") and st.button(f"Show module {info['module']} in the {other} view", key="graph_show_other",
+    if info.get("module") and st.button(f"Show module {info['module']} in the {other} view",
+                                        key="graph_show_other",
                                         on_click=_open, args=(where, [info["module"]], other)):
         st.rerun()  # the view toggle lives outside this fragment
 
 
 def _stepper(where: _Where, graph: Graph):
     if len(graph) > STEPPER_LIMIT:
-        st.caption(f"Gradients: the recorded backward runs on programs up to {STEPPER_LIMIT:,} nodes.")
+        st.caption(f"Gradients: the recorded backward runs on programs up to {STEPPER_LIMIT:,} "
+                   "nodes.")
         return None
     if not st.toggle("Gradients from a recorded backward (float64)", key="graph_grads"):
         return None
@@ -357,8 +397,10 @@ def _downloads(stem: str, dot: str, svg: str, graph: Graph) -> None:
     cols = st.columns(4)
     cols[0].download_button("DOT", dot, f"{stem}.dot", "text/vnd.graphviz", key="dl_dot")
     cols[1].download_button("SVG", svg, f"{stem}.svg", "image/svg+xml", key="dl_svg")
-    cols[2].download_button("PNG", functools.partial(layout, dot, "png"), f"{stem}.png", "image/png", key="dl_png")
-    cols[3].download_button("JSON", functools.partial(_json_text, graph), f"{stem}.json", "application/json", key="dl_json")
+    cols[2].download_button("PNG", functools.partial(layout, dot, "png"), f"{stem}.png",
+                            "image/png", key="dl_png")
+    cols[3].download_button("JSON", functools.partial(_json_text, graph), f"{stem}.json",
+                            "application/json", key="dl_json")
 
 
 def _json_text(graph: Graph) -> str:
@@ -379,7 +421,8 @@ def show_node_table(source: str, seed: int) -> None:
     graph = explored(source, seed)[0]
     with st.expander(f"Node table ({len(graph):,} nodes)"):
         if len(graph) > TABLE_ROWS:
-            st.caption(f"The first {TABLE_ROWS:,} nodes; the JSON download holds all {len(graph):,}.")
+            st.caption(f"The first {TABLE_ROWS:,} nodes; the JSON download holds all "
+                       f"{len(graph):,}.")
         st.dataframe(_rows(source, seed), hide_index=True, width="stretch")
 
 
@@ -401,15 +444,18 @@ def show_compare(sources: dict[str, str], label: str, seed: int) -> None:
     """Diff this program (run A) against another seed or program (run B)."""
     with st.expander("Compare with another seed or program"):
         cols = st.columns([3, 1, 1])
-        other = cols[0].selectbox("Program B", list(sources), index=list(sources).index(label), key="graph_cmp_source")
+        other = cols[0].selectbox("Program B", list(sources), index=list(sources).index(label),
+                                  key="graph_cmp_source")
         seed_b = cols[1].number_input("Seed B", 0, 10_000, seed + 1, key="graph_cmp_seed")
         on = cols[2].toggle("Show diff", key="graph_cmp_on")
         if not on:
-            st.caption("Run A is the program above; B differs by seed (e.g. dynamic-net's random depth) or program.")
+            st.caption("Run A is the program above; B differs by seed (e.g. dynamic-net's random "
+                       "depth) or program.")
             return
         d = _diff(sources[label], seed, sources[other], int(seed_b))
         m = st.columns(3)
         for col, (name, value) in zip(m, d.summary().items(), strict=True):
             col.metric(name, f"{value:,}")
         st.markdown(f'<div class="gradviz-diff">{_html(str(d))}</div>', unsafe_allow_html=True)
-        graph_view(svg_of(_diff_dot(sources[label], seed, sources[other], int(seed_b))), key=DIFF_KEY, height=520)
+        graph_view(svg_of(_diff_dot(sources[label], seed, sources[other], int(seed_b))),
+                   key=DIFF_KEY, height=520)

@@ -565,7 +565,7 @@ def _worst_check(steps: list[Step]) -> dict[str, Any] | None:
     checks = [(s, s.check) for s in steps if s.check is not None]
     if not checks:
         return None
-    step, check = max(checks, key=lambda sc: sc[1].value / sc[1].bound)  # type: ignore[union-attr]
+    step, check = max(checks, key=lambda sc: sc[1].value / sc[1].bound)
     assert check is not None
     return {"node": step.node.label, "step": step.index, "measure": check.measure,
             "value": check.value, "bound": check.bound, "passed": check.passed}

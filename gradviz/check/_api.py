@@ -1,4 +1,5 @@
-"""``check_function`` and ``assert_function_ok``: argument checks, the Hypothesis run, the report."""
+"""``check_function`` and ``assert_function_ok``: argument checks, the Hypothesis run, the
+report."""
 
 from __future__ import annotations
 
@@ -38,11 +39,13 @@ _WARNING_EXAMPLES = 30
 
 def _check_scalars(max_examples: Any, seed: Any, reference: Any) -> None:
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples <= 0:
-        raise ArgumentError("max_examples", max_examples, "pass a positive int, e.g. max_examples=100")
+        raise ArgumentError("max_examples", max_examples, "pass a positive int, e.g. "
+                            "max_examples=100")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ArgumentError("seed", seed, "pass an int, or None for a fresh random seed")
     if reference is not None and not callable(reference):
-        raise ArgumentError("reference", reference, "pass a function taking the same inputs as forward")
+        raise ArgumentError("reference", reference, "pass a function taking the same inputs as "
+                            "forward")
 
 
 def check_function(
@@ -64,8 +67,8 @@ def check_function(
     of ``forward`` gets the same small drawn shape. ``reference`` is a plain function the
     forward must match. ``checks`` picks properties by name (see ``ALL_CHECKS``; the
     default is ``DEFAULT_CHECKS``), or ``"all"`` for every one that applies (``reference``
-    with a reference, ``jvp``/``vmap`` when the Function defines them). Kinks and ties are not bugs: there the gradient only
-    has to lie between the one-sided slopes. Each failing property comes back with its own
+    with a reference, ``jvp``/``vmap`` when the Function defines them). Kinks and ties are
+    not bugs: there the gradient only has to lie between the one-sided slopes. Each failing property comes back with its own
     shrunk counterexample; ``seed`` makes a run reproducible (a random one is drawn and
     reported when omitted).
     """
@@ -77,8 +80,9 @@ def check_function(
         raise ArgumentError("inputs", inputs, "pass either shapes= or inputs=, not both")
     if inputs is not None:
         if not isinstance(inputs, SearchStrategy):
-            raise ArgumentError("inputs", inputs, "pass a Hypothesis strategy of input tuples, e.g. "
-                                "inputs=gradviz.check.strategies.function_inputs(shapes=[(3,)])")
+            raise ArgumentError("inputs", inputs, "pass a Hypothesis strategy of input tuples, "
+                                "e.g. inputs=gradviz.check.strategies."
+                                "function_inputs(shapes=[(3,)])")
         strategy, shape_list = inputs, None
     else:
         shape_list = _check_shapes(fn, shapes, names)
@@ -99,7 +103,8 @@ def check_function(
     warnings = []
     for check, first in sorted(runner.warnings.items(), key=lambda kv: ALL_CHECKS.index(kv[0])):
         runner.strict_warning = check
-        shrunk, _ = _search(runner, strategy, max_examples=min(max_examples, _WARNING_EXAMPLES), seed=seed)
+        shrunk, _ = _search(runner, strategy, max_examples=min(max_examples, _WARNING_EXAMPLES),
+                            seed=seed)
         runner.examples = examples
         warnings.append(next((w for w in shrunk if w.check == check), first))
     runner.strict_warning = None
@@ -125,7 +130,8 @@ def check_function(
 
 
 def assert_function_ok(fn: type[torch.autograd.Function], **kwargs: Any) -> FunctionReport:
-    """``check_function(fn, **kwargs)``, raising ``AssertionError`` with the report when a property fails.
+    """``check_function(fn, **kwargs)``, raising ``AssertionError`` with the report when a
+    property fails.
 
     For any pytest suite: ``assert_function_ok(MyReLU, shapes=[(5,)], seed=0)``.
     """
@@ -138,7 +144,8 @@ def assert_function_ok(fn: type[torch.autograd.Function], **kwargs: Any) -> Func
 # ----------------------------------------------------------------------------- the search
 
 
-def _search(runner: Runner, strategy: SearchStrategy[Any], *, max_examples: int, seed: int) -> tuple[list[Failure], bool]:
+def _search(runner: Runner, strategy: SearchStrategy[Any], *, max_examples: int,
+            seed: int) -> tuple[list[Failure], bool]:
     """Runs the properties under Hypothesis; returns one shrunk failure per failing property."""
 
     @settings(
@@ -160,7 +167,8 @@ def _search(runner: Runner, strategy: SearchStrategy[Any], *, max_examples: int,
         if others:  # not a property failing: a strategy problem, or a bug of ours
             other = others[0]
             if isinstance(other, HypothesisException):
-                raise ArgumentError("inputs", strategy, f"Hypothesis could not draw inputs: {describe(other)}") from other
+                raise ArgumentError("inputs", strategy, "Hypothesis could not draw inputs: "
+                                    f"{describe(other)}") from other
             if other is error:
                 raise
             raise other from error
@@ -198,16 +206,20 @@ def _check_fn(fn: Any) -> type[torch.autograd.Function]:
     base = torch.autograd.Function
     if isinstance(fn, type) and issubclass(fn, base) and fn is not base:
         if fn.forward is base.forward:
-            raise ArgumentError("fn", fn, f"{fn.__name__} defines no forward; add @staticmethod def forward(ctx, ...)")
+            raise ArgumentError("fn", fn, f"{fn.__name__} defines no forward; add @staticmethod "
+                                "def forward(ctx, ...)")
         if fn.backward is base.backward and fn.vjp is base.vjp:
-            raise ArgumentError("fn", fn, f"{fn.__name__} defines no backward; add @staticmethod def backward(ctx, grad_output)")
+            raise ArgumentError("fn", fn, f"{fn.__name__} defines no backward; add @staticmethod "
+                                "def backward(ctx, grad_output)")
         return fn
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, type) and issubclass(owner, base):
-        raise ArgumentError("fn", fn, f"pass the class {owner.__name__} itself, not {owner.__name__}.apply")
+        raise ArgumentError("fn", fn, f"pass the class {owner.__name__} itself, not "
+                            f"{owner.__name__}.apply")
     if isinstance(fn, base):
         raise ArgumentError("fn", fn, f"pass the class {type(fn).__name__}, not an instance of it")
-    raise ArgumentError("fn", fn, "pass a torch.autograd.Function subclass (a class with static forward and backward)")
+    raise ArgumentError("fn", fn, "pass a torch.autograd.Function subclass (a class with static "
+                        "forward and backward)")
 
 
 def _check_dtype(dtype: Any) -> torch.dtype:
@@ -217,7 +229,8 @@ def _check_dtype(dtype: Any) -> torch.dtype:
             return _DTYPES[key]
     elif dtype in _DTYPES.values():
         return dtype
-    raise ArgumentError("dtype", dtype, "pass torch.float64 (default), torch.float32, torch.float16 or torch.bfloat16")
+    raise ArgumentError("dtype", dtype, "pass torch.float64 (default), torch.float32, "
+                        "torch.float16 or torch.bfloat16")
 
 
 def _uses_ctx(fn: type[torch.autograd.Function]) -> bool:
@@ -241,30 +254,42 @@ def _input_names(fn: type[torch.autograd.Function]) -> tuple[str, ...]:
     return tuple(p.name for p in params)
 
 
-def _check_shapes(fn: type[torch.autograd.Function], shapes: Any, names: Sequence[str]) -> list[tuple[int, ...]] | None:
+def _check_shapes(fn: type[torch.autograd.Function], shapes: Any,
+                  names: Sequence[str]) -> list[tuple[int, ...]] | None:
     params, var = _forward_params(fn)
     required = [p for p in params if p.default is p.empty]
     if shapes is None:
         if var or not required:
             what = "takes *args" if var else "has no required inputs"
-            raise ArgumentError("shapes", None, f"{fn.__name__}.forward {what}; pass one shape per input, "
-                                "e.g. shapes=[(3,), (3,)]")
+            raise ArgumentError("shapes", None, f"{fn.__name__}.forward {what}; pass one shape per "
+                                "input, e.g. shapes=[(3,), (3,)]")
         return None
     if isinstance(shapes, (str, bytes)) or not isinstance(shapes, (list, tuple)):
-        raise ArgumentError("shapes", shapes, "pass a list with one shape per input, e.g. shapes=[(4, 3), (3,)]")
-    if shapes and all(isinstance(s, int) and not isinstance(s, bool) for s in shapes) and len(required) != len(shapes):
-        raise ArgumentError("shapes", shapes, f"pass a list of shapes, e.g. shapes=[{tuple(shapes)!r}]")
+        raise ArgumentError("shapes", shapes, "pass a list with one shape per input, e.g. "
+                            "shapes=[(4, 3), (3,)]")
+    if (
+        shapes
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in shapes)
+        and len(required) != len(shapes)
+    ):
+        raise ArgumentError("shapes", shapes, "pass a list of shapes, e.g. "
+                            f"shapes=[{tuple(shapes)!r}]")
     checked = [gst.check_shape(f"shapes[{i}]", s) for i, s in enumerate(shapes)]
     if not checked:
         raise ArgumentError("shapes", shapes, "pass at least one shape")
     if not var and not len(required) <= len(checked) <= len(params):
-        want = f"{len(required)}" if len(required) == len(params) else f"{len(required)} to {len(params)}"
+        want = (
+            f"{len(required)}"
+            if len(required) == len(params)
+            else f"{len(required)} to {len(params)}"
+        )
         raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward takes {want} inputs "
                             f"({', '.join(p.name for p in params)}); pass one shape per input")
     total = sum(math.prod(s) for s in checked)
     if total > _MAX_NUMEL:
-        raise ArgumentError("shapes", shapes, f"the inputs hold {total} numbers; property tests gain "
-                            f"nothing from big tensors, keep them under {_MAX_NUMEL} (e.g. sides of 2 to 8)")
+        raise ArgumentError("shapes", shapes, f"the inputs hold {total} numbers; property tests "
+                            f"gain nothing from big tensors, keep them under {_MAX_NUMEL} (e.g. "
+                            "sides of 2 to 8)")
     return checked
 
 
@@ -282,7 +307,8 @@ def _defines(fn: type[torch.autograd.Function], name: str) -> bool:
     return getattr(fn, name) is not getattr(torch.autograd.Function, name)
 
 
-def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any) -> tuple[list[str], list[str]]:
+def _check_checks(fn: type[torch.autograd.Function], checks: Any,
+                  reference: Any) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     has_jvp = _defines(fn, "jvp")
     has_vmap = bool(getattr(fn, "generate_vmap_rule", False)) or _defines(fn, "vmap")
@@ -297,12 +323,18 @@ def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any
             chosen.discard("vmap")
         return [c for c in ALL_CHECKS if c in chosen], notes
     if isinstance(checks, (str, bytes)) or not isinstance(checks, Iterable):
-        raise ArgumentError("checks", checks, f"pass a list of names, e.g. checks=[{checks!r}]" if isinstance(checks, str)
-                            else "pass a list of check names")
+        raise ArgumentError(
+            "checks",
+            checks,
+            f"pass a list of names, e.g. checks=[{checks!r}]"
+            if isinstance(checks, str)
+            else "pass a list of check names",
+        )
     chosen = set()
     for name in checks:
         if name not in CHECKS:
-            raise ArgumentError("checks", checks, f"unknown check {name!r}; known: {', '.join(ALL_CHECKS)}")
+            raise ArgumentError("checks", checks, f"unknown check {name!r}; known: "
+                                f"{', '.join(ALL_CHECKS)}")
         chosen.add(name)
     if "reference" in chosen and reference is None:
         # Finite differences stand in for a hand-written backward, but nothing numerical can
@@ -312,38 +344,48 @@ def _check_checks(fn: type[torch.autograd.Function], checks: Any, reference: Any
                             "pass reference=<a plain function>, drop 'reference', or use "
                             "checks='all' (every check that applies)")
     if "jvp" in chosen and not has_jvp:
-        raise ArgumentError("checks", checks, f"{fn.__name__} defines no jvp staticmethod; add one or drop 'jvp'")
+        raise ArgumentError("checks", checks, f"{fn.__name__} defines no jvp staticmethod; add one "
+                            "or drop 'jvp'")
     if "vmap" in chosen and not has_vmap:
-        raise ArgumentError("checks", checks, f"{fn.__name__} declares no vmap support (generate_vmap_rule = True "
-                            "or a vmap staticmethod); add it or drop 'vmap'")
+        raise ArgumentError("checks", checks, f"{fn.__name__} declares no vmap support "
+                            "(generate_vmap_rule = True or a vmap staticmethod); add it or drop "
+                            "'vmap'")
     chosen.add("runs")
     return [c for c in ALL_CHECKS if c in chosen], notes
 
 
-def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]], dtype: torch.dtype) -> Any:
+def _preflight(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]],
+               dtype: torch.dtype) -> Any:
     """Calls forward once on random inputs, so a shape mistake is an argument error, not a
     'bug'. Returns what the checks call: `fn`, or `OnClones(fn)` for an in-place Function."""
     generator = torch.Generator().manual_seed(0)
-    args = [torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True) for s in shapes]
+    args = [
+        torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(True)
+        for s in shapes
+    ]
     called: Any = fn
     outs, error = attempt(lambda: as_outputs(called.apply(*args)))
     if is_leaf_in_place(error):
         called = OnClones(fn)
         outs, error = attempt(lambda: as_outputs(called.apply(*args)))
     if error is not None:
-        raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {describe(error)} on random "
-                            "inputs of these shapes; pass the shapes forward expects")
-    diff = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad]
+        raise ArgumentError("shapes", shapes, f"{fn.__name__}.forward raised {describe(error)} on "
+                            "random inputs of these shapes; pass the shapes forward expects")
+    diff = [
+        o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad
+    ]
     if not diff:
-        raise ArgumentError("fn", fn, f"{fn.__name__}.forward returned no floating-point tensor that requires "
-                            "grad; there is no gradient to check")
+        raise ArgumentError("fn", fn, f"{fn.__name__}.forward returned no floating-point tensor "
+                            "that requires grad; there is no gradient to check")
     entries = sum(o.numel() for o in diff) * sum(a.numel() for a in args)
     if entries > _MAX_JACOBIAN:
-        raise ArgumentError("shapes", shapes, f"the Jacobian would have {entries} entries; use smaller shapes")
+        raise ArgumentError("shapes", shapes, f"the Jacobian would have {entries} entries; use "
+                            "smaller shapes")
     return called
 
 
-def _reproduce(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]] | None, custom: bool,
+def _reproduce(fn: type[torch.autograd.Function], shapes: list[tuple[int, ...]] | None,
+               custom: bool,
                dtype: torch.dtype, max_examples: int, seed: int, checks: Any) -> str:
     parts = [fn.__name__]
     if shapes is not None:

@@ -18,7 +18,8 @@ __all__ = ["CHECKS", "Entry", "Failure", "FunctionReport", "Kink"]
 # Every property a check can test, in the order the report lists them.
 CHECKS: dict[str, str] = {
     "runs": "forward and backward run without raising",
-    "inputs_unchanged": "forward and backward leave their inputs untouched (values and version counter)",
+    "inputs_unchanged": "forward and backward leave their inputs untouched (values and version "
+    "counter)",
     "finite": "outputs and gradients are finite where the inputs are",
     "reference": "forward equals the reference function",
     "grad_output_unchanged": "backward does not modify grad_output in place",
@@ -35,7 +36,8 @@ CHECKS: dict[str, str] = {
 }
 
 _WORST = 5  # entries shown per failure in str(report)
-_DERIVATIVES = {"jacobian", "jvp", "double_backward"}  # entries compare backward with finite differences
+# entries compare backward with finite differences
+_DERIVATIVES = {"jacobian", "jvp", "double_backward"}
 
 
 @dataclass(frozen=True)
@@ -127,11 +129,17 @@ class Failure:
         lines = [f"{mark} {self.check}: {self.message}"]
         if self.entries:
             width = max(len(e.where) for e in self.entries[:_WORST])
-            got, want = ("analytical", "numerical") if self.check in _DERIVATIVES else ("got", "expected")
-            lines.append(f"{indent}  {'entry':<{width}}  {got:>12}  {want:>12}  {'tolerance':>10}  allowed")
+            got, want = (
+                ("analytical", "numerical") if self.check in _DERIVATIVES else ("got", "expected")
+            )
+            lines.append(
+                f"{indent}  {'entry':<{width}}  {got:>12}  {want:>12}  {'tolerance':>10}  allowed"
+            )
             for e in self.entries[:_WORST]:
-                lines.append(f"{indent}  {e.where:<{width}}  {_num(e.actual):>12}  {_num(e.expected):>12}  "
-                             f"{e.tolerance:>10.2g}  {e.allowed()}")
+                lines.append(
+                    f"{indent}  {e.where:<{width}}  {_num(e.actual):>12}  {_num(e.expected):>12}  "
+                    f"{e.tolerance:>10.2g}  {e.allowed()}"
+                )
             if len(self.entries) > _WORST:
                 lines.append(f"{indent}  ... {len(self.entries) - _WORST} more")
         shown = ", ".join(_array_text(a) for a in self.inputs)
@@ -187,7 +195,11 @@ class FunctionReport:
         return not self.failures
 
     def __str__(self) -> str:
-        head = "ok" if self.ok else f"FAILED {', '.join(dict.fromkeys(f.check for f in self.failures))}"
+        head = (
+            "ok"
+            if self.ok
+            else f"FAILED {', '.join(dict.fromkeys(f.check for f in self.failures))}"
+        )
         counts = f"{len(self.failures)} failure{'s' * (len(self.failures) != 1)}"
         if self.warnings:
             counts += f", {len(self.warnings)} warning{'s' * (len(self.warnings) != 1)}"
@@ -207,7 +219,8 @@ class FunctionReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: plain lists, strings for non-finite floats (``json.dumps(allow_nan=False)`` works)."""
+        """JSON-safe: plain lists, strings for non-finite floats
+        (``json.dumps(allow_nan=False)`` works)."""
         return {
             "function": self.function, "ok": self.ok,
             "failures": [f.to_dict() for f in self.failures],
@@ -276,6 +289,6 @@ def _num(value: float) -> str:
 def _array_text(array: np.ndarray) -> str:
     array = np.asarray(array)
     if array.ndim == 0:
-        return _num(array) if array.dtype.kind == "f" else repr(array.item())
+        return _num(float(array)) if array.dtype.kind == "f" else repr(array.item())
     return np.array2string(array, precision=6, threshold=24, edgeitems=3,
                            separator=", ", max_line_width=10_000)

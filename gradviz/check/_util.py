@@ -35,8 +35,8 @@ class OnClones:
     leaf, so gradients still reach the leaf, and the caller's tensors stay as they were.
     """
 
-    IN_PLACE_NOTE = ("forward changes its input in place (ctx.mark_dirty): it was called on clones of "
-                     "the inputs, so inputs_unchanged could not see changes to them")
+    IN_PLACE_NOTE = ("forward changes its input in place (ctx.mark_dirty): it was called on clones "
+                     "of the inputs, so inputs_unchanged could not see changes to them")
 
     def __init__(self, function: Any) -> None:
         self.function = function
@@ -96,7 +96,11 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
 def where_changed(name: str, before: torch.Tensor, after: torch.Tensor) -> str:
     if before.shape != after.shape:
         return f"{name} changed shape from {tuple(before.shape)} to {tuple(after.shape)}"
-    diff = (before != after) & ~(before.isnan() & after.isnan()) if before.is_floating_point() else before != after
+    diff = (
+        (before != after) & ~(before.isnan() & after.isnan())
+        if before.is_floating_point()
+        else before != after
+    )
     idx = torch.nonzero(diff)
     if len(idx) == 0:
         return f"{name} kept its values but its version counter moved (an in-place op ran on it)"
@@ -115,7 +119,8 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def example_line(inputs: Sequence[np.ndarray], dtype: torch.dtype, tensor_flags: Sequence[bool]) -> str:
+def example_line(inputs: Sequence[np.ndarray], dtype: torch.dtype,
+                 tensor_flags: Sequence[bool]) -> str:
     """An ``@example(...)`` line that replays these inputs exactly (floats print round-trip)."""
     parts = []
     for array, is_tensor in zip(inputs, tensor_flags, strict=True):
@@ -125,7 +130,8 @@ def example_line(inputs: Sequence[np.ndarray], dtype: torch.dtype, tensor_flags:
         if not is_tensor:
             parts.append(repr(array.item()) if array.ndim == 0 else repr(array.tolist()))
         elif array.dtype.kind == "f":
-            parts.append(f"torch.tensor({array.astype(np.float64).tolist()!r}, dtype=torch.{str(dtype).split('.')[-1]})")
+            parts.append(f"torch.tensor({array.astype(np.float64).tolist()!r}, "
+                         f"dtype=torch.{str(dtype).split('.')[-1]})")
         else:
             parts.append(f"torch.tensor({array.tolist()!r}, dtype=torch.{array.dtype})")
     return f"@example(inputs=({', '.join(parts)},))"
@@ -143,13 +149,16 @@ def jacobian_message(result: JacobianResult, layout: Layout, x: np.ndarray) -> s
         at = f"at {layout.column(v.column)} = {x[v.column]:.6g}"
         if v.kink:
             seen = f" (or the slopes at {nearby} nearby points)" if nearby else ""
-            return (f"backward gives {v.where} = {v.actual:.6g} {at}, a kink or tie, but a gradient there "
-                    f"must lie between the one-sided slopes {v.low:.6g} .. {v.high:.6g}{seen}; {count}")
+            return (f"backward gives {v.where} = {v.actual:.6g} {at}, a kink or tie, but a "
+                    f"gradient there must lie between the one-sided slopes {v.low:.6g} .. "
+                    f"{v.high:.6g}{seen}; {count}")
         seen = f" (the same at {nearby} nearby points)" if nearby else ""
-        return (f"backward gives {v.where} = {v.actual:.6g} {at}, but the function's slope there is "
-                f"{v.central:.6g}{seen}; {count}")
+        return (f"backward gives {v.where} = {v.actual:.6g} {at}, but the function's slope there "
+                f"is {v.central:.6g}{seen}; {count}")
     seen = f" (also at {nearby} nearby points)" if nearby else ""
-    tie = (": the inputs tie here, and a tie rule must not hand the full gradient to every tied input"
+    tie = (": the inputs tie here, and a tie rule must not hand the full gradient to every tied "
+           "input"
            if v.tie else "")
-    return (f"backward gives {v.where} = {v.actual:.6g} (its gradient entries summed along that direction), "
-            f"but the function changes at a rate of {v.low:.6g} .. {v.high:.6g} that way{seen}{tie}; {count}")
+    return (f"backward gives {v.where} = {v.actual:.6g} (its gradient entries summed along that "
+            f"direction), but the function changes at a rate of {v.low:.6g} .. {v.high:.6g} that "
+            f"way{seen}{tie}; {count}")

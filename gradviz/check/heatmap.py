@@ -28,16 +28,21 @@ def heatmap_svg(matrix: np.ndarray, title: str = "", *, cell: int = 22, scale: f
     left = 8 + 7 * max((len(r) for r in row_labels), default=0)
     top = 24 + (14 if col_labels else 0)
     width, height = left + cell * m.shape[1] + 8, top + cell * m.shape[0] + 8
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="gradviz-heatmap" width="{width}" height="{height}" font-family="Helvetica" font-size="10">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="gradviz-heatmap" width="{width}" '
+             f'height="{height}" font-family="Helvetica" font-size="10">',
              f'<text x="{left}" y="14" font-size="12">{html.escape(title)}</text>']
     for j, label in enumerate(col_labels[: m.shape[1]]):
-        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 4}" text-anchor="middle">{html.escape(label)}</text>')
+        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 4}" '
+                     f'text-anchor="middle">{html.escape(label)}</text>')
     for i in range(m.shape[0]):
         if i < len(row_labels):
-            parts.append(f'<text x="{left - 4}" y="{top + i * cell + cell * 0.65}" text-anchor="end">{html.escape(row_labels[i])}</text>')
+            parts.append(f'<text x="{left - 4}" y="{top + i * cell + cell * 0.65}" '
+                         f'text-anchor="end">{html.escape(row_labels[i])}</text>')
         for j in range(m.shape[1]):
             v = m[i, j]
             fill = _colour(v, scale) if np.isfinite(v) else "#ffe066"
-            parts.append(f'<rect x="{left + j * cell}" y="{top + i * cell}" width="{cell - 1}" height="{cell - 1}" fill="{fill}"><title>[{i},{j}] = {v:.6g}</title></rect>')
+            parts.append(f'<rect x="{left + j * cell}" y="{top + i * cell}" width="{cell - 1}" '
+                         f'height="{cell - 1}" fill="{fill}"><title>[{i},{j}] = '
+                         f'{v:.6g}</title></rect>')
     parts.append("</svg>")
     return "".join(parts)

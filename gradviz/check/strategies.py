@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,10 +28,12 @@ from gradviz.errors import ArgumentError
 __all__ = ["broadcastable_shapes", "function_inputs", "shapes", "tensors"]
 
 Shape = tuple[int, ...]
+Width = Literal[16, 32, 64]  # the float widths st.floats accepts
 
 # Bit width Hypothesis draws floats at, per torch dtype (bfloat16 values are rounded after).
-_WIDTH = {torch.float64: 64, torch.float32: 32, torch.float16: 16, torch.bfloat16: 32}
-_NUMPY = {64: np.float64, 32: np.float32, 16: np.float16}
+_WIDTH: dict[torch.dtype, Width] = {torch.float64: 64, torch.float32: 32, torch.float16: 16,
+                                    torch.bfloat16: 32}
+_NUMPY: dict[Width, type[np.floating[Any]]] = {64: np.float64, 32: np.float32, 16: np.float16}
 _MAX_DIMS = 8
 
 
@@ -166,7 +168,8 @@ def check_shape(argument: str, shape: Any) -> Shape:
     if not isinstance(shape, (tuple, list)) or not all(
         isinstance(side, (int, np.integer)) and not isinstance(side, bool) for side in shape
     ):
-        raise ArgumentError(argument, shape, "a shape is a tuple of ints, e.g. (4, 3) or () for a scalar")
+        raise ArgumentError(argument, shape, "a shape is a tuple of ints, e.g. (4, 3) or () for a "
+                            "scalar")
     if any(side < 0 for side in shape):
         raise ArgumentError(argument, shape, "sides must be >= 0")
     if len(shape) > _MAX_DIMS:
@@ -182,20 +185,22 @@ def _check_int(argument: str, value: Any, *, low: int, high: int | None = None) 
         raise ArgumentError(argument, value, f"must be {bound}")
 
 
-def _width(dtype: Any) -> int:
+def _width(dtype: Any) -> Width:
     if dtype not in _WIDTH:
         raise ArgumentError(
-            "dtype", dtype, "pass a float dtype: torch.float64, torch.float32, torch.float16 or torch.bfloat16"
+            "dtype", dtype, "pass a float dtype: torch.float64, torch.float32, torch.float16 or "
+            "torch.bfloat16"
         )
     return _WIDTH[dtype]
 
 
-def _check_range(min_value: Any, max_value: Any, width: int) -> tuple[float, float]:
+def _check_range(min_value: Any, max_value: Any, width: Width) -> tuple[float, float]:
     for name, value in (("min_value", min_value), ("max_value", max_value)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
             raise ArgumentError(name, value, "pass a finite number")
         if not math.isfinite(float(value)):
-            raise ArgumentError(name, value, "pass a finite number; infinite inputs make every derivative undefined")
+            raise ArgumentError(name, value, "pass a finite number; infinite inputs make every "
+                                "derivative undefined")
     low, high = float(min_value), float(max_value)
     if not low < high:
         raise ArgumentError("max_value", max_value, f"must be greater than min_value={min_value!r}")
@@ -207,7 +212,8 @@ def _check_range(min_value: Any, max_value: Any, width: int) -> tuple[float, flo
     if float(high_w) > high:
         high_w = np.nextafter(high_w, kind(-np.inf))
     if not float(low_w) < float(high_w):
-        raise ArgumentError("max_value", max_value, "the range holds no two distinct values at this dtype")
+        raise ArgumentError("max_value", max_value, "the range holds no two distinct values at "
+                            "this dtype")
     return float(low_w), float(high_w)
 
 
@@ -215,9 +221,11 @@ def _check_zeros(zeros: Any, low: float, high: float) -> bool:
     if zeros is None:
         return low <= 0.0 <= high
     if not isinstance(zeros, bool):
-        raise ArgumentError("zeros", zeros, "pass True, False or None (zeros whenever 0 is in range)")
+        raise ArgumentError("zeros", zeros, "pass True, False or None (zeros whenever 0 is in "
+                            "range)")
     if zeros and not low <= 0.0 <= high:
         raise ArgumentError(
-            "zeros", zeros, f"0 is outside [{low}, {high}]; pass zeros=False or a range that contains 0"
+            "zeros", zeros, f"0 is outside [{low}, {high}]; pass zeros=False or a range that "
+            "contains 0"
         )
     return zeros

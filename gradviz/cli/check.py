@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("target", help="path/to/file.py:ClassName")
     parser.add_argument("--shapes", help="one shape per input, e.g. 4x3,3 ('()' for a scalar); "
                         "default: one small shared shape for every input")
-    parser.add_argument("--max-examples", type=int, default=100, help="Hypothesis examples (default 100)")
+    parser.add_argument("--max-examples", type=int, default=100, help="Hypothesis examples "
+                        "(default 100)")
     parser.add_argument("--seed", type=int, default=None, help="seed, for a reproducible run")
     parser.add_argument("--dtype", choices=_DTYPES, default="float64", help="dtype of the inputs")
     parser.add_argument("--checks", help="'all' (every check that applies) or a comma-separated "
@@ -94,7 +95,11 @@ def load_function(target: str) -> type[torch.autograd.Function]:
     module = _import(path)
     if not hasattr(module, name):
         found = [n for n, v in vars(module).items() if _is_function(v)]
-        hint = f"Functions in the file: {', '.join(found)}" if found else "the file defines no Function subclass"
+        hint = (
+            f"Functions in the file: {', '.join(found)}"
+            if found
+            else "the file defines no Function subclass"
+        )
         raise ArgumentError("target", target, f"{path.name} has no class {name!r}; {hint}")
     fn = getattr(module, name)
     if not _is_function(fn):
@@ -103,7 +108,11 @@ def load_function(target: str) -> type[torch.autograd.Function]:
 
 
 def _is_function(value: Any) -> bool:
-    return isinstance(value, type) and issubclass(value, torch.autograd.Function) and value is not torch.autograd.Function
+    return (
+        isinstance(value, type)
+        and issubclass(value, torch.autograd.Function)
+        and value is not torch.autograd.Function
+    )
 
 
 def _import(path: Path) -> Any:
@@ -116,7 +125,8 @@ def _import(path: Path) -> Any:
     try:
         spec.loader.exec_module(module)
     except Exception as error:  # the user's file: report, don't crash
-        raise ArgumentError("target", str(path), f"importing it raised {type(error).__name__}: {error}") from error
+        raise ArgumentError("target", str(path), f"importing it raised {type(error).__name__}: "
+                            f"{error}") from error
     finally:
         if sys.path and sys.path[0] == folder:
             sys.path.pop(0)

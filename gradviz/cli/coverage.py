@@ -33,16 +33,20 @@ _SHORT = {"relative": "rel", "relative to the node's largest gradient": "rel/max
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradviz.cli.coverage", description=__doc__.splitlines()[0])
-    parser.add_argument("--big", action="store_true", help="also the 12/24-layer transformers, ResNet-50-like and the 25k chain")
+    parser = argparse.ArgumentParser(prog="python -m gradviz.cli.coverage",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--big", action="store_true", help="also the 12/24-layer transformers, "
+                        "ResNet-50-like and the 25k chain")
     args = parser.parse_args(argv)
     rows = coverage_table(include_big=args.big)
-    print(f"{'program':34} {'op steps':>8} {'NumPy':>6} {'f.d.':>5} {'coverage':>9} {'agree':>6} {'worst (measure)':>16}  missing")
+    print(f"{'program':34} {'op steps':>8} {'NumPy':>6} {'f.d.':>5} {'coverage':>9} {'agree':>6} "
+          f"{'worst (measure)':>16}  missing")
     for r in rows:
         w = r["worst_check"]
         worst = "—" if w is None else f"{w['value']:.1e} {_SHORT[w['measure']]}"
         print(f"{r['source']:34} {r['op_steps']:>8} {r['numpy']:>6} {r['finite_differences']:>5} "
-              f"{r['coverage']:>8.1%} {r['agreeing']:>6} {worst:>16}  {', '.join(r['missing']) or '—'}")
+              f"{r['coverage']:>8.1%} {r['agreeing']:>6} {worst:>16}  "
+              f"{', '.join(r['missing']) or '—'}")
     ops = sum(r["op_steps"] for r in rows)
     covered = sum(r["numpy"] for r in rows)
     agreeing = sum(r["agreeing"] for r in rows)

@@ -21,7 +21,8 @@ def _app_file() -> pathlib.Path:
 def _cmd_app(args: argparse.Namespace, extra: list[str]) -> int:
     app = _app_file()
     if not app.is_file():
-        print(f"gradviz app: {app} not found; run it from a checkout of the gradviz repository", file=sys.stderr)
+        print(f"gradviz app: {app} not found; run it from a checkout of the gradviz repository",
+              file=sys.stderr)
         return 2
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app),
@@ -53,36 +54,46 @@ def _cmd_render(args: argparse.Namespace) -> int:
         }
     path = render(graph, args.output, format=args.format, view=args.view, **options)
     counts = graph.counts()
-    print(f"{path}: {len(graph)} nodes ({counts['op']} ops, {counts['param']} params, {counts['leaf']} leaves)")
+    print(f"{path}: {len(graph)} nodes ({counts['op']} ops, {counts['param']} params, "
+          f"{counts['leaf']} leaves)")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradviz", description="See and check PyTorch's autograd.")
+    parser = argparse.ArgumentParser(prog="gradviz",
+                                     description="See and check PyTorch's autograd.")
     sub = parser.add_subparsers(dest="command", required=True)
     app = sub.add_parser("app", help="start the Streamlit app")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--address", default="127.0.0.1")
-    app.add_argument("--no-user-code", action="store_true", help="turn off pages that run code typed in the browser")
+    app.add_argument("--no-user-code", action="store_true", help="turn off pages that run code "
+                     "typed in the browser")
     render = sub.add_parser("render", help="draw a program's autograd graph")
-    render.add_argument("program", help="an example or preset name (see `gradviz examples`), model:NAME[@SHAPE] "
-                        "(model:resnet18, model:hf:bert@1x16) or file.py[:name]")
-    render.add_argument("-o", "--output", required=True, help="out.svg, out.png, out.dot or out.json")
-    render.add_argument("--format", choices=("dot", "svg", "png", "json"), help="default: from the output's suffix")
+    render.add_argument("program", help="an example or preset name (see `gradviz examples`), "
+                        "model:NAME[@SHAPE] (model:resnet18, model:hf:bert@1x16) or file.py[:name]")
+    render.add_argument("-o", "--output", required=True, help="out.svg, out.png, out.dot or "
+                        "out.json")
+    render.add_argument("--format", choices=("dot", "svg", "png", "json"), help="default: from the "
+                        "output's suffix")
     render.add_argument("--saved", action="store_true", help="list saved tensors in each op")
-    render.add_argument("--attrs", action="store_true", help="list saved non-tensor values (dim, stride...)")
+    render.add_argument("--attrs", action="store_true", help="list saved non-tensor values (dim, "
+                        "stride...)")
     render.add_argument("--no-cluster", action="store_true", help="do not box ops by module")
     render.add_argument("--depth", type=int, help="collapse modules below this depth")
     render.add_argument("--budget", type=int, default=500, help="most nodes to draw; 0 draws all")
     render.add_argument("--rankdir", default="TB", choices=("TB", "BT", "LR", "RL"))
     render.add_argument(
-        "--view", default="default", choices=("default", "rolled", "forward"),  # export.VIEWS, without importing torch
-        help="default: modules collapse to fit; rolled: repeated blocks as one node (slides); forward: modules and their data flow",
+        "--view", default="default",
+        choices=("default", "rolled", "forward"),  # export.VIEWS, without importing torch
+        help="default: modules collapse to fit; rolled: repeated blocks as one node (slides); "
+        "forward: modules and their data flow",
     )
     render.add_argument("--seed", type=int, default=0)
-    sub.add_parser("animate", help="play backward as HTML or GIF (PROGRAM --out FILE)", add_help=False)
+    sub.add_parser("animate", help="play backward as HTML or GIF (PROGRAM --out FILE)",
+                   add_help=False)
     sub.add_parser("examples", help="list the example programs")
-    sub.add_parser("check", help="property-test a custom autograd Function (file.py:Class --shapes 4x3,3)", add_help=False)
+    sub.add_parser("check", help="property-test a custom autograd Function (file.py:Class --shapes "
+                   "4x3,3)", add_help=False)
     sub.add_parser(
         "flow", help="train a preset, export its gradient flow (PRESET --steps N --out DIR)",
         add_help=False,

@@ -48,15 +48,21 @@ def load_program(spec: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     file_part, _, name = spec.partition(":") if not pathlib.Path(spec).exists() else (spec, "", "")
     path = pathlib.Path(file_part)
     if not path.is_file():
-        raise ArgumentError("program", spec, "give an existing .py file, optionally with :name (e.g. net.py:main), or an example name")
+        raise ArgumentError("program", spec, "give an existing .py file, optionally with :name "
+                            "(e.g. net.py:main), or an example name")
     module = _import_file(path)
-    modules = {k: v for k, v in vars(module).items() if isinstance(v, nn.Module) and not k.startswith("_")}
+    modules = {
+        k: v for k, v in vars(module).items() if isinstance(v, nn.Module) and not k.startswith("_")
+    }
     model = modules.get("model")
     if not name:
         if callable(getattr(module, "main", None)):
             name = "main"
         else:
-            name = next((n for n in _DEFAULT_NAMES if isinstance(getattr(module, n, None), torch.Tensor)), "")
+            name = next(
+                (n for n in _DEFAULT_NAMES if isinstance(getattr(module, n, None), torch.Tensor)),
+                "",
+            )
     if not name:
         raise ProgramError(
             f"{path} defines no main() and no tensor named {', '.join(_DEFAULT_NAMES)}: "
@@ -83,7 +89,9 @@ def load_program(spec: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if model is not None:
         kwargs["model"] = model
     elif modules:
-        kwargs["params"] = {f"{var}.{n}": p for var, m in modules.items() for n, p in m.named_parameters()}
+        kwargs["params"] = {
+            f"{var}.{n}": p for var, m in modules.items() for n, p in m.named_parameters()
+        }
     return tuple(outputs), kwargs
 
 

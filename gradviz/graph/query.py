@@ -44,10 +44,6 @@ def search(graph: Graph, query: str) -> list[str]:
     return out
 
 
-def _dims(shape: tuple[int, ...] | None) -> str:
-    return shape_text(shape, "?")
-
-
 def inspect(
     graph: Graph,
     node_id: str,
@@ -99,7 +95,7 @@ def inspect(
         "module": node.module,
         "module_type": graph.module_types.get(node.module or ""),
         "shape": node.shape,
-        "shape_text": _dims(node.shape),
+        "shape_text": shape_text(node.shape, "?"),
         "dtype": node.dtype,
         "saved": [
             {
@@ -189,9 +185,9 @@ def _inspect_module(graph: Graph, path: str) -> dict[str, Any]:
         "params": params,
         "param_count": sum(math.prod(p["shape"] or ()) for p in params),
         "input_shapes": sorted(
-            {_dims(graph.node(s).shape) for s in ins if graph.node(s).kind == "op"}
+            {shape_text(graph.node(s).shape, "?") for s in ins if graph.node(s).kind == "op"}
         ),
-        "output_shapes": sorted({_dims(graph.node(s).shape) for s in outs}),
+        "output_shapes": sorted({shape_text(graph.node(s).shape, "?") for s in outs}),
         "members": members,
     }
 

@@ -36,6 +36,7 @@ __all__ = [
 MODULE_TAG = "gradviz.module"
 # The type of leaf-accumulating nodes; isinstance is far cheaper than hasattr(fn, "variable"),
 # which raises (and swallows) an AttributeError for every other node.
+# torch's stubs do not declare the private torch._C._functions module
 _ACCUMULATE = torch._C._functions.AccumulateGrad  # type: ignore[attr-defined]
 
 
@@ -403,7 +404,8 @@ _STACK_SIZE_LOCK = threading.Lock()
 def _probe_sequence_nr() -> int:
     # Older torch has no getter: make a throwaway node and read its number.
     probe = torch.zeros((), requires_grad=True).clone()
-    return int(probe.grad_fn._sequence_nr())  # type: ignore[union-attr]
+    assert probe.grad_fn is not None  # clone() of a tensor that requires grad records a node
+    return int(probe.grad_fn._sequence_nr())
 
 
 _current_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", _probe_sequence_nr)

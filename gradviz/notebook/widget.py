@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, TypedDict
 
 import anywidget
 import graphviz
@@ -26,6 +26,7 @@ from gradviz.draw.dot import to_dot
 from gradviz.draw.items import DEFAULT_BUDGET
 from gradviz.errors import ArgumentError, GradvizError
 from gradviz.graph.model import Graph
+from gradviz.graph.paths import shape_text
 from gradviz.graph.tracing import capture
 
 __all__ = ["GraphView", "GraphWidget", "details_of", "svg_of", "widget"]
@@ -73,10 +74,9 @@ class GraphView(anywidget.AnyWidget):
     found = traitlets.Unicode("").tag(sync=True)
 
 
-def _dims(shape: Sequence[int] | None) -> str:
-    if shape is None:
-        return "?"
-    return "×".join(map(str, shape)) or "scalar"
+class _DotOptions(TypedDict):
+    show_saved: bool
+    cluster: bool
 
 
 def _stats_text(stats: Mapping[str, Any] | None) -> str:
@@ -94,13 +94,13 @@ def _node_rows(info: Mapping[str, Any]) -> list[list[str]]:
     if info.get("module"):
         kind = f" ({info['module_type']})" if info.get("module_type") else ""
         rows.append(["module", info["module"] + kind])
-    rows.append(["shape", info.get("shape_text") or _dims(info.get("shape"))])
+    rows.append(["shape", info.get("shape_text") or shape_text(info.get("shape"), "?")])
     rows.append(["dtype", info.get("dtype") or "—"])
     if info.get("value"):
         rows.append(["value", _stats_text(info["value"]).strip(" ()")])
     for s in info.get("saved", []):
-        rows.append([f"saved {s['name']}", f"{_dims(s['shape'])} {s['dtype'] or ''}".strip()
-                     + _stats_text(s.get("stats"))])
+        saved = f"{shape_text(s['shape'], '?')} {s['dtype'] or ''}".strip()
+        rows.append([f"saved {s['name']}", saved + _stats_text(s.get("stats"))])
     if info.get("inputs"):
         rows.append(["inputs", ", ".join(i["label"] for i in info["inputs"][:6])])
     return rows
@@ -150,7 +150,7 @@ class GraphWidget(GraphView):
         self._stats = dict(stats or {})
         self._budget = budget
         self._depth = depth
-        self._options = {"show_saved": show_saved, "cluster": cluster}
+        self._options: _DotOptions = {"show_saved": show_saved, "cluster": cluster}
         self.state = ex.default_state(graph, budget=budget, depth=depth)
         self.view = ex.plan(graph, self.state, budget=budget)
         self.matches: list[str] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -47,7 +47,10 @@ class Network(nn.Sequential):
         return spec_to_text(self.spec)
 
 
-def on_meta(make: Callable[[], nn.Module]) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def on_meta(make: Callable[[], M]) -> M:
     """Construct a module without running its random init (allocate, values unset).
 
     Layers draw their default init from the global RNG as they are made; made on the
@@ -59,7 +62,7 @@ def on_meta(make: Callable[[], nn.Module]) -> nn.Module:
     return module.to_empty(device="cpu")
 
 
-def init_parameters(model: nn.Module, seed: int) -> nn.Module:
+def init_parameters(model: M, seed: int) -> M:
     """Run torch's default init of every layer again, drawing from a private generator.
 
     Linear and Conv2d get the distributions of their ``reset_parameters``; layers with a

@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -112,6 +112,14 @@ def _checkpoint_dict(result_or_model: Any, optimizer: Any) -> dict[str, Any]:
 
 def _is_destination(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike)) or hasattr(value, "write")
+
+
+@overload
+def save_checkpoint(result_or_model: TrainResult | nn.Module) -> bytes: ...
+@overload
+def save_checkpoint(
+    result_or_model: TrainResult | nn.Module, optimizer: Any = None, path_or_buffer: Any = None
+) -> bytes | None: ...
 
 
 def save_checkpoint(

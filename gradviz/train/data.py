@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
 TASKS = ("classification", "regression", "random-regression")
+
+
+# a tensor stays a tensor and a missing split stays None through `TrainData.to`
+_MaybeTensor = TypeVar("_MaybeTensor", torch.Tensor, torch.Tensor | None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +89,7 @@ class TrainData:
     def to(self, dtype: torch.dtype) -> TrainData:
         """The same data with floating inputs/targets cast to ``dtype`` (labels stay ints)."""
 
-        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+        def cast(t: _MaybeTensor) -> _MaybeTensor:
             return t.to(dtype) if t is not None and t.is_floating_point() else t
 
         return replace(

@@ -335,7 +335,7 @@ class GradientFlow:
         idx = [i for i, p in enumerate(self._params) if p.grad is not None]
         if not idx:
             return out
-        grads = [self._params[i].grad for i in idx]
+        grads = [g for i in idx if (g := self._params[i].grad) is not None]
         # four fused reductions over every gradient, then one copy to NumPy
         norms = [v for o in (2, 1, math.inf, 0) for v in torch._foreach_norm(grads, o)]
         table = torch.stack(norms).double().numpy().reshape(4, len(grads))

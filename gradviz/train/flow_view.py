@@ -185,11 +185,12 @@ def _columns(
     seen: list[tuple[str, nn.Module, torch.Tensor]],
     inputs: torch.Tensor,
     grid: int,
-    box: tuple[float, ...],
+    box: tuple[float, float, float, float],
 ) -> NeuronView:
     n = grid * grid
     columns = [inputs.T.reshape(2, grid, grid).double().numpy()]
-    names, edges = ["input"], [None]
+    names: list[str] = ["input"]
+    edges: list[np.ndarray | None] = [None]
     for name, mod, out in seen:
         if out.ndim != 2 or out.shape[0] != n:
             continue
@@ -201,7 +202,7 @@ def _columns(
             names.append(name)
         else:  # an activation after the layer: show what the units send on
             columns[-1], names[-1] = image, name
-    return NeuronView(tuple(columns), tuple(names), tuple(edges[1:]), tuple(box))  # type: ignore[arg-type]
+    return NeuronView(tuple(columns), tuple(names), tuple(edges[1:]), box)
 
 
 def _unit_rgb(image: np.ndarray) -> np.ndarray:
@@ -245,7 +246,8 @@ def neuron_png(view: NeuronView, *, cell: int = 48, gap: int = 56) -> bytes:
                 draw.line(ends, fill=colour, width=thick)
     for k, col in enumerate(view.columns):
         for u in range(col.shape[0]):
-            tile = Image.fromarray(_unit_rgb(col[u])).resize((cell, cell), Image.NEAREST)
+            tile = Image.fromarray(_unit_rgb(col[u]))
+            tile = tile.resize((cell, cell), Image.Resampling.NEAREST)
             img.paste(tile, top_left(k, u))
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -111,7 +111,7 @@ def _step_autograd(
                 # seed 002's own words: W.data = W.data - alpha * W.grad; W.grad.zero_()
                 p.data = p.data - lr * p.grad
             else:
-                p -= lr * p.grad
+                p.sub_(lr * p.grad)  # in place, as `p -= lr * p.grad`
             p.grad.zero_()
     return loss.item()
 
@@ -245,8 +245,9 @@ def _one_step(plan: Plan, step: int, idx: torch.Tensor | None) -> float:
             return float(plan.program.step(plan.arrays[0][ii], plan.arrays[1][ii], plan.lr))
         xb = X if idx is None else X[idx]
         yb = y if idx is None else y[idx]
-        if plan.style == "manual-backward":
-            return float(plan.preset.manual_step_fn(plan.model, xb, yb, plan.lr))
+        step_fn = plan.preset.manual_step_fn  # the table sets it with "manual-backward"
+        if plan.style == "manual-backward" and step_fn is not None:
+            return float(step_fn(plan.model, xb, yb, plan.lr))
         return _step_autograd(plan.style, plan.preset, plan.model, xb, yb, plan.lr, plan.opt)
     except (RuntimeError, ValueError, IndexError) as exc:
         if step != plan.start:
@@ -328,8 +329,9 @@ def run_steps(
     rng = seeded_global_rng(plan.seed, plan.resume_rng) if seeded else contextlib.nullcontext()
     # A callback object with attach(model, optimizer) (a GradientFlow) hooks the network
     # this run trains; its detach() runs when the run ends, also on error.
-    if callable(getattr(callback, "attach", None)):
-        callback.attach(plan.model, plan.opt)  # type: ignore[union-attr]
+    attach, detach = getattr(callback, "attach", None), getattr(callback, "detach", None)
+    if callable(attach):
+        attach(plan.model, plan.opt)
     t0 = time.perf_counter()
     rng_state = None
     try:
@@ -340,6 +342,6 @@ def run_steps(
                 rng_state = torch.get_rng_state()
     finally:
         plan.model.train(was_training)
-        if callable(getattr(callback, "detach", None)):
-            callback.detach()  # type: ignore[union-attr]
+        if callable(detach):
+            detach()
     return Outcome(step, stopped, diverged, rng_state, time.perf_counter() - t0)

@@ -100,4 +100,6 @@ def _make_optimizer(
         raise ArgumentError(
             "model", "no parameters", "the network has nothing to train; add a layer with weights"
         )
-    return OPTIMIZERS[name](params, lr=lr, **kwargs)
+    # every class here takes lr=; torch.optim.Optimizer's own __init__ does not
+    make: Callable[..., torch.optim.Optimizer] = OPTIMIZERS[name]
+    return make(params, lr=lr, **kwargs)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from gradviz.errors import ArgumentError
 
@@ -185,10 +186,10 @@ class _Frame:
     y0: float
     y1: float
 
-    def px(self, x: np.ndarray) -> np.ndarray:
+    def px(self, x: ArrayLike) -> np.ndarray:
         return self.left + (np.asarray(x, float) - self.x0) / (self.x1 - self.x0) * (self.width - 1)
 
-    def py(self, y: np.ndarray) -> np.ndarray:
+    def py(self, y: ArrayLike) -> np.ndarray:
         return self.top + (self.y1 - np.asarray(y, float)) / (self.y1 - self.y0) * (self.height - 1)
 
 

@@ -54,7 +54,7 @@ def _gen(seed: int) -> torch.Generator:
 # How a module's parameters map to the common layout [(W, b), ...] with W (in × out) as in
 # X·W + b: ("in_out", W, b) direct, ("out_in", W, b) transposed (nn.Linear), ("folded", W)
 # with the bias as W's last row (seed 002's column of ones).
-Slot = tuple[str, nn.Parameter, nn.Parameter | None]
+Slot = tuple[str, torch.Tensor, torch.Tensor | None]
 
 
 def _weight_tensor(value: Any, what: str, dtype: torch.dtype) -> torch.Tensor:
@@ -103,7 +103,8 @@ class Preset:
     spec: str | None = None
     input_shape: tuple[int, ...] | None = None
     digit_layout: str | None = None
-    weight_slots: Callable[[nn.Module], list[Slot]] | None = field(default=None, repr=False)
+    # takes the model `make_model` built (each preset its own class), like `manual_step_fn`
+    weight_slots: Callable[..., list[Slot]] | None = field(default=None, repr=False)
     manual_step_fn: Callable[..., float] | None = field(default=None, repr=False)
     numpy_fn: Callable[[nn.Module], Any] | None = field(default=None, repr=False)
 
@@ -227,6 +228,7 @@ class Preset:
                     if bias is None
                     else _weight_tensor(bias, f"layers[{i}][1]", w.dtype).reshape(-1)
                 )
+                expected: tuple[int, ...]
                 if kind == "folded":
                     if bt is None:
                         bt = torch.zeros(W.shape[-1], dtype=w.dtype)
@@ -294,7 +296,7 @@ def presets() -> dict[str, Preset]:
     return dict(_REGISTRY)
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str | Preset) -> Preset:
     """The preset called ``name``; an unknown name raises with the closest names."""
     if isinstance(name, Preset):
         return name

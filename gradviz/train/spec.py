@@ -175,7 +175,7 @@ def _parse_segment(index: int, segment: str) -> dict[str, Any]:
     return layer
 
 
-def parse_spec(spec: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def parse_spec(spec: str | Sequence[Mapping[str, Any] | str]) -> list[dict[str, Any]]:
     """Read text or a list of layer dicts into the canonical list of layer dicts.
 
     Checks layer names, field names and field types/ranges; shapes are checked by
@@ -249,7 +249,7 @@ def _compact_text(spec: list[dict[str, Any]]) -> str | None:
     return text
 
 
-def spec_to_text(spec: str | Sequence[Mapping[str, Any]]) -> str:
+def spec_to_text(spec: str | Sequence[Mapping[str, Any] | str]) -> str:
     """The canonical text of a spec: compact ``"2-3-4 tanh"`` when it fits, else ``A -> B``.
 
     ``spec_to_text(parse_spec(t)) == t`` for canonical text ``t``, and

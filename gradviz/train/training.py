@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gradviz.errors import ArgumentError, DataError
+from gradviz.train.builder import Network
 from gradviz.train.checkpoints import Checkpoint, _as_checkpoint, _load_model_state
 from gradviz.train.data import TrainData, as_train_data
 from gradviz.train.loop import _EVAL_CHUNK, Outcome, Plan, _limit_threads, _metrics, run_steps
@@ -30,6 +31,7 @@ from gradviz.train.optimizers import (
 )
 from gradviz.train.recipe import Preset, get_preset
 from gradviz.train.results import TrainResult
+from gradviz.train.spec import spec_to_text
 
 __all__ = ["train"]
 
@@ -39,7 +41,6 @@ def _adhoc_preset(
 ) -> Preset:
     """A preset-shaped description of a user's own module, so one loop trains everything."""
     fn, name, reduction = _resolve_loss(loss, data.task, loss_reduction)
-    spec = getattr(model, "spec", None)
     input_shape = getattr(model, "input_shape", None)
     return Preset(
         name="(your model)",
@@ -55,7 +56,7 @@ def _adhoc_preset(
         make_data=lambda s: data,
         steps=100,
         loss_reduction=reduction,
-        spec=spec if isinstance(spec, list) else None,
+        spec=spec_to_text(model.spec) if isinstance(model, Network) else None,
         input_shape=tuple(input_shape) if input_shape is not None else None,
     )
 

@@ -48,7 +48,8 @@ def _example(name: str, class_name: str, correct: bool, description: str, source
 
 _EXAMPLES = (
     # ------------------------------------------------------------------ correct
-    _example("relu", "MyReLU", True, "The tutorial's MyReLU: clamp(min=0), gradient masked where input < 0. "
+    _example("relu", "MyReLU", True,
+             "The tutorial's MyReLU: clamp(min=0), gradient masked where input < 0. "
              "At 0 it passes the gradient on, which lies between the one-sided slopes 0 and 1.", """
         import torch
 
@@ -79,7 +80,8 @@ _EXAMPLES = (
                 x, = ctx.saved_tensors
                 return grad_output * torch.sign(x)
         """, ((5,),)),
-    _example("clamp", "MyClamp", True, "clamp(x, -1, 1): gradient 1 inside, 0 outside, 1 on the edges.", """
+    _example("clamp", "MyClamp", True,
+             "clamp(x, -1, 1): gradient 1 inside, 0 outside, 1 on the edges.", """
         import torch
 
         class MyClamp(torch.autograd.Function):
@@ -93,7 +95,8 @@ _EXAMPLES = (
                 x, = ctx.saved_tensors
                 return grad_output * ((x >= -1.0) & (x <= 1.0)).to(grad_output.dtype)
         """, ((5,),)),
-    _example("maximum_split_ties", "Maximum", True, "max(a, b) elementwise; on a tie each input gets half "
+    _example("maximum_split_ties", "Maximum", True,
+             "max(a, b) elementwise; on a tie each input gets half "
              "the gradient.", """
         import torch
 
@@ -109,7 +112,8 @@ _EXAMPLES = (
                 share_a = (a > b).to(grad_output.dtype) + 0.5 * (a == b).to(grad_output.dtype)
                 return grad_output * share_a, grad_output * (1 - share_a)
         """, ((4,), (4,))),
-    _example("maximum_first_wins", "MaximumFirstWins", True, "max(a, b); on a tie the first input gets the "
+    _example("maximum_first_wins", "MaximumFirstWins", True,
+             "max(a, b); on a tie the first input gets the "
              "whole gradient. One-sided, but still between the one-sided slopes: correct.", """
         import torch
 
@@ -125,8 +129,10 @@ _EXAMPLES = (
                 first = (a >= b).to(grad_output.dtype)
                 return grad_output * first, grad_output * (1 - first)
         """, ((4,), (4,))),
-    _example("sort", "Sort", True, "Sort along the last dim; returns values and indices (several outputs, "
-             "indices not differentiable). Backward scatters the gradient back through the indices.", """
+    _example("sort", "Sort", True,
+             "Sort along the last dim; returns values and indices (several outputs, "
+             "indices not differentiable). Backward scatters the gradient back through the "
+             "indices.", """
         import torch
 
         class Sort(torch.autograd.Function):
@@ -154,7 +160,8 @@ _EXAMPLES = (
             def backward(ctx, grad_output):
                 return torch.zeros_like(grad_output)
         """, ((5,),)),
-    _example("sigmoid", "Sigmoid", True, "The logistic sigmoid, gradient s·(1−s) from the saved output.", """
+    _example("sigmoid", "Sigmoid", True,
+             "The logistic sigmoid, gradient s·(1−s) from the saved output.", """
         import torch
 
         class Sigmoid(torch.autograd.Function):
@@ -184,7 +191,8 @@ _EXAMPLES = (
                 y, = ctx.saved_tensors
                 return grad_output * y
         """, ((5,),)),
-    _example("softplus", "Softplus", True, "log(1 + exp(x)), computed stably; gradient sigmoid(x).", """
+    _example("softplus", "Softplus", True,
+             "log(1 + exp(x)), computed stably; gradient sigmoid(x).", """
         import torch
 
         class Softplus(torch.autograd.Function):
@@ -198,7 +206,8 @@ _EXAMPLES = (
                 x, = ctx.saved_tensors
                 return grad_output * torch.sigmoid(x)
         """, ((5,),)),
-    _example("linear", "Linear", True, "y = x Wᵀ + b with the bias broadcast over rows; backward reduces "
+    _example("linear", "Linear", True,
+             "y = x Wᵀ + b with the bias broadcast over rows; backward reduces "
              "the bias gradient over the rows itself.", """
         import torch
 
@@ -213,7 +222,8 @@ _EXAMPLES = (
                 x, weight = ctx.saved_tensors
                 return grad_output @ weight, grad_output.t() @ x, grad_output.sum(0)
         """, ((3, 4), (2, 4), (2,))),
-    _example("sincos", "SinCos", True, "Two outputs, sin x and cos x; backward combines both gradients.", """
+    _example("sincos", "SinCos", True,
+             "Two outputs, sin x and cos x; backward combines both gradients.", """
         import torch
 
         class SinCos(torch.autograd.Function):
@@ -227,7 +237,8 @@ _EXAMPLES = (
                 x, = ctx.saved_tensors
                 return grad_sin * torch.cos(x) - grad_cos * torch.sin(x)
         """, ((4,),)),
-    _example("relu_in_place", "ReLUInPlace", True, "ReLU that overwrites its input and says so with "
+    _example("relu_in_place", "ReLUInPlace", True,
+             "ReLU that overwrites its input and says so with "
              "ctx.mark_dirty (like nn.ReLU(inplace=True)); checked on clones of the inputs.", """
         import torch
 
@@ -245,7 +256,8 @@ _EXAMPLES = (
                 return grad_output * (y > 0).to(grad_output.dtype)
         """, ((5,),)),
     # ------------------------------------------------------------------ buggy
-    _example("relu_forgot_mask", "ReLUForgotMask", False, "Backward passes grad_output through unmasked: "
+    _example("relu_forgot_mask", "ReLUForgotMask", False,
+             "Backward passes grad_output through unmasked: "
              "negative inputs get gradient 1 instead of 0.", """
         import torch
 
@@ -259,7 +271,8 @@ _EXAMPLES = (
             def backward(ctx, grad_output):
                 return grad_output.clone()
         """, ((5,),), "jacobian"),
-    _example("relu_wrong_threshold", "ReLUWrongThreshold", False, "Backward masks input < 0.5 instead of "
+    _example("relu_wrong_threshold", "ReLUWrongThreshold", False,
+             "Backward masks input < 0.5 instead of "
              "input < 0: inputs in [0, 0.5) lose their gradient.", """
         import torch
 
@@ -276,7 +289,8 @@ _EXAMPLES = (
                 grad_input[input < 0.5] = 0
                 return grad_input
         """, ((5,),), "jacobian"),
-    _example("relu_mutates_grad_output", "ReLUMutatesGradOutput", False, "Backward zeroes grad_output in "
+    _example("relu_mutates_grad_output", "ReLUMutatesGradOutput", False,
+             "Backward zeroes grad_output in "
              "place instead of a clone: the gradient is right, but other nodes sharing grad_output "
              "see it changed.", """
         import torch
@@ -293,7 +307,8 @@ _EXAMPLES = (
                 grad_output[input < 0] = 0
                 return grad_output
         """, ((5,),), "grad_output_unchanged"),
-    _example("linear_wrong_transpose", "LinearWrongTranspose", False, "Backward uses Wᵀ for the input "
+    _example("linear_wrong_transpose", "LinearWrongTranspose", False,
+             "Backward uses Wᵀ for the input "
              "gradient where W belongs; with a square W the shapes still fit.", """
         import torch
 
@@ -308,7 +323,8 @@ _EXAMPLES = (
                 x, weight = ctx.saved_tensors
                 return grad_output @ weight.t(), grad_output.t() @ x, grad_output.sum(0)
         """, ((2, 3), (3, 3), (3,)), "jacobian"),
-    _example("maximum_ties_both", "MaximumTiesBoth", False, "max(a, b) whose tie rule gives the full "
+    _example("maximum_ties_both", "MaximumTiesBoth", False,
+             "max(a, b) whose tie rule gives the full "
              "gradient to both inputs: a step along both moves the max by 1, not 2.", """
         import torch
 
@@ -323,7 +339,8 @@ _EXAMPLES = (
                 a, b = ctx.saved_tensors
                 return grad_output * (a >= b), grad_output * (b >= a)
         """, ((4,), (4,)), "jacobian"),
-    _example("linear_missing_bias_reduction", "LinearNoBiasReduction", False, "Backward returns the "
+    _example("linear_missing_bias_reduction", "LinearNoBiasReduction", False,
+             "Backward returns the "
              "bias gradient per row without summing; autograd sums it silently, so only a direct "
              "call to backward shows the wrong shape.", """
         import torch
@@ -339,8 +356,10 @@ _EXAMPLES = (
                 x, weight = ctx.saved_tensors
                 return grad_output @ weight, grad_output.t() @ x, grad_output
         """, ((3, 4), (2, 4), (2,)), "raw_backward", "warning"),
-    _example("relu_mutates_input", "ReLUMutatesInput", False, "Forward clamps its input in place: the "
-             "caller's tensor changes, and autograd later complains about an in-place operation.", """
+    _example("relu_mutates_input", "ReLUMutatesInput", False,
+             "Forward clamps its input in place: the "
+             "caller's tensor changes, and autograd later complains about an in-place "
+             "operation.", """
         import torch
 
         class ReLUMutatesInput(torch.autograd.Function):
@@ -354,8 +373,10 @@ _EXAMPLES = (
                 input, = ctx.saved_tensors
                 return grad_output * (input > 0)
         """, ((5,),), "inputs_unchanged"),
-    _example("sigmoid_float32_grad", "SigmoidFloat32Grad", False, "Backward computes in float32 and "
-             "returns float32 for a float64 input; autograd casts back silently, losing precision.", """
+    _example("sigmoid_float32_grad", "SigmoidFloat32Grad", False,
+             "Backward computes in float32 and "
+             "returns float32 for a float64 input; autograd casts back silently, losing "
+             "precision.", """
         import torch
 
         class SigmoidFloat32Grad(torch.autograd.Function):
@@ -370,7 +391,8 @@ _EXAMPLES = (
                 s, = ctx.saved_tensors
                 return (grad_output * s * (1 - s)).float()
         """, ((5,),), "raw_backward", "warning"),
-    _example("sigmoid_wrong_sign", "SigmoidWrongSign", False, "Backward returns −s·(1−s): wrong sign "
+    _example("sigmoid_wrong_sign", "SigmoidWrongSign", False,
+             "Backward returns −s·(1−s): wrong sign "
              "everywhere, even at 0.", """
         import torch
 

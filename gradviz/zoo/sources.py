@@ -1,16 +1,18 @@
 """One name for every program the app and the CLI can trace or step: examples and presets.
 
 A source key is ``"example:NAME"``, ``"preset:NAME"`` or ``"model:NAME"`` for a model of
-`gradviz.zoo.models` (``"model:resnet18"``, ``"model:hf:bert@1x16"``: an input shape after @). `build_source` builds the model and
-runs its forward under `capture`, optionally in float64 (where NumPy references agree to
-1e-7); `trace_source` and `step_source` return frozen results only, built in a thread with
-a large stack so freeing deep graphs is safe from any thread.
+`gradviz.zoo.models` (``"model:resnet18"``, ``"model:hf:bert@1x16"``: an input shape after
+@). `build_source` builds the model and runs its forward under `capture`, optionally in
+float64 (where NumPy references agree to 1e-7); `trace_source` and `step_source` return
+frozen results only, built in a thread with a large stack so freeing deep graphs is safe
+from any thread.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -22,7 +24,7 @@ from gradviz.graph.model import Graph
 from gradviz.graph.tracing import capture, run_with_big_stack, trace
 from gradviz.zoo.examples import examples
 from gradviz.zoo.models import build_model, input_shape, model_loss, model_names, parse_shape
-from gradviz.zoo.presets import presets, seeded_global_rng
+from gradviz.zoo.presets import DynamicNet, presets, seeded_global_rng
 
 __all__ = [
     "model_key",
@@ -62,7 +64,8 @@ def _split(key: str) -> tuple[str, str]:
     if kind == "model":
         model_key(name)
         return kind, name
-    table = {"example": examples(), "preset": presets()}.get(kind)
+    tables: dict[str, Mapping[str, object]] = {"example": examples(), "preset": presets()}
+    table = tables.get(kind)
     if table is None:
         raise ArgumentError("source", key, "use 'preset:NAME', 'example:NAME' or 'model:NAME'")
     if name not in table:
@@ -149,7 +152,7 @@ def whole_network_check(key: str, seed: int = 0) -> list[dict] | None:
         return None
     preset = presets()[name]
     model = preset.build(seed).double().eval()
-    if hasattr(model, "fixed_depth"):
+    if isinstance(model, DynamicNet):
         model.fixed_depth = 2  # DynamicNet: NumPy must run the same depth as torch
     data = preset.data(seed)
     x, y = data.X[:8], data.y[:8]

@@ -68,8 +68,8 @@ def test_step_through_mnist_cnn_in_chromium(app_url, page, screenshot):
     # The highlighted node in the SVG is the current step's node, and it is in view.
     highlighted = page.eval_on_selector_all(
         ".gv-root svg g.node",
-        "gs => gs.filter(g => [...g.querySelectorAll('polygon,path,ellipse')].some(s => s.getAttribute('stroke') === '#e03131'))"
-        ".map(g => g.querySelector('title').textContent)",
+        "gs => gs.filter(g => [...g.querySelectorAll('polygon,path,ellipse')].some(s => "
+        "s.getAttribute('stroke') === '#e03131')).map(g => g.querySelector('title').textContent)",
     )
     assert highlighted == [steps[target].node.id]
     assert _in_view(page, steps[target].node.id)
@@ -242,7 +242,9 @@ def _in_view(page, node_id: str) -> bool:
     node = _node(page, node_id).bounding_box()
     port = page.locator(".gv-viewport").bounding_box()
     x, y = node["x"] + node["width"] / 2, node["y"] + node["height"] / 2
-    return port["x"] <= x <= port["x"] + port["width"] and port["y"] <= y <= port["y"] + port["height"]
+    return (
+        port["x"] <= x <= port["x"] + port["width"] and port["y"] <= y <= port["y"] + port["height"]
+    )
 
 
 def test_backward_page_starts_from_the_model_built_on_the_build_page():
@@ -251,9 +253,14 @@ def test_backward_page_starts_from_the_model_built_on_the_build_page():
 
     result = train("quadrant-sgd", steps=50)
     at = AppTest.from_file(PAGE, default_timeout=180)
-    at.session_state[MODEL_KEY] = {"source": "preset:quadrant-sgd", "model": result.model, "preset": "quadrant-sgd"}
+    at.session_state[MODEL_KEY] = {"source": "preset:quadrant-sgd", "model": result.model,
+                                   "preset": "quadrant-sgd"}
     at.run()
-    built = next(o for o in at.sidebar.selectbox(key="bw_source").options if o.startswith("Built on Build & Train"))
+    built = next(
+        o
+        for o in at.sidebar.selectbox(key="bw_source").options
+        if o.startswith("Built on Build & Train")
+    )
     at.sidebar.selectbox(key="bw_source").set_value(built).run()
     assert not at.exception and not at.error
     from gradviz.zoo.sources import step_model, step_source

@@ -22,7 +22,9 @@ PAGE = str(pathlib.Path(__file__).resolve().parents[2] / "pages" / "1_Graph.py")
 
 
 def _source_label(at: AppTest, name: str) -> str:
-    return next(o for o in at.sidebar.selectbox(key="graph_source").options if o.startswith(name + " "))
+    return next(
+        o for o in at.sidebar.selectbox(key="graph_source").options if o.startswith(name + " ")
+    )
 
 
 def _view(at: AppTest, index: int = 0) -> dict:
@@ -56,7 +58,9 @@ def test_graph_page_toggles_and_other_programs():
     assert not at.exception
     svg = _view(at)["svg"]
     assert "TransformerEncoderLayer" in svg and "ops · " in svg
-    assert {m.label: m.value for m in at.metric}["nodes"] == str(len(trace_example("transformer-2")))
+    assert {m.label: m.value for m in at.metric}["nodes"] == str(
+        len(trace_example("transformer-2"))
+    )
 
 
 def test_graph_page_big_program_default_view_rolls_the_chain():
@@ -74,7 +78,8 @@ def test_search_highlights_matching_items():
     at.text_input(key="graph_search").set_value("conv1").run()
     graph = trace_example("mnist-cnn")
     expected = ex.search(graph, "conv1")
-    assert {graph.node(i).label for i in expected} == {"ConvolutionBackward0", "conv1.weight", "conv1.bias"}
+    assert {graph.node(i).label for i in expected} == {"ConvolutionBackward0", "conv1.weight",
+                                                       "conv1.bias"}
     assert sorted(_view(at)["highlight"]) == sorted(expected)
     assert any("3 nodes match" in m.value for m in at.markdown)
 
@@ -165,7 +170,11 @@ def _wait_render_after(page, before: int, timeout_ms: int = 120_000) -> None:
 
 
 def _pick_program(page, name: str) -> None:
-    box = page.get_by_test_id("stSidebarUserContent").get_by_test_id("stSelectbox").filter(has_text="Program")
+    box = (
+        page.get_by_test_id("stSidebarUserContent")
+        .get_by_test_id("stSelectbox")
+        .filter(has_text="Program")
+    )
     box.click()
     page.keyboard.type(name)
     page.get_by_role("option", name=re.compile(rf"^{re.escape(name)} ")).first.click()
@@ -176,7 +185,8 @@ def test_graph_page_in_chromium_shows_svg_with_expected_node_count(app_url, page
     graph = trace_example("mnist-cnn")
     page.goto(f"{app_url}/Graph")
     page.wait_for_selector(".gv-root svg g.node")
-    titles = page.eval_on_selector_all(".gv-root svg g.node > title", "els => els.map(e => e.textContent)")
+    titles = page.eval_on_selector_all(".gv-root svg g.node > title", "els => els.map(e => "
+                                       "e.textContent)")
     graph_nodes = [t for t in titles if re.fullmatch(r"n\d+", t)]
     assert len(graph_nodes) == len(graph)
     assert "conv1.weight" in page.locator(".gv-root").inner_text()
@@ -244,7 +254,8 @@ def test_search_highlights_in_chromium(app_url, page):
     field.fill("conv1")
     field.press("Enter")
     page.wait_for_selector('.gv-root[data-highlighted="3"]')
-    lit = page.eval_on_selector_all(".gv-root g.node.gv-hl > title", "ts => ts.map(t => t.textContent)")
+    lit = page.eval_on_selector_all(".gv-root g.node.gv-hl > title", "ts => ts.map(t => "
+                                    "t.textContent)")
     assert sorted(lit) == sorted(ex.search(graph, "conv1"))
 
 
@@ -327,7 +338,8 @@ def test_forward_backward_toggle_in_chromium(app_url, page):
     _wait_render_after(page, before)
     expected = ex.autograd_nodes_of(graph, "conv1")
     page.wait_for_selector(f'.gv-root[data-highlighted="{len(expected)}"]')
-    lit = page.eval_on_selector_all(".gv-root g.node.gv-hl > title", "ts => ts.map(t => t.textContent)")
+    lit = page.eval_on_selector_all(".gv-root g.node.gv-hl > title", "ts => ts.map(t => "
+                                    "t.textContent)")
     assert sorted(lit) == sorted(expected)
 
 

@@ -43,10 +43,14 @@ def test_correct_functions_raise_no_false_alarm(example, seed):
     assert report.ok, str(report)
     assert not report.warnings, str(report)
     assert report.examples_run >= 80
-    assert {"runs", "jacobian", "linearity", "grad_output_unchanged", "inputs_unchanged"} <= set(report.checks_run)
+    assert {"runs", "jacobian", "linearity", "grad_output_unchanged", "inputs_unchanged"} <= set(
+        report.checks_run
+    )
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "exp", "softplus", "relu", "maximum_split_ties", "sort", "linear"])
+@pytest.mark.parametrize("name",
+                         ["sigmoid", "exp", "softplus", "relu", "maximum_split_ties", "sort",
+                                  "linear"])
 def test_correct_functions_pass_in_float32(name):
     report = _check(name, dtype=torch.float32)
     assert report.ok, str(report)
@@ -63,7 +67,7 @@ def test_kinks_and_ties_are_reported_as_information(name):
     assert low - 1e-3 <= kink.analytical <= high + 1e-3
 
 
-# ----------------------------------------------------------------------------- buggy: caught and shrunk
+# ------------------------------------------------------------------------- buggy: caught and shrunk
 
 
 def _in_band(inputs):  # wrong threshold 0.5: an input strictly inside (0, 0.5)
@@ -78,7 +82,8 @@ SHRUNK_INTO_BUG = {
     "relu_mutates_input": lambda inputs: bool((inputs[0] < 0).any()),
     "linear_wrong_transpose": lambda inputs: not np.allclose(inputs[1], inputs[1].T),
     "maximum_ties_both": lambda inputs: bool((inputs[0] == inputs[1]).any()),
-    "sigmoid_wrong_sign": lambda inputs: bool(np.all(inputs[0] == 0)),  # wrong everywhere: 0 is simplest
+    # wrong everywhere: 0 is simplest
+    "sigmoid_wrong_sign": lambda inputs: bool(np.all(inputs[0] == 0)),
     "linear_missing_bias_reduction": lambda inputs: inputs[2].shape == (2,),
     "sigmoid_float32_grad": lambda inputs: bool(np.all(inputs[0] == 0)),
 }
@@ -100,8 +105,13 @@ def test_buggy_functions_are_caught_and_shrunk(example):
         assert report.ok and not report.failures, str(report)
     finding = by_check[example.catches]
     assert len(finding.inputs) == len(example.shapes)
-    assert all(isinstance(a, np.ndarray) and a.shape == s for a, s in zip(finding.inputs, example.shapes, strict=True))
-    assert SHRUNK_INTO_BUG[example.name](finding.inputs), f"not shrunk into the bug: {finding.inputs}"
+    assert all(
+        isinstance(a, np.ndarray) and a.shape == s
+        for a, s in zip(finding.inputs, example.shapes, strict=True)
+    )
+    assert SHRUNK_INTO_BUG[example.name](finding.inputs), (
+        f"not shrunk into the bug: {finding.inputs}"
+    )
     assert finding.example.startswith("@example(inputs=(torch.tensor(")
 
 
@@ -139,7 +149,8 @@ def test_each_failing_property_gets_its_own_counterexample():
 
 
 class _DoubleTrouble(torch.autograd.Function):
-    """Zeroes grad_output in place where x < -1 (after copying it), drops the gradient where 1 < x."""
+    """Zeroes grad_output in place where x < -1 (after copying it), drops the gradient where
+    1 < x."""
 
     @staticmethod
     def forward(ctx, x):
@@ -187,7 +198,8 @@ class _CountingBackward(torch.autograd.Function):
 
 
 def test_stateful_backward_is_caught_by_determinism():
-    report = check_function(_CountingBackward, shapes=[(3,)], max_examples=20, seed=0, checks=["deterministic"])
+    report = check_function(_CountingBackward, shapes=[(3,)], max_examples=20, seed=0,
+                            checks=["deterministic"])
     assert [f.check for f in report.failures] == ["deterministic"]
     assert report.checks_run == ("runs", "deterministic")
 
@@ -254,15 +266,19 @@ class _Clamp(torch.autograd.Function):
 
 
 def test_non_tensor_arguments_and_none_gradients():
-    inputs = st.tuples(gst.tensors(shape=(4,)), st.sampled_from([-1.0, 0.0]), st.sampled_from([0.5, 2.0]))
+    inputs = st.tuples(gst.tensors(shape=(4,)), st.sampled_from([-1.0, 0.0]),
+                       st.sampled_from([0.5, 2.0]))
     report = check_function(_Clamp, inputs=inputs, max_examples=50, seed=0)
     assert report.ok, str(report)
 
 
 def test_reference_is_compared_with_forward():
     relu = get_example("relu").load()
-    assert check_function(relu, shapes=[(4,)], reference=lambda x: torch.relu(x), max_examples=20, seed=0).ok
-    report = check_function(relu, shapes=[(4,)], reference=lambda x: x.abs(), max_examples=20, seed=0)
+    assert check_function(
+        relu, shapes=[(4,)], reference=lambda x: torch.relu(x), max_examples=20, seed=0
+    ).ok
+    report = check_function(relu, shapes=[(4,)], reference=lambda x: x.abs(), max_examples=20,
+                            seed=0)
     assert report.failures[0].check == "reference"
     assert (report.failures[0].inputs[0] < 0).any()
 
@@ -319,9 +335,15 @@ def test_jvp_and_vmap_run_when_defined():
 
 
 def test_double_backward_is_opt_in():
-    assert "double_backward" not in check_function(_DetachedSquare, shapes=[(3,)], max_examples=10, seed=0).checks_run
-    assert check_function(_Sin, shapes=[(3,)], max_examples=20, seed=0, checks=["double_backward"]).ok
-    report = check_function(_DetachedSquare, shapes=[(3,)], max_examples=20, seed=0, checks=["double_backward"])
+    assert (
+        "double_backward"
+        not in check_function(_DetachedSquare, shapes=[(3,)], max_examples=10, seed=0).checks_run
+    )
+    assert check_function(
+        _Sin, shapes=[(3,)], max_examples=20, seed=0, checks=["double_backward"]
+    ).ok
+    report = check_function(_DetachedSquare, shapes=[(3,)], max_examples=20, seed=0,
+                            checks=["double_backward"])
     assert [f.check for f in report.failures] == ["double_backward"]
 
 
@@ -355,9 +377,12 @@ def test_str_shows_worst_entries_tolerances_and_a_reproduction():
     report = _check("linear_wrong_transpose")
     text = str(report)
     assert "FAILED jacobian" in text
-    assert "analytical" in text and "numerical" in text and "tolerance" in text and "allowed" in text
+    assert (
+        "analytical" in text and "numerical" in text and "tolerance" in text and "allowed" in text
+    )
     assert "@example(inputs=(torch.tensor(" in text
-    assert "reproduce: check_function(LinearWrongTranspose, shapes=[(2, 3), (3, 3), (3,)], max_examples=60, seed=0)" in text
+    assert ("reproduce: check_function(LinearWrongTranspose, shapes=[(2, 3), (3, 3), (3,)], "
+            "max_examples=60, seed=0)") in text
     assert len(text.splitlines()) < 30  # worst entries only, never the whole Jacobian
     assert text.isascii()  # printed to terminals of any encoding
 
@@ -366,7 +391,8 @@ def test_example_line_replays_the_failure():
     report = _check("relu_wrong_threshold")
     namespace = {"torch": torch, "example": lambda inputs: inputs}
     inputs = eval(report.failures[0].example.removeprefix("@"), namespace)  # noqa: S307
-    again = check_function(get_example("relu_wrong_threshold").load(), inputs=st.just(inputs), max_examples=1, seed=0)
+    again = check_function(get_example("relu_wrong_threshold").load(), inputs=st.just(inputs),
+                           max_examples=1, seed=0)
     assert [f.check for f in again.failures] == ["jacobian"]
 
 
@@ -381,7 +407,8 @@ def test_assert_function_ok():
     report = assert_function_ok(get_example("abs").load(), shapes=[(3,)], max_examples=20, seed=0)
     assert report.ok
     with pytest.raises(AssertionError, match="FAILED jacobian"):
-        assert_function_ok(get_example("relu_forgot_mask").load(), shapes=[(3,)], max_examples=50, seed=0)
+        assert_function_ok(get_example("relu_forgot_mask").load(), shapes=[(3,)], max_examples=50,
+                           seed=0)
 
 
 def test_check_names():
@@ -411,7 +438,9 @@ class DoubleInPlaceWrongSlope(DoubleInPlace):
 
 @pytest.mark.parametrize("how", ["shapes", "inputs"])
 def test_in_place_functions_are_checked_on_clones(how):
-    kwargs = {"shapes": [(3,)]} if how == "shapes" else {"inputs": gst.function_inputs(shapes=[(3,)])}
+    kwargs = (
+        {"shapes": [(3,)]} if how == "shapes" else {"inputs": gst.function_inputs(shapes=[(3,)])}
+    )
     good = check_function(DoubleInPlace, seed=1, max_examples=30, **kwargs)
     assert good.ok, str(good)
     assert any("mark_dirty" in note for note in good.notes)
@@ -465,7 +494,8 @@ def test_bad_arguments_raise_with_the_fix(fn, kwargs, argument, words):
 
 def test_catalogue_entries_load_and_describe_themselves():
     examples = function_examples()
-    assert {"relu", "abs", "clamp", "maximum_split_ties", "sort", "sigmoid", "exp", "softplus", "linear",
+    assert {"relu", "abs", "clamp", "maximum_split_ties", "sort", "sigmoid", "exp", "softplus",
+            "linear",
             "sincos"} <= set(examples)
     assert len(BUGGY) >= 9
     for name, example in examples.items():

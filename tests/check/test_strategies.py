@@ -13,8 +13,13 @@ from gradviz.errors import ArgumentError
 
 
 def test_all_is_exact():
-    public = {name for name in vars(gst) if not name.startswith("_") and callable(getattr(gst, name))
-              and getattr(getattr(gst, name), "__module__", None) == gst.__name__}
+    public = {
+        name
+        for name in vars(gst)
+        if not name.startswith("_")
+        and callable(getattr(gst, name))
+        and getattr(getattr(gst, name), "__module__", None) == gst.__name__
+    }
     assert set(gst.__all__) == public - {"check_shape"}
     assert gst.__all__ == sorted(gst.__all__)
 

@@ -27,7 +27,8 @@ def functions(tmp_path):
 
 
 def test_correct_function_exits_0(functions, capsys):
-    assert check_command([f"{functions}:MyReLU", "--shapes", "4", "--max-examples", "30", "--seed", "0"]) == 0
+    assert check_command([f"{functions}:MyReLU", "--shapes", "4", "--max-examples", "30", "--seed",
+                          "0"]) == 0
     assert "MyReLU: ok" in capsys.readouterr().out
 
 
@@ -85,7 +86,8 @@ def test_parse_shapes():
 
 def test_runs_as_a_module(functions):
     result = subprocess.run(
-        [sys.executable, "-m", "gradviz.cli.check", f"{functions}:ReLUWrongThreshold", "--shapes", "3",
+        [sys.executable, "-m", "gradviz.cli.check", f"{functions}:ReLUWrongThreshold", "--shapes",
+         "3",
          "--seed", "0", "--max-examples", "50"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )

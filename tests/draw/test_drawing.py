@@ -41,7 +41,9 @@ def test_golden_dot(name):
     if os.environ.get("GRADVIZ_UPDATE_GOLDEN"):
         path.parent.mkdir(exist_ok=True)
         path.write_text(dot)
-    assert dot == path.read_text(), f"DOT of {name} changed; rerun with GRADVIZ_UPDATE_GOLDEN=1 if intended"
+    assert dot == path.read_text(), (
+        f"DOT of {name} changed; rerun with GRADVIZ_UPDATE_GOLDEN=1 if intended"
+    )
 
 
 def test_styles_legend_and_clusters():
@@ -77,7 +79,9 @@ def test_depth_collapses_modules_into_one_node():
 def test_highlight_annotations_and_colours():
     graph = trace_example("two-layer-relu")
     relu = next(n for n in graph.nodes if n.label == "ReluBackward0")
-    source = graph.to_dot(highlight=[relu.id], annotations={relu.id: "|g|=1.5"}, colors={relu.id: "#123456"}).source
+    source = graph.to_dot(
+        highlight=[relu.id], annotations={relu.id: "|g|=1.5"}, colors={relu.id: "#123456"}
+    ).source
     line = next(line for line in source.splitlines() if line.strip().startswith(f"{relu.id} "))
     assert "penwidth=3" in line and "|g|=1.5" in line and "#123456" in line
 
@@ -230,7 +234,8 @@ def test_cli_as_a_subprocess(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["format"] == "gradviz.graph"
-    listing = subprocess.run([sys.executable, "-m", "gradviz.cli.main", "examples"], capture_output=True, text=True, timeout=300)
+    listing = subprocess.run([sys.executable, "-m", "gradviz.cli.main", "examples"],
+                             capture_output=True, text=True, timeout=300)
     assert "mnist-cnn" in listing.stdout
 
 
@@ -255,6 +260,10 @@ def test_cli_render_views(tmp_path, capsys):
     out = tmp_path / "t.dot"
     assert cli_main(["render", "transformer-12", "-o", str(out), "--view", "rolled"]) == 0
     assert "TransformerEncoderLayer × 12" in out.read_text()
-    assert cli_main(["render", "mnist-cnn", "-o", str(tmp_path / "f.json"), "--view", "forward"]) == 0
-    assert cli_main(["render", "mnist-cnn", "-o", str(tmp_path / "f.json"), "--view", "rolled"]) == 2
+    assert (
+        cli_main(["render", "mnist-cnn", "-o", str(tmp_path / "f.json"), "--view", "forward"]) == 0
+    )
+    assert (
+        cli_main(["render", "mnist-cnn", "-o", str(tmp_path / "f.json"), "--view", "rolled"]) == 2
+    )
     assert "view='rolled'" in capsys.readouterr().err

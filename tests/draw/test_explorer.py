@@ -14,9 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from gradviz import ArgumentError, BackwardStepper, capture, trace, trace_example
+from gradviz import ArgumentError, BackwardStepper, capture, to_dot, trace, trace_example
 from gradviz import explorer as ex
-from gradviz import to_dot
 
 
 # -- small programs -----------------------------------------------------------------------
@@ -79,7 +78,8 @@ def expected_runs(widths: list[int]) -> list[tuple[int, int]]:
 
 def partition_ok(graph, view) -> bool:
     members = [m for item in view.items for m in item.members]
-    return sorted(members) == sorted(n.id for n in graph.nodes) and set(view.item_of) == {n.id for n in graph.nodes}
+    ids = {n.id for n in graph.nodes}
+    return sorted(members) == sorted(n.id for n in graph.nodes) and set(view.item_of) == ids
 
 
 # -- search ---------------------------------------------------------------------------
@@ -90,7 +90,9 @@ def test_search_matches_ops_modules_types_and_parameters_case_insensitively():
     in_fc1 = ex.search(graph, "fc1")
     assert in_fc1 and all(graph.node(i).module == "fc1" for i in in_fc1)
     assert {graph.node(i).label for i in ex.search(graph, "conv2.weight")} == {"conv2.weight"}
-    assert set(ex.search(graph, "linear")) == {n.id for n in graph.nodes if n.module in ("fc1", "fc2")}  # module type
+    # module type
+    assert set(ex.search(graph, "linear")) == {n.id for n in graph.nodes
+                                               if n.module in ("fc1", "fc2")}
     assert "n3" in ex.search(graph, "n3")
     assert ex.search(graph, "   ") == [] and ex.search(graph, "no such thing") == []
     with pytest.raises(ArgumentError, match="query"):
@@ -106,7 +108,8 @@ def test_search_results_all_contain_the_query(query):
     assert hits == [n.id for n in graph.nodes if n.id in set(hits)]  # graph order, no repeats
     for i in hits:
         n = graph.node(i)
-        fields = [n.label, n.grad_fn or "", n.module or "", graph.module_types.get(n.module or "", ""), n.id]
+        fields = [n.label, n.grad_fn or "", n.module or "",
+                  graph.module_types.get(n.module or "", ""), n.id]
         assert any(q in f.lower() for f in fields)
 
 
@@ -139,7 +142,8 @@ def test_transformer_24_default_view_rolls_its_layers():
     view = ex.plan(graph, opened)
     ids = {i.id for i in view.items}
     # A long run opens at both ends; the middle stays rolled.
-    assert {"mod/layers.0", "mod/layers.2", "roll/layers.3..layers.20", "mod/layers.21", "mod/layers.23"} <= ids
+    assert {"mod/layers.0", "mod/layers.2", "roll/layers.3..layers.20", "mod/layers.21",
+            "mod/layers.23"} <= ids
     assert "each: 64 ops" in to_dot(graph, opened).source
 
 
@@ -229,12 +233,15 @@ def test_unrolling_a_25k_chain_stays_small():
     graph = trace_example("chain-25k", saved=False)
     state = ex.default_state(graph)
     view = ex.plan(graph, state)
-    assert [i.title for i in view.items if i.kind == "roll"] == ["Linear × 6,250"] and len(view.items) == 3
+    assert [i.title for i in view.items if i.kind == "roll"] == ["Linear × 6,250"]
+    assert len(view.items) == 3
     opened = ex.expand(state, "roll/0..6249")
     view = ex.plan(graph, opened)
     assert len(view.items) == 9 and "roll/3..6246" in {i.id for i in view.items}
     last = ex.expand(opened, "mod/6249")
-    assert {"6249.weight", "6249.bias"} <= {graph.node(i.id).label for i in ex.plan(graph, last).items if i.id in graph}
+    assert {"6249.weight", "6249.bias"} <= {
+        graph.node(i.id).label for i in ex.plan(graph, last).items if i.id in graph
+    }
 
 
 # -- inspection -----------------------------------------------------------------------
@@ -259,9 +266,14 @@ def test_inspect_gives_shapes_saved_statistics_and_gradients():
     weight = next(n for n in graph.nodes if n.label == "0.weight")
     winfo = ex.inspect(graph, weight.id, stepper, stats=stats)
     assert winfo["value"]["shape"] == (4, 3)
-    assert math.isclose(winfo["gradients"]["grad"]["norm"], float(np.linalg.norm(stepper.param_grads["0.weight"])), rel_tol=1e-12)
+    assert math.isclose(winfo["gradients"]["grad"]["norm"],
+                        float(np.linalg.norm(stepper.param_grads["0.weight"])), rel_tol=1e-12)
     module = ex.inspect(graph, "mod/0")
-    assert module["kind"] == "module" and module["module_type"] == "Linear" and module["param_count"] == 16
+    assert (
+        module["kind"] == "module"
+        and module["module_type"] == "Linear"
+        and module["param_count"] == 16
+    )
     with pytest.raises(ArgumentError, match="node_id"):
         ex.inspect(graph, "nope")
 
@@ -282,7 +294,8 @@ def test_forward_view_of_the_mnist_cnn():
     fv = ex.forward_view(graph)
     ids = {n.id for n in fv.graph.nodes}
     assert {"m/conv1", "m/conv2", "m/conv2_drop", "m/fc1", "m/fc2"} <= ids
-    assert fv.graph.node("m/conv1").label == "conv1: Conv2d" and fv.graph.node("m/conv1").shape == (8, 10, 24, 24)
+    assert fv.graph.node("m/conv1").label == "conv1: Conv2d"
+    assert fv.graph.node("m/conv1").shape == (8, 10, 24, 24)
     # Every autograd node is in exactly one forward node.
     covered = sorted(m for ms in fv.members.values() for m in ms)
     assert covered == sorted(n.id for n in graph.nodes)
@@ -290,7 +303,13 @@ def test_forward_view_of_the_mnist_cnn():
     assert fv.nodes_for(ex.autograd_nodes_of(graph, "fc1")) == ["m/fc1"]
     # Data flows conv1 → … → conv2 → conv2_drop → … → fc1 → … → fc2 → … → output.
     order = {n: i for i, n in enumerate(_topological(fv.graph))}
-    assert order["m/conv1"] < order["m/conv2"] < order["m/conv2_drop"] < order["m/fc1"] < order["m/fc2"]
+    assert (
+        order["m/conv1"]
+        < order["m/conv2"]
+        < order["m/conv2_drop"]
+        < order["m/fc1"]
+        < order["m/fc2"]
+    )
 
 
 def _topological(graph) -> list[str]:
@@ -338,7 +357,11 @@ def test_diff_properties(depth_a, depth_b, seed_a, seed_b):
     a, b = dynamic_graph(depth_a, seed_a), dynamic_graph(depth_b, seed_b)
     d, r = ex.diff(a, b), ex.diff(b, a)
     assert len(d.common) + len(d.removed) == len(a) and len(d.common) + len(d.added) == len(b)
-    assert len(d.added) == len(r.removed) and len(d.removed) == len(r.added) and len(d.common) == len(r.common)
+    assert (
+        len(d.added) == len(r.removed)
+        and len(d.removed) == len(r.added)
+        and len(d.common) == len(r.common)
+    )
     assert d.added_labels() == r.removed_labels()
     assert len({i for i, _ in d.common}) == len(d.common) == len({j for _, j in d.common})
     assert len(d.graph) == len(b) + len(d.removed)

@@ -94,7 +94,10 @@ def test_same_program_same_ids_and_dot(kinds, width, seed):
 
     a, b = run(), run()
     assert a == b
-    assert a.to_dot(show_saved=True, show_attrs=True).source == b.to_dot(show_saved=True, show_attrs=True).source
+    assert (
+        a.to_dot(show_saved=True, show_attrs=True).source
+        == b.to_dot(show_saved=True, show_attrs=True).source
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -170,7 +173,10 @@ def test_saved_tensors_and_attrs():
     out = (x @ w).softmax(dim=1).sum()
     graph = trace(out)
     mm = next(n for n in graph.nodes if n.label == "MmBackward0")
-    assert {(s.name, s.shape, s.dtype) for s in mm.saved} == {("self", (4, 3), "float32"), ("mat2", (3, 5), "float32")}
+    assert {(s.name, s.shape, s.dtype) for s in mm.saved} == {
+        ("self", (4, 3), "float32"),
+        ("mat2", (3, 5), "float32"),
+    }
     soft = next(n for n in graph.nodes if n.label == "SoftmaxBackward0")
     assert ("dim", "1") in soft.attrs
     assert soft.shape == (4, 5)
@@ -336,9 +342,14 @@ def test_overlapping_gc_pauses_from_two_threads_end_with_the_last():
 def test_params_mapping_names_that_are_not_module_paths():
     model = nn.Sequential(nn.Linear(2, 2))
     extra = torch.ones(2, requires_grad=True)
-    graph = trace((model(torch.randn(1, 2)) * extra).sum(), model=model, params={"scale.factor": extra})
+    graph = trace((model(torch.randn(1, 2)) * extra).sum(), model=model,
+                  params={"scale.factor": extra})
     assert dict(graph.modules) == {"0": "Linear"}
-    assert {n.label for n in graph.nodes if n.kind == "param"} == {"0.weight", "0.bias", "scale.factor"}
+    assert {n.label for n in graph.nodes if n.kind == "param"} == {
+        "0.weight",
+        "0.bias",
+        "scale.factor",
+    }
 
 
 def test_two_threads_capturing_two_models_do_not_mix_tags():
@@ -358,7 +369,8 @@ def test_two_threads_capturing_two_models_do_not_mix_tags():
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=("a", a)), threading.Thread(target=work, args=("b", b))]
+    threads = [threading.Thread(target=work, args=("a", a)),
+               threading.Thread(target=work, args=("b", b))]
     for t in threads:
         t.start()
     for t in threads:
@@ -377,7 +389,8 @@ def test_two_threads_capturing_two_models_do_not_mix_tags():
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_100k_node_chain_traces_and_frees_in_main_thread():

@@ -82,8 +82,8 @@ def test_exactly_the_21_presets():
 def test_the_table_is_the_one_place_presets_are_declared():
     import dataclasses
 
-    from gradviz.zoo import presets as package
     from gradviz.train import recipe as record
+    from gradviz.zoo import presets as package
     from gradviz.zoo.presets import table
 
     assert tuple(p.name for p in table.TABLE) == PRESET_NAMES

@@ -30,6 +30,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 __all__ = ["ISOLATION_ENV_VAR", "USER_CODE_FILENAME", "exec_task", "run_user_code"]
@@ -263,7 +264,7 @@ def _brief(value: Any, limit: int = 60) -> str:
 
 def _user_line() -> int | None:
     """The line of user code running now (innermost), if any."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename == USER_CODE_FILENAME:
             return frame.f_lineno
@@ -340,9 +341,11 @@ def _load_sibling(name: str) -> Any:
         return sys.modules[full]
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
     spec = importlib.util.spec_from_file_location(full, path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    if spec is None or spec.loader is None:  # a .py path always has a spec and a loader
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
     sys.modules[full] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    spec.loader.exec_module(module)
     return module
 
 

@@ -383,8 +383,8 @@ class _Run:
             while True:
                 try:
                     info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-                except ChildProcessError:
-                    info = True
+                except ChildProcessError:  # already reaped: nothing to wait for
+                    break
                 if info is not None:
                     break
                 if time.monotonic() >= deadline:
@@ -422,10 +422,11 @@ class _Run:
             kind = "timeout"
             error = f"used more than {limits.cpu_seconds:.1f} s of CPU time (busy loop?)"
         elif exit_code == 0 and record is not None:
-            kind = record.get("kind")
-            if kind not in KINDS:
-                kind, error = "error", f"the sandbox child sent an unknown result kind {kind!r}"
+            sent = record.get("kind")
+            if not isinstance(sent, str) or sent not in KINDS:
+                kind, error = "error", f"the sandbox child sent an unknown result kind {sent!r}"
             else:
+                kind = sent
                 value, error, tb = (
                     record.get("value"),
                     record.get("error"),

@@ -92,7 +92,7 @@ def _seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
         else:
             index += 1
     codes = {"ld": ld_abs, "jeq": jeq, "jge": jge, "jset": jset, "ret": ret}
-    program = []
+    program: list[tuple[int, int, int, int]] = []
     for row in rows:
         if row[0].startswith("label:"):
             continue

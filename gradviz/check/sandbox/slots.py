@@ -10,6 +10,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypedDict
 
 from gradviz.errors import GradvizError
 
@@ -18,8 +19,15 @@ __all__ = ["DEFAULT_MAX_SANDBOXES", "MAX_SANDBOXES_ENV_VAR", "max_sandboxes", "s
 MAX_SANDBOXES_ENV_VAR = "GRADVIZ_MAX_SANDBOXES"
 DEFAULT_MAX_SANDBOXES = 2
 
+
+class _Slots(TypedDict):
+    size: int  # the cap the semaphore was made for
+    semaphore: threading.Semaphore | None
+    busy: int
+
+
 _lock = threading.Lock()
-_state: dict[str, object] = {"size": 0, "semaphore": None, "busy": 0}
+_state: _Slots = {"size": 0, "semaphore": None, "busy": 0}
 
 
 class SandboxSlotsError(GradvizError, ValueError):
@@ -47,15 +55,17 @@ def _semaphore() -> threading.Semaphore:
     size = max_sandboxes()
     with _lock:
         # A changed setting takes effect for new calls; holders release their own semaphore.
-        if _state["size"] != size:
-            _state["size"], _state["semaphore"] = size, threading.Semaphore(size)
-        return _state["semaphore"]  # type: ignore[return-value]
+        semaphore = _state["semaphore"]
+        if _state["size"] != size or semaphore is None:
+            semaphore = threading.Semaphore(size)
+            _state["size"], _state["semaphore"] = size, semaphore
+        return semaphore
 
 
 def busy() -> int:
     """How many sandbox children are running now."""
     with _lock:
-        return int(_state["busy"])  # type: ignore[call-overload]
+        return _state["busy"]
 
 
 @contextlib.contextmanager
@@ -67,10 +77,10 @@ def sandbox_slot(on_wait: Callable[[int], None] | None = None) -> Iterator[None]
             on_wait(busy())
         semaphore.acquire()
     with _lock:
-        _state["busy"] = int(_state["busy"]) + 1  # type: ignore[call-overload]
+        _state["busy"] += 1
     try:
         yield
     finally:
         with _lock:
-            _state["busy"] = int(_state["busy"]) - 1  # type: ignore[call-overload]
+            _state["busy"] -= 1
         semaphore.release()

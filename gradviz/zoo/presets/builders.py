@@ -22,6 +22,7 @@ from gradviz.zoo.examples import Net
 from gradviz.zoo.presets.models import (
     FoldedBiasNet,
     LooseTwoLayer,
+    MyLayer,
     QuadrantParams,
     ScratchNet,
     SingleNeuron,
@@ -58,7 +59,7 @@ def slots_softmax(m: SoftmaxNet) -> list[Slot]:
 
 
 def slots_topology(m: TopologyNet) -> list[Slot]:
-    return [("folded", layer.W, None) for layer in m.model]
+    return [("folded", layer.W, None) for layer in m.model if isinstance(layer, MyLayer)]
 
 
 def slots_linears(m: nn.Module) -> list[Slot]:
@@ -87,7 +88,8 @@ def slots_two_sigmoid(m: TwoLayerSigmoid) -> list[Slot]:
 def tensors_manual_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
     """Seed 003 'PyTorch: Tensors': forward and backward by hand, no autograd."""
     with torch.no_grad():
-        w1, w2 = model.w1, model.w2
+        w1: torch.Tensor = model.get_parameter("w1")
+        w2: torch.Tensor = model.get_parameter("w2")
         h = x.mm(w1)
         h_relu = h.clamp(min=0)
         y_pred = h_relu.mm(w2)
@@ -110,11 +112,12 @@ def _numpy_view(p: torch.Tensor) -> np.ndarray:
 
 
 def two_layer_numpy_program(model: nn.Module) -> TwoLayerNumpy:
-    return TwoLayerNumpy(_numpy_view(model.w1), _numpy_view(model.w2))
+    return TwoLayerNumpy(_numpy_view(model.get_parameter("w1")),
+                         _numpy_view(model.get_parameter("w2")))
 
 
 def scratch_numpy_program(model: nn.Module) -> NeuralNetWork:
-    wih, who = _numpy_view(model.wih), _numpy_view(model.who)
+    wih, who = _numpy_view(model.get_parameter("wih")), _numpy_view(model.get_parameter("who"))
     return NeuralNetWork(wih.shape[1], wih.shape[0], who.shape[0], 0.1, wih=wih, who=who)
 
 
@@ -206,13 +209,13 @@ def cnn_model(g: torch.Generator, seed: int) -> nn.Module:
     return init_parameters(on_meta(Net), seed)
 
 
-KERAS_SPEC = [
+KERAS_SPEC: list[dict[str, Any]] = [
     {"type": "Linear", "in_features": 784, "out_features": 512},
     {"type": "ReLU"},
     {"type": "Linear", "out_features": 10},
     {"type": "Softmax", "dim": 1},
 ]
-CNN_SPEC = [
+CNN_SPEC: list[dict[str, Any]] = [
     {"type": "Conv2d", "out_channels": 10, "kernel_size": 5},
     {"type": "MaxPool2d", "kernel_size": 2},
     {"type": "ReLU"},

@@ -32,29 +32,37 @@ def numpy_vs_autograd(
     model = preset.build(seed)
     d = preset.data(seed)
     if preset.name == "two-layer-numpy":
-        x, y = d.X.numpy(), d.y.numpy()
-        prog = TwoLayerNumpy(model.w1.detach().numpy().copy(), model.w2.detach().numpy().copy())
-        _, g1, g2 = prog.gradients(x, y)
+        w1, w2 = model.get_parameter("w1"), model.get_parameter("w2")
+        prog = TwoLayerNumpy(w1.detach().numpy().copy(), w2.detach().numpy().copy())
+        _, g1, g2 = prog.gradients(d.X.numpy(), d.y.numpy())
         loss = preset.forward_loss(model, (d.X, d.y))
         loss.backward()
-        return {"w1": (g1, model.w1.grad.numpy().copy()), "w2": (g2, model.w2.grad.numpy().copy())}
+        return {"w1": (g1, _grad(w1).copy()), "w2": (g2, _grad(w2).copy())}
     if preset.name == "scratch-784-250-10":
         if not isinstance(sample, int) or isinstance(sample, bool) or not 0 <= sample < d.n:
             raise ArgumentError("sample", sample, f"use a sample index from 0 to {d.n - 1}")
         lr = preset.lr
         x, t = d.X[sample : sample + 1], d.y[sample : sample + 1]
-        wih0, who0 = model.wih.detach().numpy().copy(), model.who.detach().numpy().copy()
+        wih_p, who_p = model.get_parameter("wih"), model.get_parameter("who")
+        wih0, who0 = wih_p.detach().numpy().copy(), who_p.detach().numpy().copy()
         net = NeuralNetWork(784, 250, 10, lr, wih=wih0.copy(), who=who0.copy())
         net.train(x[0].numpy(), t[0].numpy())
         preset.forward_loss(model, (x, t)).backward()
         # the tutorial's rule for wih: the output sigmoid passes gradients straight through
-        wih = model.wih.detach().clone().requires_grad_()
-        z = torch.sigmoid(x.mm(wih.t())).mm(model.who.detach().t())
+        wih = wih_p.detach().clone().requires_grad_()
+        z = torch.sigmoid(x.mm(wih.t())).mm(who_p.detach().t())
         o = z + (torch.sigmoid(z) - z).detach()
         half_sum_squared_error(o, t).backward()
         return {
-            "who": (net.who - who0, -lr * model.who.grad.numpy()),
-            "wih": (net.wih - wih0, -lr * model.wih.grad.numpy()),
-            "wih_tutorial_rule": (net.wih - wih0, -lr * wih.grad.numpy()),
+            "who": (net.who - who0, -lr * _grad(who_p)),
+            "wih": (net.wih - wih0, -lr * _grad(wih_p)),
+            "wih_tutorial_rule": (net.wih - wih0, -lr * _grad(wih)),
         }
     raise ArgumentError("name", name, "use 'two-layer-numpy' or 'scratch-784-250-10'")
+
+
+def _grad(t: torch.Tensor) -> np.ndarray:
+    # every caller ran backward() through t just before; no grad here is a bug in this module
+    if t.grad is None:
+        raise RuntimeError("numpy_vs_autograd: backward() left no gradient on a weight")
+    return t.grad.numpy()
