@@ -68,9 +68,9 @@ def check_function(
     forward must match. ``checks`` picks properties by name (see ``ALL_CHECKS``; the
     default is ``DEFAULT_CHECKS``), or ``"all"`` for every one that applies (``reference``
     with a reference, ``jvp``/``vmap`` when the Function defines them). Kinks and ties are
-    not bugs: there the gradient only has to lie between the one-sided slopes. Each failing property comes back with its own
-    shrunk counterexample; ``seed`` makes a run reproducible (a random one is drawn and
-    reported when omitted).
+    not bugs: there the gradient only has to lie between the one-sided slopes. Each failing
+    property comes back with its own shrunk counterexample; ``seed`` makes a run
+    reproducible (a random one is drawn and reported when omitted).
     """
     fn = _check_fn(fn)
     dtype = _check_dtype(dtype)
