@@ -238,18 +238,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per warm measure")
     parser.add_argument("--cold-runs", type=int, default=5, help="fresh servers for (a)")
+    parser.add_argument("--only", choices=["cold", "warm", "click", "step", "lab"],
+                        action="append", help="measure only these (repeatable)")
     args = parser.parse_args()
+    want = set(args.only or ["cold", "warm", "click", "step", "lab"])
+    skip: list[float] = []
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         peer = peer_clicks(browser, args.runs)
-        cold = cold_graph(browser, args.cold_runs)
+        cold = cold_graph(browser, args.cold_runs) if "cold" in want else skip
         with server(ROOT / "streamlit_app.py", ROOT) as url:
-            warm = warm_graph(browser, url, args.runs)
-            clicks = node_clicks(browser, url, args.runs)
-            shown, drawn = steps(browser, url, args.runs)
-            lab = lab_checks(browser, url, args.runs)
+            warm = warm_graph(browser, url, args.runs) if "warm" in want else skip
+            clicks = node_clicks(browser, url, args.runs) if "click" in want else skip
+            shown, drawn = steps(browser, url, args.runs) if "step" in want else (skip, skip)
+            lab = lab_checks(browser, url, args.runs) if "lab" in want else skip
         browser.close()
     floor = statistics.median(peer)
     print("\nApp latency, real server + Chromium (ms; median, min–max over n runs; "
@@ -267,7 +271,8 @@ def main() -> None:
         ("(d) Function Lab: Run checks → verdict", lab, 2.0, floor),
     ]
     for row in rows:
-        print(_row(*row))
+        if row[1]:
+            print(_row(*row))
 
 
 if __name__ == "__main__":

@@ -30,12 +30,15 @@ if stepper is not None:
     @st.fragment
     def walk() -> None:
         pos = ui.controls(stepper)
-        ui.show_minimap(stepper, pos)
+        minimap = st.container()
         left, right = st.columns([3, 2])
-        with left:
-            ui.show_graph(stepper, pos)
+        # The step's own details are sent first, so they show before the drawings redraw.
         with right:
             ui.show_step(stepper[pos], stepper)
+        with left:
+            ui.show_graph(stepper, pos)
+        with minimap:
+            ui.show_minimap(stepper, pos)
         ui.show_numbers(stepper[pos], stepper)
         ui.show_gradients(stepper[pos], stepper)
 
