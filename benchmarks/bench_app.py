@@ -186,24 +186,39 @@ def _pick_example(page, name: str) -> None:
     page.get_by_role("option", name=f"{name} — ").first.click()
 
 
-def lab_checks(browser, url: str, runs: int) -> list[float]:
+def _set_seed(page, seed: int) -> None:
+    box = page.locator('input[aria-label="Seed"]')
+    box.fill(str(seed))
+    box.press("Enter")
+    page.wait_for_function(
+        "s => document.querySelector('input[aria-label=\"Seed\"]').value === s", arg=str(seed))
+
+
+def lab_checks(browser, url: str, runs: int) -> tuple[list[float], list[float]]:
+    """(first check of an example with this seed: in the sandbox, the same check again)."""
     examples = [("relu", "MyReLU"), ("abs", "MyAbs")]
-    out = []
+    fresh, again = [], []
     with new_page(browser) as page:
         page.goto(f"{url}/Function_Lab")
         page.get_by_role("button", name="Run checks").wait_for()
-        for i in range(runs + 1):  # the first is the warm-up (the sandbox's first start)
-            name, cls = examples[i % 2]
+        # The first is the warm-up (the sandbox's first start); then a new seed each time.
+        plan = [(i, 1000 + i, fresh) for i in range(runs + 1)]
+        # The seeds checked above, backwards: each check shows another example than the
+        # last, so the verdict waited for is never the one already on the page.
+        plan += [(i, 999 + runs - i, again) for i in range(runs)]
+        for i, seed, out in plan:
+            name, cls = examples[(seed - 1000) % 2]
             _pick_example(page, name)
             page.wait_for_function(
                 "c => document.querySelector('input[aria-label=\"Class name\"]').value === c",
                 arg=cls)
+            _set_seed(page, seed)
             took = _timed(lambda: page.get_by_role("button", name="Run checks").click(),
                           lambda c=cls: page.locator(".gradviz-lab-verdict", has_text=c)
-                          .wait_for())
-            if i >= 1:
+                          .last.wait_for())
+            if i >= 1 or out is again:
                 out.append(took)
-    return out
+    return fresh, again
 
 
 # -- the peer ---------------------------------------------------------------------------
@@ -253,7 +268,7 @@ def main() -> None:
             warm = warm_graph(browser, url, args.runs) if "warm" in want else skip
             clicks = node_clicks(browser, url, args.runs) if "click" in want else skip
             shown, drawn = steps(browser, url, args.runs) if "step" in want else (skip, skip)
-            lab = lab_checks(browser, url, args.runs) if "lab" in want else skip
+            lab, lab_again = lab_checks(browser, url, args.runs) if "lab" in want else (skip, skip)
         browser.close()
     floor = statistics.median(peer)
     print("\nApp latency, real server + Chromium (ms; median, min–max over n runs; "
@@ -268,7 +283,8 @@ def main() -> None:
         ("(b) Graph: node click → inspector", clicks, 0.3, floor),
         ("(c) Backward: Next → step counter, details", shown, 0.3, floor),
         ("(c) Backward: Next → its heatmaps drawn", drawn, None, floor),
-        ("(d) Function Lab: Run checks → verdict", lab, 2.0, floor),
+        ("(d) Lab: Run checks → verdict, first time", lab, 2.0, floor),
+        ("(d) Lab: the same example checked again", lab_again, 2.0, floor),
     ]
     for row in rows:
         if row[1]:
