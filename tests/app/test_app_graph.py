@@ -89,7 +89,7 @@ def test_inspector_shows_the_selected_node_with_saved_tensor_statistics():
     head = next(m.value for m in at.markdown if "gradviz-inspector" in m.value)
     assert conv.label in head and "×".join(map(str, conv.shape)) in head
     assert _view(at)["selected"] == conv.id
-    saved = at.dataframe[0].value
+    saved = at.table[0].value
     assert list(saved["tensor"]) == [s.name for s in conv.saved]
     assert all(v != "—" for v in saved["mean"])  # statistics from trace_with_stats
 
