@@ -159,6 +159,7 @@ def test_keys_step_and_heatmaps_show_torch_numpy_and_difference(app_url, page):
     values = page.get_by_test_id("stExpander").filter(
         has=page.get_by_text("Full-precision values", exact=True)).nth(1)
     values.get_by_text("Full-precision values", exact=True).click()
+    values.locator("[data-testid=stTable] td").first.wait_for()  # built when opened
     texts = values.locator("[data-testid=stTable] td").all_inner_texts()
     numbers = [t for t in texts if re.fullmatch(r"-?[\d.]+(e-?\d+)?", t)]
     assert numbers and not any(re.fullmatch(r"-?0\.0{4,}", t) for t in numbers)
