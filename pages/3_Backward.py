@@ -17,6 +17,7 @@ sources = ui.program_choices(source_labels(include_big=False))
 with st.sidebar:
     default = list(sources.values()).index("preset:mnist-cnn")
     label = st.selectbox("Program (float64)", list(sources), index=default, key="bw_source")
+    st.caption(label.split(" — ", 1)[-1])  # the whole description, cut in the box above
     seed = st.number_input("Seed", 0, 10_000, 0, key="bw_seed")
 
 stepper = None
