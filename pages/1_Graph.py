@@ -17,6 +17,7 @@ with st.sidebar:
     label = st.selectbox("Program or model", list(sources), index=1, key="graph_source",
                          help="Type a name to search: examples, presets, torchvision and "
                               "Hugging Face models (random weights, nothing downloaded).")
+    st.caption(label.split(" — ", 1)[-1])  # the whole description, cut in the box above
     source = model_shape_input(sources[label])
     seed = int(st.number_input("Seed", 0, 10_000, 0, key="graph_seed"))
     mode = MODES[st.radio("View", list(MODES), key="graph_mode", horizontal=True,

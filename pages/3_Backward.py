@@ -17,6 +17,7 @@ sources = ui.program_choices(source_labels(include_big=False))
 with st.sidebar:
     default = list(sources.values()).index("preset:mnist-cnn")
     label = st.selectbox("Program (float64)", list(sources), index=default, key="bw_source")
+    st.caption(label.split(" — ", 1)[-1])  # the whole description, cut in the box above
     seed = st.number_input("Seed", 0, 10_000, 0, key="bw_seed")
 
 stepper = None
@@ -30,12 +31,15 @@ if stepper is not None:
     @st.fragment
     def walk() -> None:
         pos = ui.controls(stepper)
-        ui.show_minimap(stepper, pos)
+        minimap = st.container()
         left, right = st.columns([3, 2])
-        with left:
-            ui.show_graph(stepper, pos)
+        # The step's own details are sent first, so they show before the drawings redraw.
         with right:
             ui.show_step(stepper[pos], stepper)
+        with left:
+            ui.show_graph(stepper, pos)
+        with minimap:
+            ui.show_minimap(stepper, pos)
         ui.show_numbers(stepper[pos], stepper)
         ui.show_gradients(stepper[pos], stepper)
 

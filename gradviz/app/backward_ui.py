@@ -251,10 +251,14 @@ def _show_edge(head: str, g: np.ndarray, ref: np.ndarray | None, key: str) -> No
     dmax = float(np.max(np.abs(diff))) if diff.size else 0.0
     _heatmap(cols[2], diff, f"torch − NumPy (own scale, max {dmax:.1e})",
              symmetric_limit(diff), key + "_d")
-    with st.expander("Full-precision values"):
-        st.caption("Where torch and NumPy differ most (every digit, whole tensor):")
-        st.table(worst_entries(g, ref))
-        _exact_table(t, r)
+    # Built only while open: thousands of exact rows per edge, sent and drawn at every
+    # step even folded away, made a step click take seconds (issue 14).
+    box = st.expander("Full-precision values", key=key + "_exact", on_change="rerun")
+    if box.open:
+        with box:
+            st.caption("Where torch and NumPy differ most (every digit, whole tensor):")
+            st.table(worst_entries(g, ref))
+            _exact_table(t, r)
 
 
 _EXACT_CELLS = 4096  # entries of a matrix listed with every digit
@@ -282,8 +286,10 @@ def show_gradients(step: Step, stepper: BackwardStepper) -> None:
             _show_edge(f"**grad_output** · shape {_shape(incoming)}", incoming, None,
                        f"bw_in_{step.index}")
         return
-    with st.expander(f"Incoming gradient (grad_output) · shape {_shape(incoming)}"):
-        if incoming is not None:
+    box = st.expander(f"Incoming gradient (grad_output) · shape {_shape(incoming)}",
+                      key=f"bw_in_{step.index}_open", on_change="rerun")
+    if box.open and incoming is not None:  # drawn only when asked for, as above
+        with box:
             _show_edge("", incoming, None, f"bw_in_{step.index}")
     for i, g in enumerate(step.grad_inputs):
         if g is None:

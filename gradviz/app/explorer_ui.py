@@ -346,16 +346,22 @@ def _module_panel(where: _Where, info: dict[str, Any], other: str) -> None:
         st.rerun()  # the view toggle lives outside this fragment
 
 
+def _small_table(rows: list[dict[str, str]]) -> None:
+    # A few rows of statistics: plain HTML draws at once, where an interactive grid per
+    # table made every node click wait for its canvas (issue 14).
+    st.table(rows, hide_index=True)
+
+
 def _node_panel(where: _Where, graph: Graph, info: dict[str, Any], other: str) -> None:
     if info.get("grad_fn") and info["grad_fn"] != info["label"]:
         st.caption(f"autograd node {info['grad_fn']}")
     if info.get("value"):
-        st.dataframe(_stats_rows([("value", info["value"])]), hide_index=True)
+        _small_table(_stats_rows([("value", info["value"])]))
     if info["saved"]:
         st.markdown("**Saved for backward**")
-        st.dataframe(_stats_rows([(s["name"], s["stats"] or {
+        _small_table(_stats_rows([(s["name"], s["stats"] or {
             "shape": s["shape"], "dtype": s["dtype"], "mean": None, "std": None, "min": None,
-            "max": None, "norm": None}) for s in info["saved"]]), hide_index=True)
+            "max": None, "norm": None}) for s in info["saved"]]))
     if info["attrs"]:
         st.caption(" · ".join(f"{k}={v}" for k, v in info["attrs"].items()))
     ins = ", ".join(f"{i['label']} ({i['id']})" for i in info["inputs"][:8])
@@ -372,7 +378,7 @@ def _node_panel(where: _Where, graph: Graph, info: dict[str, Any], other: str) -
         ]
         if grads.get("grad"):
             rows.append((".grad", grads["grad"]))
-        st.dataframe(_stats_rows(rows), hide_index=True)
+        _small_table(_stats_rows(rows))
     if info.get("module") and st.button(f"Show module {info['module']} in the {other} view",
                                         key="graph_show_other",
                                         on_click=_open, args=(where, [info["module"]], other)):

@@ -38,9 +38,28 @@ def load_example() -> None:
     st.session_state.lab_class = example.class_name
 
 
+def _is_example(source: str, class_name: str) -> bool:
+    return any(e.source == source and e.class_name == class_name for e in EXAMPLES.values())
+
+
+# A built-in example's check is the same for every session (the seed fixes Hypothesis's
+# inputs): run it in the sandbox once per process, then answer at once (issue 14). Code a
+# user typed is always checked afresh.
+@st.cache_resource(show_spinner=False)
+def _example_results() -> dict[tuple, LabResult]:
+    return {}
+
+
+_EXAMPLE_RESULTS_MAX = 256
+
+
 def run(source: str, class_name: str, shapes: str, max_examples: int, seed: int) -> LabResult:
     """Run the check, showing a "waiting" message while every sandbox slot is taken."""
     st.session_state.lab_waited = None
+    key = (source, class_name, shapes, max_examples, seed)
+    known = _example_results()
+    if key in known:
+        return known[key]
     with st.status("Checking in the sandbox…", expanded=True) as status:
         note = st.empty()
         started: list[float] = []
@@ -55,6 +74,9 @@ def run(source: str, class_name: str, shapes: str, max_examples: int, seed: int)
         try:
             result = run_lab(source, class_name, shapes, max_examples=max_examples, seed=seed,
                              on_wait=on_wait)  # fmt: skip
+            if (result.report is not None and _is_example(source, class_name)
+                    and len(known) < _EXAMPLE_RESULTS_MAX):
+                known[key] = result
         finally:
             note.empty()
             status.update(label="Checked in the sandbox", state="complete", expanded=False)
@@ -117,7 +139,7 @@ def show_result(result: LabResult) -> None:
     )
     show = st.success if report.ok else st.error
     show(f"{report.function}: {'OK' if report.ok else 'bug found'}")
-    st.dataframe(_checks_table(report), hide_index=True)
+    st.table(_checks_table(report), hide_index=True)  # wraps each message, never cuts it
     if report.kinks_seen:
         st.info(f"{report.kinks_seen} examples touched a kink or tie; backward stayed between "
                 "the one-sided slopes there, so they are not bugs.")
@@ -131,15 +153,31 @@ def show_result(result: LabResult) -> None:
             scale = float(np.nanmax(np.abs(both))) or 1.0
             matrices = (("analytical (your backward)", failure.analytical),
                         ("numerical (finite differences)", failure.numerical))  # fmt: skip
-            for col, (name, m) in zip(st.columns(2), matrices, strict=True):
-                svg = heatmap_svg(m, name, scale=scale, row_labels=failure.rows,
-                                  col_labels=failure.columns)  # fmt: skip
-                col.markdown(svg, unsafe_allow_html=True)
+            _show_heatmaps(matrices, scale, failure.rows, failure.columns)
     with st.expander("Full report"):
         st.code(str(report), language="text")
     if result.graph is not None:
         st.markdown("The Function's autograd graph for one input:")
         show_svg(svg_of(result.graph.to_dot(legend=False).source), height=320)
+
+
+_HEATMAP_WIDTH = 560  # px of half the page: wider cells than this lose their column labels
+
+
+def _show_heatmaps(matrices: tuple, scale: float, rows: tuple[str, ...],
+                   columns: tuple[str, ...]) -> None:
+    """Your backward beside finite differences, one colour scale, nothing cut or overlapping."""
+    # Cells wide enough for their column labels ("input[3]"), titles above the SVG (it is
+    # only as wide as its cells) and a faint outline, so an all-zero matrix still shows.
+    n_cols = max(np.atleast_2d(m).shape[1] for _, m in matrices)
+    cell = max(22, int(5.5 * max((len(c) for c in columns), default=0)) + 6)
+    if cell * n_cols > _HEATMAP_WIDTH:
+        cell, columns = 22, ()
+    for col, (name, m) in zip(st.columns(2), matrices, strict=True):
+        col.markdown(f"**{name}**")
+        svg = heatmap_svg(m, "", cell=cell, scale=scale, row_labels=rows, col_labels=columns)
+        svg = svg.replace("<rect ", '<rect stroke="#ced4da" stroke-width="0.5" ')
+        col.markdown(f'<div style="overflow-x:auto">{svg}</div>', unsafe_allow_html=True)
 
 
 def user_code_note() -> str | None:

@@ -94,7 +94,7 @@ def test_inspector_shows_the_selected_node_with_saved_tensor_statistics():
     head = next(m.value for m in at.markdown if "gradviz-inspector" in m.value)
     assert conv.label in head and "×".join(map(str, conv.shape)) in head
     assert _view(at)["selected"] == conv.id
-    saved = at.dataframe[0].value
+    saved = at.table[0].value
     assert list(saved["tensor"]) == [s.name for s in conv.saved]
     assert all(v != "—" for v in saved["mean"])  # statistics from trace_with_stats
 
@@ -199,15 +199,12 @@ def test_click_a_node_shows_it_in_the_inspector(app_url, page):
     conv = next(n for n in graph.nodes if n.label == "ConvolutionBackward0")
     page.goto(f"{app_url}/Graph")
     page.wait_for_selector(".gv-root svg g.node")
-    start = time.perf_counter()
+    # How long this takes is measured in benchmarks/bench_app.py, not asserted here.
     _node(page, conv.id).click()
     page.wait_for_selector(f'.gradviz-inspector[data-node="{conv.id}"]')
-    took = time.perf_counter() - start
-    print(f"\nclick → inspector: {took * 1000:.0f} ms")
     text = page.locator(".gradviz-inspector").inner_text()
     assert conv.label in text and "×".join(map(str, conv.shape)) in text
     assert page.eval_on_selector(".gv-root", "e => e.dataset.selected") == conv.id
-    assert took <= 10
 
 
 @pytest.mark.browser

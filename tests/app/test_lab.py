@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from gradviz import GradvizError
@@ -86,13 +87,20 @@ def test_lab_in_chromium_pass_then_fail_with_counterexample(app_url, page, scree
     page.get_by_role("button", name="Run checks").click()
     page.wait_for_selector('.gradviz-lab-verdict[data-ok="true"]', timeout=120_000)
     assert "MyReLU" in page.locator(".gradviz-lab-verdict").inner_text()
-    page.get_by_label("Your Function").fill(EXAMPLES["relu_wrong_threshold"].source)
-    page.get_by_label("Class name").fill(EXAMPLES["relu_wrong_threshold"].class_name)
-    page.get_by_label("Class name").press("Enter")
+    # As the page says to: load a buggy example from the picker, which fills the editor.
+    wrong = EXAMPLES["relu_wrong_threshold"]
+    page.get_by_test_id("stSelectbox").filter(has_text="Load an example").click()
+    page.get_by_role("option", name="relu_wrong_threshold — ").click()
+    expect(page.get_by_label("Class name")).to_have_value(wrong.class_name)
+    assert "input < 0.5" in page.get_by_label("Your Function").input_value()
     page.get_by_role("button", name="Run checks").click()
     page.wait_for_selector('.gradviz-lab-verdict[data-ok="false"]', timeout=120_000)
+    assert wrong.class_name in page.locator(".gradviz-lab-verdict").inner_text()
     page.get_by_text("Shrunk counterexample").first.wait_for()
     assert page.locator(".gradviz-heatmap").count() >= 2
+    # The picture shows the finding: the verdict at the top, the heatmaps below it.
+    page.locator(".gradviz-lab-verdict").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.mouse.move(5, 995)
     screenshot(page, "function_lab")
 
 
