@@ -10,10 +10,11 @@ import streamlit as st
 from gradviz.app import show_svg, svg_of
 from gradviz.check import FunctionReport
 from gradviz.check.heatmap import heatmap_svg
-from gradviz.check.lab import LabResult, run_lab
+from gradviz.check.lab import LAB_LIMITS, LabResult, run_lab
 from gradviz.check.sandbox.parent import (
     ISOLATION_ENV_VAR,
     Protection,
+    keep_spare,
     probe_protections,
     user_code_enabled,
 )
@@ -180,8 +181,18 @@ def _show_heatmaps(matrices: tuple, scale: float, rows: tuple[str, ...],
         col.markdown(f'<div style="overflow-x:auto">{svg}</div>', unsafe_allow_html=True)
 
 
+@st.cache_resource(show_spinner=False)
+def _keep_a_spare() -> bool:
+    # One lab child per server process waits fenced in with torch and Hypothesis imported
+    # and warm, so a check skips the seconds of a child's start-up (issue 14).
+    keep_spare("lab.check", LAB_LIMITS)
+    return True
+
+
 def user_code_note() -> str | None:
+    """Called as the page opens: why the lab is off, or None (and a spare child starts)."""
     if user_code_enabled():
+        _keep_a_spare()
         return None
     return ("User code is turned off on this server (GRADVIZ_DISABLE_USER_CODE is set); "
             "unset it to use the lab.")

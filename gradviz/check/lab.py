@@ -74,6 +74,26 @@ def check_source(payload: dict[str, Any]) -> dict[str, Any]:
     return {"report": report.to_dict(), "graph": graph}
 
 
+class _Warm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0).to(grad.dtype)
+
+
+def warm_up() -> None:
+    """What a spare sandbox child runs before it waits for a user's code: one small check
+    and trace, so Hypothesis, torch's autograd and the report code are loaded and warm."""
+    check_function(_Warm, shapes=[(3,)], max_examples=10, seed=0)
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    trace(_Warm.apply(x), params={"input 0": x}).to_json()
+
+
 @dataclass(frozen=True)
 class LabResult:
     """What the lab shows: the report, the Function's graph, or a clear sandbox message."""

@@ -472,10 +472,9 @@ def _run_task(task: Callable[[dict[str, Any]], Any], payload: dict[str, Any]) ->
 def main(argv: list[str]) -> None:
     _state["result_fd"] = int(argv[1])
     _state["root"] = argv[2] if len(argv) > 2 else ""
-    request = json.loads(sys.stdin.buffer.read())
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # input() sees end of file instead of the parent's pipe
-    os.close(devnull)
+    # Line one says how to fence and what task to load; line two, the payload, may come
+    # much later: a spare child waits for it fenced in, with the task already imported.
+    request = json.loads(sys.stdin.buffer.readline())
     _state["limits"] = request["limits"]
     # Run as a script, this module is __main__; alias it so "gradviz.check.sandbox.child:..."
     # tasks (and lab code importing run_user_code) share it instead of importing gradviz.
@@ -497,12 +496,28 @@ def main(argv: list[str]) -> None:
     except BaseException as exc:
         message, tb = describe(exc)
         _finish("error", error=f"could not load task {request['task']}: {message}", tb=tb)
+    if request.get("warm"):
+        _warm_up(task)
+    payload = json.loads(sys.stdin.buffer.readline() or b"null")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # input() sees end of file instead of the parent's pipe
+    os.close(devnull)
     sys.setrecursionlimit(RECURSION_LIMIT)
     sys.addaudithook(_audit)
     protections["audit-hook"] = {"applied": True, "reason": "stops process starts, network "
                                  "use, reads and writes outside (Python-level calls)"}  # fmt: skip
     _send(setup)
-    _run_task(task, request["payload"])
+    _run_task(task, payload)
+
+
+def _warm_up(task: Callable[[dict[str, Any]], Any]) -> None:
+    """A spare runs the task's own trusted warm-up (first-call costs of torch and Hypothesis)
+    before any user code, so the user's run starts warm. Failures only mean a colder run."""
+    warm = getattr(sys.modules.get(getattr(task, "__module__", ""), None), "warm_up", None)
+    if callable(warm):
+        # Our own warm-up: if it fails the run is only colder; the real run reports errors.
+        with contextlib.suppress(Exception):
+            warm()
 
 
 if __name__ == "__main__":

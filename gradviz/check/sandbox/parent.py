@@ -37,12 +37,8 @@ import json
 import math
 import os
 import selectors
-import shutil
 import signal
-import stat
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from gradviz.check.sandbox.child import ISOLATION_ENV_VAR, USER_CODE_FILENAME
+from gradviz.check.sandbox.process import Child, kill_group, remove_tree, start_child, stop_child
 from gradviz.check.sandbox.slots import MAX_SANDBOXES_ENV_VAR, sandbox_slot
+from gradviz.check.sandbox.spares import SparePool
 from gradviz.errors import ArgumentError, UserCodeDisabled
 
 __all__ = [
@@ -65,6 +63,7 @@ __all__ = [
     "USER_CODE_FILENAME",
     "UserCodeDisabled",  # defined in gradviz.errors with every error type; kept here too
     "isolation_required",
+    "keep_spare",
     "probe_protections",
     "run_sandboxed",
     "user_code_enabled",
@@ -80,7 +79,6 @@ TASKS: dict[str, str] = {
 DISABLE_ENV_VAR = UserCodeDisabled.env_var
 KINDS = ("ok", "error", "timeout", "memory", "crash", "output", "refused", "exit")
 
-_CHILD = Path(__file__).with_name("child.py")
 # The folder holding the gradviz package goes on the child's sys.path; only the package
 # itself (not the rest of a checkout) is readable from the child.
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]
@@ -220,32 +218,46 @@ def run_sandboxed(
     elif not isinstance(limits, Limits):
         raise ArgumentError("limits", limits, "pass a sandbox.parent.Limits(...) or None")
     try:
-        request = json.dumps(
-            {
-                "task": TASKS[task],
-                "payload": payload,
-                "limits": dataclasses.asdict(limits),
-                "sys_path": [_PACKAGE_ROOT],
-                "readable": [str(_PACKAGE_DIR)],
-                "require_isolation": isolation_required(),
-                "skip_protections": list(_SKIP_PROTECTIONS),
-            },
-            allow_nan=True,
-        ).encode()
+        line = json.dumps(payload, allow_nan=True).encode() + b"\n"
     except (TypeError, ValueError) as exc:
         raise ArgumentError("payload", payload, f"use only JSON data ({exc})") from None
 
     if on_wait is not None and not callable(on_wait):
         raise ArgumentError("on_wait", on_wait, "pass a function of one int (busy slots) or None")
+    head = _head(task, limits, warm=False)
     with sandbox_slot(on_wait):
-        workdir = tempfile.mkdtemp(prefix="gradviz-sandbox-")
-        # An empty mount point for the child's private root (see fences.private_view).
-        root = tempfile.mkdtemp(prefix="gradviz-root-")
+        child = _SPARES.take(_head(task, limits, warm=True)) or start_child(head)
         try:
-            return _Run(request, limits, workdir, root).run()
+            return _Run(line, limits, child).run()
         finally:
-            _remove_tree(workdir)
-            _remove_tree(root)
+            remove_tree(child.workdir)
+            remove_tree(child.root)
+
+
+def keep_spare(task: str, limits: Limits | None = None) -> None:
+    """From now on keep one child for `task` started ahead (fenced, task imported, warmed
+    up), so a `run_sandboxed` call with these limits skips the start-up. Each spare serves
+    one run only. For apps: a library call site needs nothing of this."""
+    if not isinstance(task, str) or task not in TASKS:
+        raise ArgumentError("task", task, f"use one of {sorted(TASKS)} (see parent.TASKS)")
+    if user_code_enabled():
+        _SPARES.want(_head(task, limits or Limits(), warm=True))
+
+
+def _head(task: str, limits: Limits, *, warm: bool) -> bytes:
+    """The first request line: how to fence and what to load (JSON on one line)."""
+    return json.dumps({
+        "task": TASKS[task],
+        "limits": dataclasses.asdict(limits),
+        "sys_path": [_PACKAGE_ROOT],
+        "readable": [str(_PACKAGE_DIR)],
+        "require_isolation": isolation_required(),
+        "skip_protections": list(_SKIP_PROTECTIONS),
+        "warm": warm,
+    }).encode() + b"\n"
+
+
+_SPARES: SparePool[Child] = SparePool(start_child, lambda c: c.proc.poll() is None, stop_child)
 
 
 _PROBE_LIMITS = Limits(wall_seconds=20, cpu_seconds=5, memory_mb=512)
@@ -256,59 +268,25 @@ def probe_protections() -> dict[str, Protection]:
     return run_sandboxed("exec", {"code": "result = None"}, _PROBE_LIMITS).protections
 
 
-def _child_env(workdir: str) -> dict[str, str]:
-    # Nothing of the app's environment (tokens, proxies, PYTHON*) reaches user code. One
-    # thread per library keeps torch's address space small and CPU use predictable.
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MALLOC_ARENA_MAX": "2",
-    }
-
-
 class _Run:
-    """One child process: start it, feed it, read it within the limits, then judge it."""
+    """One child process: feed it its payload, read it within the limits, then judge it."""
 
-    def __init__(self, request: bytes, limits: Limits, workdir: str, root: str) -> None:
-        self.request = request
-        self.root = root
+    def __init__(self, payload_line: bytes, limits: Limits, child: Child) -> None:
+        self.request = payload_line
+        self.child = child
         self.limits = limits
-        self.workdir = workdir
         self.out = {"stdout": bytearray(), "stderr": bytearray(), "result": bytearray()}
         self.stopped: str | None = None  # why the parent killed the child, if it did
 
     def run(self) -> SandboxResult:
-        result_read, result_write = os.pipe()
-        start = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-u", "-X", "faulthandler", str(_CHILD),
-                 str(result_write), self.root],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(result_write,),
-                cwd=self.workdir,
-                env=_child_env(self.workdir),
-                start_new_session=True,
-            )  # fmt: skip
-        except BaseException:
-            os.close(result_read)
-            raise
-        finally:
-            os.close(result_write)
+        proc, result_read = self.child.proc, self.child.result_read
+        start = time.monotonic()  # a spare's wall time counts from here, not from its start
         try:
             self._pump(proc, result_read, start + self.limits.wall_seconds)
             status, cpu = self._end(proc, start + self.limits.wall_seconds)
         finally:
             if proc.returncode is None:  # _end did not get to reap it: kill and reap here
-                _kill_group(proc.pid)
+                kill_group(proc.pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
             for stream in (proc.stdin, proc.stdout, proc.stderr):
@@ -391,7 +369,7 @@ class _Run:
                     self.stopped = "timeout"
                     break
                 time.sleep(0.005)
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except ChildProcessError:  # somebody else reaped it
@@ -547,22 +525,3 @@ def _size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:g} {unit}"
     return f"{count} bytes"
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _remove_tree(path: str) -> None:
-    def make_writable_and_retry(function: Any, failed: str, _exc: Any) -> None:
-        # User code may have made a file or directory read-only; undo that and retry.
-        try:
-            os.chmod(os.path.dirname(failed), stat.S_IRWXU)
-            if os.path.isdir(failed) and not os.path.islink(failed):
-                os.chmod(failed, stat.S_IRWXU)
-            function(failed)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=make_writable_and_retry)
