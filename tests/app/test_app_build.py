@@ -359,6 +359,10 @@ def test_stop_button_ends_a_long_run_in_chromium(app_url, page):
     _enter(page, "Number of steps", "1000000")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text(re.compile(r"Step [1-9][\d,]*/1,000,000")).wait_for()
+    # Live while it trains: the gradient flow so far, redrawn as records arrive.
+    page.locator(".st-key-bt_flow_live .vega-embed").wait_for(timeout=60_000)
+    expect(page.locator(".st-key-bt_flow_live")).to_contain_text("Gradient flow so far")
+    assert page.get_by_role("button", name="Stop training").is_enabled()
     page.get_by_role("button", name="Stop training").click()
     page.get_by_text(re.compile(r"/1000000 steps: stopped early")).first.wait_for(timeout=30_000)
     assert page.get_by_role("button", name="Train", exact=True).is_enabled()
