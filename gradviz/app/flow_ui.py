@@ -62,9 +62,10 @@ class LiveViews:
                 for d in flow.diagnose():
                     st.warning(str(d))
         got = self.job.live.copy() if self._units is not None else None
-        data = self.job.data
-        png = None if got is None or data is None else network_picture(got[1], data)
-        if png is not None and self._units is not None:
+        if got is None or self._units is None or self.job.data is None:
+            return
+        png = network_picture(got[1], self.job.data)
+        if png is not None:
             self._units.image(png, width="content",
                               caption=f"The network at step {got[0]:,}. {_UNITS_CAPTION}")
 
