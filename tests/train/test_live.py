@@ -124,3 +124,27 @@ def test_a_job_not_on_two_inputs_copies_nothing():
     job.join(60)
     assert job.done and job.error is None and not job.live.enabled
     assert job.live.copy() is None
+
+
+def test_heatmap_frame_is_the_positive_norm_rows_of_the_long_frame():
+    import pandas as pd
+
+    flow = GradientFlow(every=1)
+    train("quadrant-sgd", steps=30, callback=flow)
+    long = flow.frame("grad", "norm")
+    want = long[long["value"] > 0][["step", "layer", "depth", "value"]].reset_index(drop=True)
+    got = heatmap_frame(flow)
+    assert len(got) == 30 * len(flow.params)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_a_pickable_flow_chart_selects_a_layer_on_click():
+    from gradviz.train.flow_view import PICK
+
+    flow = GradientFlow(every=1)
+    train("quadrant-sgd", steps=5, callback=flow)
+    params = flow_chart(flow, pick=True).to_dict().get("params", [])
+    picks = [p for p in params if p["name"] == PICK]
+    assert len(picks) == 1 and picks[0]["select"]["fields"] == ["layer"]
+    assert picks[0]["select"]["on"] == "click"
+    assert PICK not in str(flow_chart(flow).to_dict())
