@@ -10,12 +10,18 @@ network, data and optimizer; variants are interleaved within each repetition so 
 noise hits them alike. Prints the median µs/step of ``--repeat`` runs (after a warm-up
 run) with the spread (min–max) and the slowdown against the plain loop. Report only.
 
+Each run is the Build & Train page's default run of the preset (its step count, or its
+epochs of batches), and "page stride" is the stride a page job records at:
+``every = max(1, expected // 200)``, capacity 200 (`gradviz.train.jobs.Job`); the peer is
+timed logging at that stride too, and both also at every step.
+
     python benchmarks/bench_flow.py [--repeat 7] [--presets quadrant-sgd,keras-dense-512]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -35,7 +41,16 @@ PRESETS = (
     "keras-dense-512",
     "mnist-cnn",
 )
-STEPS = {"keras-dense-512": 30, "mnist-cnn": 10}
+PAGE_STEP_CAP = 6000  # gradviz.app.build_ui.STEP_CAP: the page's longest default run
+
+
+def page_run(name: str) -> tuple[int, int]:
+    """(steps of the page's default run, the stride its job records the flow at)."""
+    preset = get_preset(name)
+    data = preset.data(0)
+    per_epoch = math.ceil(data.n / min(preset.batch_size or data.n, data.n))
+    steps = preset.epochs * per_epoch if preset.epochs else min(preset.steps or 100, PAGE_STEP_CAP)
+    return steps, max(1, steps // 200)
 
 
 def _setup(name: str) -> tuple[Callable[[], float], torch.nn.Module, torch.optim.Optimizer]:
@@ -65,54 +80,59 @@ def _time(run: Callable[[], None], steps: int) -> float:
     return (time.process_time() - start) / steps * 1e6
 
 
-def _variants(name: str, steps: int) -> dict[str, Callable[[], float]]:
+def _variants(name: str, steps: int, stride: int) -> dict[str, Callable[[], float]]:
     def plain() -> float:
         step, _, _ = _setup(name)
         return _time(lambda: [step() for _ in range(steps)], steps)
 
-    def flow(every: int) -> Callable[[], float]:
+    def flow(every: int, capacity: int) -> Callable[[], float]:
         def run() -> float:
             step, model, opt = _setup(name)
-            recorder = GradientFlow(model, every=every, capacity=steps, optimizer=opt)
+            recorder = GradientFlow(model, every=every, capacity=capacity, optimizer=opt)
             with recorder:
                 return _time(lambda: [step() for _ in range(steps)], steps)
 
         return run
 
-    def peer() -> float:
-        step, model, opt = _setup(name)
-        log: list[dict[str, float]] = []
-        named = list(model.named_parameters())
+    def peer(every: int) -> Callable[[], float]:
+        def run() -> float:
+            step, model, opt = _setup(name)
+            log: list[dict[str, float]] = []
+            named = list(model.named_parameters())
 
-        def logged() -> None:
-            for _ in range(steps):
-                step()  # opt.step keeps .grad: read it as a logging hook would
-                log.append({n: p.grad.norm().item() for n, p in named if p.grad is not None})
+            def logged() -> None:
+                for i in range(steps):
+                    step()  # opt.step keeps .grad: read it as a logging hook would
+                    if i % every == 0:
+                        log.append(
+                            {n: p.grad.norm().item() for n, p in named if p.grad is not None}
+                        )
 
-        return _time(logged, steps)
+            return _time(logged, steps)
+
+        return run
 
     return {
         "plain": plain,
-        "flow every=1": flow(1),
-        "flow every=10": flow(10),
-        "flow every=100": flow(100),
-        "peer": peer,
+        "flow page stride": flow(stride, 200),
+        "peer page stride": peer(stride),
+        "flow every=1": flow(1, steps),
+        "peer every step": peer(1),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per variant (≥ 5)")
-    parser.add_argument("--steps", type=int, default=200, help="steps per run (small nets)")
     parser.add_argument("--presets", default=",".join(PRESETS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, median of {args.repeat} runs (min–max), µs/step")
-    names = ("plain", "flow every=1", "flow every=10", "flow every=100", "peer (norm log)")
-    print(f"{'preset':<24}" + "".join(f"{v:>26}" for v in names))
+    names = ("plain", "flow page stride", "peer page stride", "flow every=1", "peer every step")
+    print(f"{'preset':<24}{'steps':>6}{'stride':>7}" + "".join(f"{v:>24}" for v in names))
     for name in args.presets.split(","):
-        steps = STEPS.get(name, args.steps)
-        variants = _variants(name, steps)
+        steps, stride = page_run(name)
+        variants = _variants(name, steps, stride)
         for run in variants.values():
             run()  # warm-up: first-call costs (allocator, hooks) stay out of the table
         times: dict[str, list[float]] = {k: [] for k in variants}
@@ -124,8 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         for key, values in times.items():
             med = statistics.median(values)
             extra = "" if key == "plain" else f" {100 * (med / base - 1):+.0f}%"
-            cells.append(f"{med:8.0f} ({min(values):.0f}–{max(values):.0f}){extra}")
-        print(f"{name:<24}" + "".join(f"{c:>26}" for c in cells), flush=True)
+            cells.append(f"{med:6.0f} ({min(values):.0f}–{max(values):.0f}){extra}")
+        print(f"{name:<24}{steps:>6}{stride:>7}" + "".join(f"{c:>24}" for c in cells),
+              flush=True)
 
 
 if __name__ == "__main__":

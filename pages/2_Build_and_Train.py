@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gradviz.app import build_ui as ui
-from gradviz.app import keep_navigation
+from gradviz.app import flow_ui, keep_navigation
 
 keep_navigation()
 
@@ -12,6 +12,7 @@ st.title("Build & train")
 st.caption("Build a network from a preset or a layer list and train it here. "
            "Try first: press Train and watch the loss fall.")
 ui.init_state()
+flow_ui.open_backward_if_asked()  # a click on a layer of the gradient flow heatmap
 
 preset, seed, log = ui.sidebar()
 st.caption(f"**{preset.name}** — {preset.description}. Loss: {preset.loss_name}.")

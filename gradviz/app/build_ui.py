@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from gradviz.app import MODEL_KEY, guard
-from gradviz.app.flow_ui import show_training_views
+from gradviz.app.flow_ui import LiveViews, show_training_views
 from gradviz.errors import GradvizError
 from gradviz.train import jobs
 from gradviz.train.data import TrainData
@@ -480,7 +480,7 @@ def follow(job: jobs.Job, log: bool) -> None:
     failure is kept as a notice for that run to show.
     """
     bar = st.progress(0.0, text="Starting…")
-    chart = st.empty()
+    chart, live = st.empty(), LiveViews(job)  # live: gradient flow and units so far
     while True:
         job.seen()
         finished = job.done  # read first, so the last update drawn is the final one
@@ -495,6 +495,7 @@ def follow(job: jobs.Job, log: bool) -> None:
             _chart(curve, log, chart)
         if finished:
             break
+        live.update()
         job.join(0.25)  # returns at once when the run ends
     job.join()
     del st.session_state["bt_job"]

@@ -20,8 +20,9 @@ next forward, whichever comes first. A step the stride skips costs one pre-hook 
 
 from __future__ import annotations
 
+import copy
 import math
-from collections import deque
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from gradviz.errors import ArgumentError
+from gradviz.train.flow_keep import _check_positive, _Keeper, _leaf_modules
 
 __all__ = ["GradientFlow", "FlowRecord", "GRAD_STATS", "ACT_STATS", "MODES"]
 
@@ -53,39 +55,6 @@ class FlowRecord:
     grad: np.ndarray
     update_ratio: np.ndarray
     act: np.ndarray
-
-
-class _Keeper:
-    """Which steps to keep, within ``capacity`` records (no torch: tested on its own)."""
-
-    def __init__(self, capacity: int, every: int, mode: str) -> None:
-        self.capacity, self.mode, self.stride = capacity, mode, every
-        self.records: deque[Any] | list[Any] = deque(maxlen=capacity) if mode == "ring" else []
-        self.first: int | None = None
-
-    def wants(self, step: int) -> bool:
-        if self.first is None:
-            return True
-        return (step - self.first) % self.stride == 0
-
-    def push(self, step: int, record: Any) -> None:
-        if self.first is None:
-            self.first = step
-        self.records.append(record)
-        if self.mode == "decimate" and len(self.records) > self.capacity:
-            self.stride *= 2
-            self.records = [r for r in self.records if (r.step - self.first) % self.stride == 0]
-
-
-def _check_positive(name: str, value: Any, example: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ArgumentError(name, value, f"use a whole number ≥ 1, e.g. {name}={example}")
-    return int(value)
-
-
-def _leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    leaves = [(n, m) for n, m in model.named_modules() if n and not any(m.children())]
-    return leaves or [("(model)", model)]
 
 
 class GradientFlow:
@@ -131,6 +100,8 @@ class GradientFlow:
         self._model = model
         self._optimizer = optimizer
         self._keeper = _Keeper(self.capacity, self.every, mode)
+        # Guards the kept records: the training thread appends, a page thread may read.
+        self._lock = threading.Lock()
         self._handles: list[Any] = []
         self._attached = False
         self._steps = 0  # training steps seen: forwards of the model with grad enabled
@@ -243,10 +214,11 @@ class GradientFlow:
         if self._pending is not None:
             self._close(value)
             return
-        records = self._keeper.records
-        if value is not None and records and records[-1].step == self._steps:
-            # the optimizer's step hook closed this step already: add its loss
-            records[-1] = replace(records[-1], loss=value)
+        with self._lock:
+            records = self._keeper.records
+            if value is not None and records and records[-1].step == self._steps:
+                # the optimizer's step hook closed this step already: add its loss
+                records[-1] = replace(records[-1], loss=value)
 
     def chain(self, callback: Callable[[int, int, float], Any]) -> _Chained:
         """A train callback running this recorder, then ``callback`` (e.g. a progress bar)."""
@@ -410,18 +382,41 @@ class GradientFlow:
             update_ratio=ratio,
             act=pending["act"],
         )
-        self._keeper.push(record.step, record)
+        with self._lock:
+            self._keeper.push(record.step, record)
 
     # ------------------------------------------------------------------ the record
+
+    def snapshot(self) -> GradientFlow:
+        """A detached copy of the record so far, for reading while the network trains.
+
+        Every view (`series`, `frame`, `diagnose`, the charts) reads several fields in
+        turn; on the live recorder a step closing in between (or a decimation) would mix
+        two states. The copy is taken under the recorder's lock and never changes; it holds
+        no hooks, parameters or model, so it cannot be attached.
+        """
+        twin = copy.copy(self)
+        with self._lock:
+            twin._keeper = self._keeper.copy()
+            twin._steps = self._steps
+        twin._lock = threading.Lock()
+        twin._fire_order = None if self._fire_order is None else list(self._fire_order)
+        twin._module_order = None if self._module_order is None else list(self._module_order)
+        twin._model = twin._optimizer = twin._pending = twin._snap = None
+        twin._params, twin._grad_hooks, twin._leaves = [], [], []
+        twin._handles, twin._step_handles, twin._acts = [], [], {}
+        twin._attached, twin._rec_step = False, None
+        return twin
 
     @property
     def records(self) -> tuple[FlowRecord, ...]:
         """The kept steps, oldest first (the step just made appears once it is closed)."""
-        return tuple(self._keeper.records)
+        with self._lock:
+            return tuple(self._keeper.records)
 
     @property
     def steps(self) -> list[int]:
-        return [r.step for r in self._keeper.records]
+        return [r.step for r in self.records]
 
     @property
     def stride(self) -> int:

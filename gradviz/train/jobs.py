@@ -29,6 +29,7 @@ from gradviz.train.checkpoints import Checkpoint, load_checkpoint, save_checkpoi
 from gradviz.train.data import TrainData
 from gradviz.train.flow import GradientFlow
 from gradviz.train.flow_view import neuron_png, neuron_view
+from gradviz.train.live import JobCallback, LiveWeights
 from gradviz.train.mnist import load_mnist_csv, load_mnist_idx
 from gradviz.train.optimizers import OPTIMIZERS
 from gradviz.train.plots import Picture, picture_for, predict, predicted_classes
@@ -351,6 +352,10 @@ class Job:
         # Gradient flow of ~200 evenly spread steps: a stride keeps recording off most
         # steps (recording every one cost +44-180% per step on the seed nets).
         self.flow = GradientFlow(every=max(1, expected // 200), capacity=200)
+        data = kwargs.get("data")
+        self.data: TrainData | None = data if isinstance(data, TrainData) else None
+        # weights for the live neuron view, which draws networks on 2-D inputs only
+        self.live = LiveWeights(self.data is not None and tuple(self.data.X.shape[1:]) == (2,))
         self._thread = threading.Thread(
             target=self._run, args=(kwargs, every), name="gradviz-train", daemon=True
         )
@@ -359,7 +364,8 @@ class Job:
     def _run(self, kwargs: dict[str, Any], every: int) -> None:
         try:
             self.result = train(
-                **kwargs, callback=self.flow.chain(self._progress), callback_every=every,
+                **kwargs, callback=JobCallback(self.flow, self._progress, self.live),
+                callback_every=every,
                 stop=self._should_stop,
             )
         except BaseException as exc:  # handed to the page, which shows or re-raises it

@@ -364,6 +364,75 @@ def test_stop_button_ends_a_long_run_in_chromium(app_url, page):
     assert page.get_by_role("button", name="Train", exact=True).is_enabled()
 
 
+EXCEPTION = '[data-testid="stException"]'
+_CHANGED = (
+    "([sel, old]) => { const e = document.querySelector(sel); return e && e.innerHTML !== old; }"
+)
+
+
+def _still_training(page, steps: str) -> None:
+    assert page.get_by_role("button", name="Stop training").is_enabled()
+    assert page.get_by_text(f"{steps}/{steps} steps").count() == 0
+
+
+@pytest.mark.browser
+def test_flow_and_units_are_redrawn_while_a_run_trains_in_chromium(app_url, page):
+    page.goto(f"{app_url}/Build_and_Train")
+    page.get_by_role("button", name="Train", exact=True).wait_for()
+    _enter(page, "Number of steps", "100000")
+    page.get_by_role("button", name="Train", exact=True).click()
+    # The flow so far (a record every 500 steps) shows while the run is still going ...
+    chart = ".st-key-bt_flow_live .vega-embed"
+    page.locator(chart).wait_for(timeout=90_000)
+    expect(page.locator(".st-key-bt_flow_live")).to_contain_text("Gradient flow so far")
+    _still_training(page, "100000")
+    # ... and is redrawn as records arrive: the chart's SVG differs a read later.
+    first = page.locator(chart).inner_html()
+    page.wait_for_function(_CHANGED, arg=[chart, first], timeout=90_000)
+    _still_training(page, "100000")
+    # The network unit by unit, from a copy of the weights the training thread handed over.
+    units = ".st-key-bt_units_live img"
+    page.locator(units).wait_for(timeout=90_000)
+    expect(page.locator(".st-key-bt_units_live")).to_contain_text("The network at step")
+    src = page.locator(units).get_attribute("src")
+    page.wait_for_function(
+        "([sel, old]) => document.querySelector(sel)?.getAttribute('src') !== old",
+        arg=[units, src], timeout=90_000,
+    )
+    assert page.locator(units).evaluate("img => img.naturalWidth") > 100
+    _still_training(page, "100000")
+    page.get_by_role("button", name="Stop training").click()
+    page.get_by_text(re.compile(r"/100000 steps: stopped early")).first.wait_for(timeout=60_000)
+    assert page.locator(".st-key-bt_flow_live").count() == 0  # the run's own views instead
+
+
+@pytest.mark.browser
+def test_a_click_on_a_heatmap_layer_opens_backward_at_that_layer_in_chromium(app_url, page):
+    page.goto(f"{app_url}/Build_and_Train")
+    page.get_by_role("button", name="Train", exact=True).wait_for()
+    _enter(page, "Number of steps", "200")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("200/200 steps in").first.wait_for()
+    cells = page.locator('.st-key-bt_flow [aria-roledescription="rect mark"]')
+    cells.first.wait_for()
+    w2 = cells.and_(page.locator('[aria-label*="layer: W2;"]'))
+    assert w2.count() >= 100  # one cell per recorded step
+    w2.nth(50).click(force=True)
+    page.wait_for_url(re.compile(r".*/Backward$"))
+    current = page.locator(".gradviz-current")
+    current.wait_for(timeout=180_000)
+    # The parameter's own step of the built model's backward, its layer in the breakpoint.
+    heading = page.get_by_role("heading", name=re.compile(r"^Step .*: W2$"))
+    expect(heading).to_be_visible()
+    assert re.fullmatch(r"Step \d+/\d+: W2", heading.inner_text().strip())
+    assert "kind param" in current.inner_text()
+    sidebar = page.get_by_test_id("stSidebarUserContent")
+    program = sidebar.locator('input[aria-label="Program (float64)"]')
+    assert program.input_value() == "Built on Build & Train: quadrant-sgd"
+    assert page.locator('input[aria-label="Breakpoint: op or module"]').input_value() == "W2"
+    assert page.locator(EXCEPTION).count() == 0
+
+
 def test_a_run_shows_its_gradient_flow_and_what_the_diagnoses_say():
     at = _train(_page(), steps=400)
     run = at.session_state["bt_run"]

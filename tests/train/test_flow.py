@@ -13,8 +13,9 @@ from torch import nn
 
 from gradviz import get_preset, presets, train
 from gradviz.errors import ArgumentError
-from gradviz.train.flow import ACT_STATS, GRAD_STATS, GradientFlow, _Keeper
+from gradviz.train.flow import ACT_STATS, GRAD_STATS, GradientFlow
 from gradviz.train.flow_diagnose import KINDS, Diagnosis, diagnose
+from gradviz.train.flow_keep import _Keeper
 from gradviz.train.flow_view import (
     NeuronView,
     chart_bytes,
