@@ -79,6 +79,9 @@ def test_other_limits_get_a_fresh_child_and_clear_ends_the_spares(spawned_sessio
     assert parent._SPARES.waiting() == 1  # the spare is for LIMITS only
     parent._SPARES.clear()
     assert parent._SPARES.waiting() == 0
+    end = time.monotonic() + 10  # a killed group's last members take a moment to go
+    while spawned_sessions() and time.monotonic() < end:
+        time.sleep(0.05)
     assert spawned_sessions() == []
 
 
