@@ -1,20 +1,27 @@
-"""Cost of recording backward step by step, and of one step's NumPy reference.
+"""Cost of stepping through backward, against a plain forward + backward of the same model.
 
-Compares, in one run: a plain forward + backward; forward + BackwardStepper recording
-every node (references off); the first read of its steps (built from the recording on
-first access); and a recording with every NumPy reference computed. Models: a
-12-layer TransformerEncoder, the ResNet-50-like net, and the 25k-node chain (report).
-Target (issue 4): recording ≤ 1.5× plain forward+backward on the first two.
+For each model, in one run and alternating so all three meet the same neighbours:
+- fwd+bwd: plain forward + backward (the peer: what torch alone costs);
+- refs off: forward + BackwardStepper(references=False) + reading every step's gradients
+  (`Step.grad_inputs`, so the first read, which builds the Step objects, is included);
+- refs on: forward + BackwardStepper(references=True) + reading every step's check
+  (`Step.agrees`): every NumPy reference computed and compared.
+Targets (issues #14, #15): refs off ≤ 1.5×, refs on ≤ 3× fwd+bwd.
+Models: a 12-layer TransformerEncoder, the ResNet-50-like net and the 25k-node chain.
 
-Times are the best of --repeat runs (default 15), plain and recording alternating.
+Each cell: median of --repeat runs (default 7) after two warm-up runs, ± half the
+min-max spread; the ratio is of the medians.
 
-Run: python benchmarks/bench_stepper.py [--repeat 15]
+Run: python benchmarks/bench_stepper.py [--repeat 7] [--models transformer-12,resnet50]
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -22,55 +29,42 @@ from gradviz.backward.rules import context_from_node, reference_for
 from gradviz.backward.stepper import BackwardStepper
 from gradviz.zoo.examples import examples
 
-
-def best_time(fn, repeat: int) -> float:
-    return best_times([fn], repeat)[0]
+MODELS = ("transformer-12", "resnet50", "chain-25k")
 
 
-def best_times(fns, repeat: int) -> list[float]:
-    """The fastest of `repeat` runs of each function, run in alternation.
-
-    On a shared 2-core VM the median of one loop swung 1.2-1.9x between runs minutes
-    apart: the minimum is what the code costs without neighbours, and alternating puts
-    the compared functions under the same neighbours.
-    """
+def alternating(fns: list[Callable[[], object]], repeat: int, warmup: int = 2
+                ) -> list[tuple[float, float]]:
+    """Median and half the min-max spread of `repeat` runs of each function, run in
+    alternation after `warmup` rounds, so neighbours on a shared VM slow all alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for fn, out in zip(fns, times, strict=True):
             start = time.perf_counter()
             fn()
             out.append(time.perf_counter() - start)
-    return [min(t) for t in times]
+    return [(statistics.median(t), (max(t) - min(t)) / 2) for t in times]
 
 
-def run(name: str, repeat: int) -> tuple[float, float, float, int]:
+def run(name: str, repeat: int) -> tuple[int, list[tuple[float, float]]]:
     model, loss_fn = examples()[name].make(0)
 
     def plain() -> None:
         model.zero_grad()
         loss_fn(model).backward()
 
-    def record() -> None:
-        BackwardStepper(loss_fn(model), model=model, references=False)
+    def stepped(references: bool) -> Callable[[], None]:
+        def go() -> None:
+            model.zero_grad()
+            steps = BackwardStepper(loss_fn(model), model=model, references=references)
+            for s in steps:  # every step read; the first read builds the Steps
+                _ = s.agrees if references else s.grad_inputs
+        return go
 
-    def record_with_numpy() -> None:
-        BackwardStepper(loss_fn(model), model=model, references=True)
-
-    def first_access() -> None:
-        # Step objects and frontiers are derived from the recording when first read.
-        stepper = BackwardStepper(loss_fn(model), model=model, references=False)
-        start = time.perf_counter()
-        len(stepper)
-        access.append(time.perf_counter() - start)
-
-    access: list[float] = []
-    plain()  # warm-up
-    record()
     steps = len(BackwardStepper(loss_fn(model), model=model, references=False))
-    plain_t, record_t = best_times([plain, record], repeat)
-    for _ in range(3):
-        first_access()
-    return plain_t, record_t, min(access), best_time(record_with_numpy, 1), steps
+    return steps, alternating([plain, stepped(False), stepped(True)], repeat)
 
 
 def one_reference_time() -> tuple[str, float]:
@@ -84,21 +78,29 @@ def one_reference_time() -> tuple[str, float]:
     def ref() -> None:
         reference_for(context_from_node(node, grads))
 
-    return type(node).__name__, best_time(ref, 20)
+    return type(node).__name__, alternating([ref], 20)[0][0]
+
+
+def cell(t: tuple[float, float]) -> str:
+    return f"{t[0] * 1000:,.0f}±{t[1] * 1000:,.0f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--models", default=",".join(MODELS))
     args = parser.parse_args()
-    print(f"{'model':16} {'steps':>7} {'fwd+bwd':>9} {'recording':>10} {'ratio':>6} {'1st read':>9} {'+ NumPy refs':>13}")
-    for name in ("transformer-12", "resnet50", "chain-25k"):
-        plain, rec, access, full, steps = run(name, args.repeat)
-        print(f"{name:16} {steps:>7,} {plain * 1000:>7.0f}ms {rec * 1000:>8.0f}ms {rec / plain:>5.2f}× "
-              f"{access * 1000:>7.1f}ms {full * 1000:>11.0f}ms")
-    print("\n1st read: building the Step objects and frontiers from the recording, on first access.")
+    print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"median ± half spread of {args.repeat} warmed runs, ms; × : ÷ fwd+bwd median\n")
+    print(f"{'model':16} {'steps':>7} {'fwd+bwd':>11} {'refs off':>11} {'off ×':>6} "
+          f"{'refs on':>11} {'on ×':>6}")
+    for name in args.models.split(","):
+        steps, (plain, off, on) = run(name, args.repeat)
+        print(f"{name:16} {steps:>7,} {cell(plain):>11} {cell(off):>11} "
+              f"{off[0] / plain[0]:>5.2f}× {cell(on):>11} {on[0] / plain[0]:>5.2f}×", flush=True)
+    print("\ntargets: refs off ≤ 1.5×, refs on ≤ 3×")
     op, t = one_reference_time()
-    print(f"\none step's NumPy reference ({op}, 64×1000·1000×100, float64): {t * 1000:.2f} ms")
+    print(f"one step's NumPy reference ({op}, 64×1000·1000×100, float64): {t * 1000:.2f} ms")
 
 
 if __name__ == "__main__":

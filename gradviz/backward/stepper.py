@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradviz.backward.rules import RULES, compare, context_from_node, reference_for, to_numpy
+from gradviz.backward.rules import RULES, context_from_node, reference_for, to_numpy
+from gradviz.backward.rules._context import LazySaved, compare_with_scale, largest
 from gradviz.errors import ArgumentError, TraceError
 from gradviz.graph.model import Graph, Node, gc_paused
 from gradviz.graph.tracing import is_accumulate, trace_with_ids
@@ -305,8 +306,9 @@ class BackwardStepper(Sequence[Step]):
                 # The engine drops what a node sends along an absent edge; do not compare those.
                 present = [None if nxt is None else g
                            for (nxt, _), g in zip(edges, raw_inputs, strict=False)]
-                errs = compare(reference, present)
-                scale = _largest((*raw_outputs, *present))
+                max_abs, max_rel, top = compare_with_scale(reference, present)
+                errs = (max_abs, max_rel)
+                scale = max(top, _largest(raw_outputs))
             records.append((ids[fn], next_ids, raw_outputs, raw_inputs, reference, kind, formula,
                             errs, scale, saved))
         return records
@@ -466,8 +468,7 @@ class BackwardStepper(Sequence[Step]):
 
 
 def _largest(grads: Sequence[Any]) -> float:
-    return max((float(g.detach().abs().max())
-                for g in grads if isinstance(g, torch.Tensor) and g.numel()), default=0.0)
+    return max((largest(g) for g in grads if isinstance(g, torch.Tensor)), default=0.0)
 
 
 def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any]) -> _Reference:
@@ -495,6 +496,8 @@ SMALL_SAVED = 16  # elements: a saved array up to this size is kept for showing 
 def _small(saved: Mapping[str, Any]) -> dict[str, Any]:
     # Only what fits on a line is kept: holding every saved activation would double a
     # recording's memory for numbers nobody can read at that size anyway.
+    if isinstance(saved, LazySaved):  # sized before converting: the rest stays unconverted
+        return saved.small(SMALL_SAVED)
     return {
         k: v for k, v in saved.items()
         if (isinstance(v, np.ndarray) and v.size <= SMALL_SAVED)

@@ -45,24 +45,34 @@ def _conv_forward(x, w, stride, padding, dilation, groups):
     out = tuple(
         (xp.shape[2 + i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(nd)
     )
-    cols = _grouped(_conv_cols(xp, k, stride, dilation, out), groups)
-    n, g, cg = cols.shape[:3]
-    cols = cols.reshape(n, g, cg, math.prod(out), math.prod(k))
-    wg = w.reshape(g, w.shape[0] // g, cg, math.prod(k))
-    y = np.einsum("ngcpk,gock->ngop", cols, wg)
+    cols = _group_cols(_conv_cols(xp, k, stride, dilation, out), groups)  # (G, N·P, C/G·K)
+    g, n = groups, x.shape[0]
+    wg = w.reshape(g, w.shape[0] // g, -1)  # (G, O/G, C/G·K)
+    y = np.matmul(cols, wg.transpose(0, 2, 1))  # (G, N·P, O/G)
+    y = y.reshape(g, n, math.prod(out), w.shape[0] // g).transpose(1, 0, 3, 2)
     return y.reshape(n, w.shape[0], *out)
+
+
+def _group_cols(cols: np.ndarray, groups: int) -> np.ndarray:
+    """Patches (N, C, *out, *k) as one matrix per group, (G, N·P, C/G·K): the layout that
+    turns a convolution into a batched matrix product (BLAS), not a Python-level einsum."""
+    n, c = cols.shape[:2]
+    nd = (cols.ndim - 2) // 2
+    p, kk = math.prod(cols.shape[2:2 + nd]), math.prod(cols.shape[2 + nd:])
+    cols = cols.reshape(n, groups, c // groups, p, kk)  # a copy: the windows overlap
+    return np.ascontiguousarray(cols.transpose(1, 0, 3, 2, 4)).reshape(groups, n * p, -1)
 
 
 def _conv_weight_grad(x, gy, k, stride, padding, dilation, groups):
     """dL/dw for y = conv(x, w): correlate each input patch with the output gradient."""
     xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
     out = gy.shape[2:]
-    cols = _grouped(_conv_cols(xp, k, stride, dilation, out), groups)
-    n, g, cg = cols.shape[:3]
-    cols = cols.reshape(n, g, cg, math.prod(out), math.prod(k))
-    gyg = _grouped(gy, groups).reshape(n, g, gy.shape[1] // groups, math.prod(out))
-    gw = np.einsum("ngcpk,ngop->gock", cols, gyg)
-    return gw.reshape(gy.shape[1], cg, *k)
+    cols = _group_cols(_conv_cols(xp, k, stride, dilation, out), groups)  # (G, N·P, C/G·K)
+    g, n = groups, gy.shape[0]
+    gyg = _grouped(gy, g).reshape(n, g, gy.shape[1] // g, -1).transpose(1, 2, 0, 3)
+    gyg = gyg.reshape(g, gy.shape[1] // g, -1)  # (G, O/G, N·P)
+    gw = np.matmul(gyg, cols)  # (G, O/G, C/G·K)
+    return gw.reshape(gy.shape[1], x.shape[1] // g, *k)
 
 
 def _col2im(gcols: np.ndarray, in_spatial, stride, padding, dilation) -> np.ndarray:
@@ -87,10 +97,11 @@ def _conv_input_grad(gy, w, in_shape, stride, padding, dilation, groups):
     k = w.shape[2:]
     out = gy.shape[2:]
     n, g = gy.shape[0], groups
-    cg = w.shape[1]
-    gyg = _grouped(gy, g).reshape(n, g, w.shape[0] // g, math.prod(out))
-    wg = w.reshape(g, w.shape[0] // g, cg, math.prod(k))
-    gcols = np.einsum("ngop,gock->ngcpk", gyg, wg).reshape(n, g * cg, *out, *k)
+    cg, og, p = w.shape[1], w.shape[0] // groups, math.prod(out)
+    gyg = _grouped(gy, g).reshape(n, g, og, p).transpose(1, 0, 3, 2).reshape(g, n * p, og)
+    gcols = np.matmul(gyg, w.reshape(g, og, cg * math.prod(k)))  # (G, N·P, C/G·K)
+    gcols = gcols.reshape(g, n, p, cg, math.prod(k)).transpose(1, 0, 3, 2, 4)
+    gcols = gcols.reshape(n, g * cg, *out, *k)
     return _col2im(gcols, in_shape[2:], stride, padding, dilation)
 
 
