@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gradviz.backward._recording import FD_FORMULA, finite_difference, numpy_view, small_pages
 from gradviz.backward.rules import RULES, context_from_node, reference_for, to_numpy
 from gradviz.backward.rules._context import LazySaved, compare_with_scale, largest
 from gradviz.errors import ArgumentError, TraceError
@@ -41,7 +42,6 @@ PROGRESS_COLORS = {
     "upcoming": "#e9ecef",
 }
 _ACCUMULATE_FORMULA = r"\bar{\theta} \mathrel{+}= \sum_k \bar{y}_k"
-_FD_EPS = 1e-6
 # What `_reference` finds for a node: the NumPy gradients (None: no reference), their kind
 # ("numpy", "finite differences"), the formula and the small saved values.
 _Reference = tuple[tuple[np.ndarray | None, ...] | None, str | None, str | None, dict[str, Any]]
@@ -118,11 +118,11 @@ class Step:
     # recording as much as its whole backward, and doubled the recording's memory.
     @functools.cached_property
     def grad_outputs(self) -> tuple[np.ndarray | None, ...]:
-        return tuple(None if g is None else _view(g) for g in self.raw_outputs)
+        return tuple(None if g is None else numpy_view(g) for g in self.raw_outputs)
 
     @functools.cached_property
     def grad_inputs(self) -> tuple[np.ndarray | None, ...]:
-        return tuple(None if g is None else _view(g) for g in self.raw_inputs)
+        return tuple(None if g is None else numpy_view(g) for g in self.raw_inputs)
 
     @property
     def check(self) -> ErrorCheck | None:
@@ -272,7 +272,8 @@ class BackwardStepper(Sequence[Step]):
                     for fn in fns
                     if is_accumulate(fn) and fn.variable.grad is not None
                 }
-                self._records = self._read_steps(fns, ids, rec, references)
+                with small_pages(references):
+                    self._records = self._read_steps(fns, ids, rec, references)
             finally:
                 for handle in handles:
                     handle.remove()
@@ -476,22 +477,6 @@ class BackwardStepper(Sequence[Step]):
         return None
 
 
-_VIEWABLE = (torch.float32, torch.float64, torch.float16)
-
-
-def _view(t: torch.Tensor) -> np.ndarray:
-    """torch's gradient `t` as NumPy, read-only and sharing its memory where NumPy reads
-    its dtype as is; otherwise (bfloat16, complex, lazy zeros) converted by `to_numpy`."""
-    t = t.detach()
-    if t.device.type == "cpu" and t.dtype in _VIEWABLE and not (
-        t._is_zerotensor() or t.is_neg()
-    ):
-        a = t.numpy()
-        a.flags.writeable = False  # the recording's own gradient: not to be edited
-        return a
-    return to_numpy(t)
-
-
 def _new_step(**fields: Any) -> Step:
     # A frozen dataclass's __init__ sets each of its 14 fields through object.__setattr__;
     # filling __dict__ at once builds a 25k-node chain's Steps faster. Every field is given.
@@ -515,11 +500,11 @@ def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any])
             return None, None, rule.formula, {}
     if hasattr(type(fn), "_forward_cls"):
         try:
-            ref = _finite_difference(fn, grad_outputs)
+            ref = finite_difference(fn, grad_outputs)
         except Exception:  # a Function whose forward needs more than its saved tensors
             ref = None
         if ref is not None:
-            return ref, "finite differences", _FD_FORMULA, {}
+            return ref, "finite differences", FD_FORMULA, {}
     return None, None, None, {}
 
 
@@ -536,65 +521,6 @@ def _small(saved: Mapping[str, Any]) -> dict[str, Any]:
         if (isinstance(v, np.ndarray) and v.size <= SMALL_SAVED)
         or isinstance(v, (bool, int, float))
     }
-
-
-_FD_FORMULA = (r"\bar{x}_j \approx \sum_i \bar{y}_i\,\frac{f_i(x + \epsilon e_j) "
-               r"- f_i(x - \epsilon e_j)}{2\epsilon}")
-
-
-def _finite_difference(
-    fn: Any, grad_outputs: Sequence[Any]
-) -> tuple[np.ndarray | None, ...] | None:
-    """Central differences of a custom Function, when its saved tensors are its inputs.
-
-    The Function's inputs are not kept by autograd; many Functions (the tutorial's MyReLU)
-    save exactly their inputs, which is recognised by matching shapes with the edges.
-    """
-    try:
-        saved = tuple(fn.saved_tensors)
-    except RuntimeError:
-        return None
-    shapes: list[tuple[int, ...] | None] = []
-    for nxt, i in fn.next_functions:
-        if nxt is None:
-            shapes.append(None)
-        elif is_accumulate(nxt):
-            shapes.append(tuple(nxt.variable.shape))
-        else:
-            shapes.append(tuple(nxt._input_metadata[i].shape))
-    if len(saved) != len(shapes) or any(
-        s is not None and tuple(t.shape) != s for t, s in zip(saved, shapes, strict=True)
-    ):
-        return None
-    cls = fn._forward_cls
-    inputs = [t.detach().to(torch.float64).clone() for t in saved]
-    gouts = [None if g is None else g.detach().to(torch.float64) for g in grad_outputs]
-
-    def f(xs):
-        with torch.no_grad():
-            out = cls.apply(*xs)
-        outs = out if isinstance(out, tuple) else (out,)
-        return sum(float((o.to(torch.float64) * g).sum())
-                   for o, g in zip(outs, gouts, strict=False)
-                   if g is not None and isinstance(o, torch.Tensor))
-
-    result: list[np.ndarray | None] = []
-    for k, shape in enumerate(shapes):
-        if shape is None:
-            result.append(None)
-            continue
-        grad = np.zeros(int(np.prod(shape)) if shape else 1)
-        flat = inputs[k].reshape(-1)
-        for j in range(flat.numel()):
-            orig = float(flat[j])
-            flat[j] = orig + _FD_EPS
-            up = f(inputs)
-            flat[j] = orig - _FD_EPS
-            down = f(inputs)
-            flat[j] = orig
-            grad[j] = (up - down) / (2 * _FD_EPS)
-        result.append(grad.reshape(shape))
-    return tuple(result)
 
 
 def _worst_check(steps: list[Step]) -> dict[str, Any] | None:
