@@ -56,13 +56,16 @@ _VIEWABLE = (torch.float32, torch.float64, torch.float16)
 
 def numpy_view(t: torch.Tensor) -> np.ndarray:
     """torch's gradient `t` as NumPy, read-only and sharing its memory where NumPy reads
-    its dtype as is; otherwise (bfloat16, complex, lazy zeros) converted by `to_numpy`."""
-    t = t.detach()
-    if t.device.type == "cpu" and t.dtype in _VIEWABLE and not (
-        t._is_zerotensor() or t.is_neg()
-    ):
+    its dtype as is; otherwise (bfloat16, complex, lazy zeros) converted by `to_numpy`.
+
+    The cheap attribute checks first (is_cpu, not .device.type; setflags, not .flags):
+    a 25k-node chain reads 25k of these.
+    """
+    if t.requires_grad:
+        t = t.detach()
+    if t.is_cpu and t.dtype in _VIEWABLE and not (t._is_zerotensor() or t.is_neg()):
         a = t.numpy()
-        a.flags.writeable = False  # the recording's own gradient: not to be edited
+        a.setflags(write=False)  # the recording's own gradient: not to be edited
         return a
     return to_numpy(t)
 

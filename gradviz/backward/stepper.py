@@ -118,11 +118,11 @@ class Step:
     # recording as much as its whole backward, and doubled the recording's memory.
     @functools.cached_property
     def grad_outputs(self) -> tuple[np.ndarray | None, ...]:
-        return tuple(None if g is None else numpy_view(g) for g in self.raw_outputs)
+        return tuple([None if g is None else numpy_view(g) for g in self.raw_outputs])
 
     @functools.cached_property
     def grad_inputs(self) -> tuple[np.ndarray | None, ...]:
-        return tuple(None if g is None else numpy_view(g) for g in self.raw_inputs)
+        return tuple([None if g is None else numpy_view(g) for g in self.raw_inputs])
 
     @property
     def check(self) -> ErrorCheck | None:
@@ -179,16 +179,15 @@ class _Recorder:
         self.grad_inputs: list[tuple[torch.Tensor | None, ...] | None] = [None] * count
 
 
-def _snap(grads: Sequence[Any]) -> tuple[torch.Tensor | None, ...]:
-    # Keeping a reference (no clone) is enough: the engine accumulates into a gradient
-    # buffer in place only when nothing else holds that tensor (use_count == 1).
-    return tuple(grads)
-
-
+# Keeping a reference (no clone) is enough: the engine accumulates into a gradient buffer
+# in place only when nothing else holds that tensor (use_count == 1). The engine hands the
+# hooks tuples, kept as they are: a 25k-node chain runs 25k of these in its backward.
 def _make_prehook(rec: _Recorder, i: int):
+    order, outputs = rec.order, rec.grad_outputs
+
     def prehook(grad_outputs):
-        rec.order.append(i)
-        rec.grad_outputs[i] = _snap(grad_outputs)
+        order.append(i)
+        outputs[i] = tuple(grad_outputs)
 
     return prehook
 
@@ -196,10 +195,12 @@ def _make_prehook(rec: _Recorder, i: int):
 def _make_hook(rec: _Recorder, i: int):
     # An op's post-hook sees what it received and what it sent; on the CPU engine nodes
     # run one at a time, so post-hook order is the engine's order.
+    order, outputs, inputs = rec.order, rec.grad_outputs, rec.grad_inputs
+
     def hook(grad_inputs, grad_outputs):
-        rec.order.append(i)
-        rec.grad_outputs[i] = _snap(grad_outputs)
-        rec.grad_inputs[i] = _snap(grad_inputs)
+        order.append(i)
+        outputs[i] = tuple(grad_outputs)
+        inputs[i] = tuple(grad_inputs)
 
     return hook
 
@@ -267,6 +268,7 @@ class BackwardStepper(Sequence[Step]):
                 # backward through its node, which must not land in this recording.
                 for handle in handles:
                     handle.remove()
+                handles.clear()  # removed: the finally below has nothing left to do
                 self._raw_param_grads = {
                     self.graph.node(ids[fn]).label: fn.variable.grad
                     for fn in fns
