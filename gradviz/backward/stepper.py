@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradviz.backward.rules import RULES, compare, context_from_node, reference_for, to_numpy
+from gradviz.backward._recording import FD_FORMULA, finite_difference, numpy_view, small_pages
+from gradviz.backward.rules import RULES, context_from_node, reference_for, to_numpy
+from gradviz.backward.rules._context import LazySaved, compare_with_scale, largest
 from gradviz.errors import ArgumentError, TraceError
 from gradviz.graph.model import Graph, Node, gc_paused
 from gradviz.graph.tracing import is_accumulate, trace_with_ids
@@ -40,7 +42,6 @@ PROGRESS_COLORS = {
     "upcoming": "#e9ecef",
 }
 _ACCUMULATE_FORMULA = r"\bar{\theta} \mathrel{+}= \sum_k \bar{y}_k"
-_FD_EPS = 1e-6
 # What `_reference` finds for a node: the NumPy gradients (None: no reference), their kind
 # ("numpy", "finite differences"), the formula and the small saved values.
 _Reference = tuple[tuple[np.ndarray | None, ...] | None, str | None, str | None, dict[str, Any]]
@@ -112,13 +113,16 @@ class Step:
     # elements, Python scalars), by name without "_saved_": the numbers its formula uses.
     saved: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    # torch's gradients as read-only NumPy views in their own dtype (float64 where NumPy
+    # has no such dtype): a float64 copy of every gradient cost a 12-layer transformer's
+    # recording as much as its whole backward, and doubled the recording's memory.
     @functools.cached_property
     def grad_outputs(self) -> tuple[np.ndarray | None, ...]:
-        return tuple(None if g is None else to_numpy(g) for g in self.raw_outputs)
+        return tuple([None if g is None else numpy_view(g) for g in self.raw_outputs])
 
     @functools.cached_property
     def grad_inputs(self) -> tuple[np.ndarray | None, ...]:
-        return tuple(None if g is None else to_numpy(g) for g in self.raw_inputs)
+        return tuple([None if g is None else numpy_view(g) for g in self.raw_inputs])
 
     @property
     def check(self) -> ErrorCheck | None:
@@ -175,16 +179,15 @@ class _Recorder:
         self.grad_inputs: list[tuple[torch.Tensor | None, ...] | None] = [None] * count
 
 
-def _snap(grads: Sequence[Any]) -> tuple[torch.Tensor | None, ...]:
-    # Keeping a reference (no clone) is enough: the engine accumulates into a gradient
-    # buffer in place only when nothing else holds that tensor (use_count == 1).
-    return tuple(grads)
-
-
+# Keeping a reference (no clone) is enough: the engine accumulates into a gradient buffer
+# in place only when nothing else holds that tensor (use_count == 1). The engine hands the
+# hooks tuples, kept as they are: a 25k-node chain runs 25k of these in its backward.
 def _make_prehook(rec: _Recorder, i: int):
+    order, outputs = rec.order, rec.grad_outputs
+
     def prehook(grad_outputs):
-        rec.order.append(i)
-        rec.grad_outputs[i] = _snap(grad_outputs)
+        order.append(i)
+        outputs[i] = tuple(grad_outputs)
 
     return prehook
 
@@ -192,10 +195,12 @@ def _make_prehook(rec: _Recorder, i: int):
 def _make_hook(rec: _Recorder, i: int):
     # An op's post-hook sees what it received and what it sent; on the CPU engine nodes
     # run one at a time, so post-hook order is the engine's order.
+    order, outputs, inputs = rec.order, rec.grad_outputs, rec.grad_inputs
+
     def hook(grad_inputs, grad_outputs):
-        rec.order.append(i)
-        rec.grad_outputs[i] = _snap(grad_outputs)
-        rec.grad_inputs[i] = _snap(grad_inputs)
+        order.append(i)
+        outputs[i] = tuple(grad_outputs)
+        inputs[i] = tuple(grad_inputs)
 
     return hook
 
@@ -242,7 +247,8 @@ class BackwardStepper(Sequence[Step]):
         self.graph = graph or traced
         fns = list(ids)  # autograd nodes in id order; only this stepper holds them
         rec = _Recorder(len(fns))
-        leaves = [fn.variable for fn in fns if is_accumulate(fn)]
+        accumulates = [is_accumulate(fn) for fn in fns]  # asked once: 25k nodes ask 4x
+        leaves = [fn.variable for fn, acc in zip(fns, accumulates, strict=True) if acc]
         saved_grads = [leaf.grad for leaf in leaves]
         handles = []
         # The GC is paused for the walk: registering ~1k hooks allocates objects that set off
@@ -251,8 +257,8 @@ class BackwardStepper(Sequence[Step]):
         # recording added to its backward).
         with gc_paused():
             try:
-                for i, fn in enumerate(fns):
-                    if is_accumulate(fn):  # AccumulateGrad has no post-hook gradients
+                for i, (fn, acc) in enumerate(zip(fns, accumulates, strict=True)):
+                    if acc:  # AccumulateGrad has no post-hook gradients
                         handles.append(fn.register_prehook(_make_prehook(rec, i)))
                     else:
                         handles.append(fn.register_hook(_make_hook(rec, i)))
@@ -263,12 +269,15 @@ class BackwardStepper(Sequence[Step]):
                 # backward through its node, which must not land in this recording.
                 for handle in handles:
                     handle.remove()
+                handles.clear()  # removed: the finally below has nothing left to do
                 self._raw_param_grads = {
-                    self.graph.node(ids[fn]).label: fn.variable.grad
-                    for fn in fns
-                    if is_accumulate(fn) and fn.variable.grad is not None
+                    self.graph.node(ids[fn]).label: leaf.grad
+                    for fn, leaf in zip((f for f, a in zip(fns, accumulates, strict=True) if a),
+                                        leaves, strict=True)
+                    if leaf.grad is not None
                 }
-                self._records = self._read_steps(fns, ids, rec, references)
+                with small_pages(references):
+                    self._records = self._read_steps(fns, ids, rec, references)
             finally:
                 for handle in handles:
                     handle.remove()
@@ -305,8 +314,9 @@ class BackwardStepper(Sequence[Step]):
                 # The engine drops what a node sends along an absent edge; do not compare those.
                 present = [None if nxt is None else g
                            for (nxt, _), g in zip(edges, raw_inputs, strict=False)]
-                errs = compare(reference, present)
-                scale = _largest((*raw_outputs, *present))
+                max_abs, max_rel, top = compare_with_scale(reference, present)
+                errs = (max_abs, max_rel)
+                scale = max(top, _largest(raw_outputs))
             records.append((ids[fn], next_ids, raw_outputs, raw_inputs, reference, kind, formula,
                             errs, scale, saved))
         return records
@@ -315,6 +325,12 @@ class BackwardStepper(Sequence[Step]):
     def _steps(self) -> tuple[Step, ...]:
         # Built on first access, from plain records: a recording that is never looked at
         # (or only summarised) skips ~5 ms per thousand nodes of Step objects and frontiers.
+        # The GC is paused as for the hooks: 25k Steps set off full collections that took
+        # half of the first read of the 25k-node chain (measured 556 vs 269 ms).
+        with gc_paused():
+            return self._build_steps()
+
+    def _build_steps(self) -> tuple[Step, ...]:
         records = self._records
         node_of = self.graph._index
         executed = {r[0] for r in records}
@@ -340,7 +356,7 @@ class BackwardStepper(Sequence[Step]):
                     if pending[nid] == 0:
                         ready[nid] = None
             steps.append(
-                Step(
+                _new_step(
                     index=step_no,
                     node=node_of[node_id],
                     raw_outputs=raw_outputs,
@@ -465,9 +481,16 @@ class BackwardStepper(Sequence[Step]):
         return None
 
 
+def _new_step(**fields: Any) -> Step:
+    # A frozen dataclass's __init__ sets each of its 14 fields through object.__setattr__;
+    # filling __dict__ at once builds a 25k-node chain's Steps faster. Every field is given.
+    step = object.__new__(Step)
+    step.__dict__.update(fields)
+    return step
+
+
 def _largest(grads: Sequence[Any]) -> float:
-    return max((float(g.detach().abs().max())
-                for g in grads if isinstance(g, torch.Tensor) and g.numel()), default=0.0)
+    return max((largest(g) for g in grads if isinstance(g, torch.Tensor)), default=0.0)
 
 
 def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any]) -> _Reference:
@@ -481,11 +504,11 @@ def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any])
             return None, None, rule.formula, {}
     if hasattr(type(fn), "_forward_cls"):
         try:
-            ref = _finite_difference(fn, grad_outputs)
+            ref = finite_difference(fn, grad_outputs)
         except Exception:  # a Function whose forward needs more than its saved tensors
             ref = None
         if ref is not None:
-            return ref, "finite differences", _FD_FORMULA, {}
+            return ref, "finite differences", FD_FORMULA, {}
     return None, None, None, {}
 
 
@@ -495,70 +518,13 @@ SMALL_SAVED = 16  # elements: a saved array up to this size is kept for showing 
 def _small(saved: Mapping[str, Any]) -> dict[str, Any]:
     # Only what fits on a line is kept: holding every saved activation would double a
     # recording's memory for numbers nobody can read at that size anyway.
+    if isinstance(saved, LazySaved):  # sized before converting: the rest stays unconverted
+        return saved.small(SMALL_SAVED)
     return {
         k: v for k, v in saved.items()
         if (isinstance(v, np.ndarray) and v.size <= SMALL_SAVED)
         or isinstance(v, (bool, int, float))
     }
-
-
-_FD_FORMULA = (r"\bar{x}_j \approx \sum_i \bar{y}_i\,\frac{f_i(x + \epsilon e_j) "
-               r"- f_i(x - \epsilon e_j)}{2\epsilon}")
-
-
-def _finite_difference(
-    fn: Any, grad_outputs: Sequence[Any]
-) -> tuple[np.ndarray | None, ...] | None:
-    """Central differences of a custom Function, when its saved tensors are its inputs.
-
-    The Function's inputs are not kept by autograd; many Functions (the tutorial's MyReLU)
-    save exactly their inputs, which is recognised by matching shapes with the edges.
-    """
-    try:
-        saved = tuple(fn.saved_tensors)
-    except RuntimeError:
-        return None
-    shapes: list[tuple[int, ...] | None] = []
-    for nxt, i in fn.next_functions:
-        if nxt is None:
-            shapes.append(None)
-        elif is_accumulate(nxt):
-            shapes.append(tuple(nxt.variable.shape))
-        else:
-            shapes.append(tuple(nxt._input_metadata[i].shape))
-    if len(saved) != len(shapes) or any(
-        s is not None and tuple(t.shape) != s for t, s in zip(saved, shapes, strict=True)
-    ):
-        return None
-    cls = fn._forward_cls
-    inputs = [t.detach().to(torch.float64).clone() for t in saved]
-    gouts = [None if g is None else g.detach().to(torch.float64) for g in grad_outputs]
-
-    def f(xs):
-        with torch.no_grad():
-            out = cls.apply(*xs)
-        outs = out if isinstance(out, tuple) else (out,)
-        return sum(float((o.to(torch.float64) * g).sum())
-                   for o, g in zip(outs, gouts, strict=False)
-                   if g is not None and isinstance(o, torch.Tensor))
-
-    result: list[np.ndarray | None] = []
-    for k, shape in enumerate(shapes):
-        if shape is None:
-            result.append(None)
-            continue
-        grad = np.zeros(int(np.prod(shape)) if shape else 1)
-        flat = inputs[k].reshape(-1)
-        for j in range(flat.numel()):
-            orig = float(flat[j])
-            flat[j] = orig + _FD_EPS
-            up = f(inputs)
-            flat[j] = orig - _FD_EPS
-            down = f(inputs)
-            flat[j] = orig
-            grad[j] = (up - down) / (2 * _FD_EPS)
-        result.append(grad.reshape(shape))
-    return tuple(result)
 
 
 def _worst_check(steps: list[Step]) -> dict[str, Any] | None:

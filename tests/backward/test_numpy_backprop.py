@@ -59,13 +59,15 @@ def _torch_grads(model, x, loss_fn) -> tuple[float, dict[str, np.ndarray], np.nd
 def _assert_same(result, loss, grads, grad_input=None) -> None:
     """Equal to 1e-10 relative, measured against the largest gradient of the whole network.
 
-    The scale never drops below 0.01: some random stacks are constant in exact arithmetic
-    (Σ softmax = 1, a LayerNorm without affine summed), and then both sides hold rounding
-    noise of about 1e-17 that has no relative agreement to show.
+    The scale never drops below 1: some random stacks are constant in exact arithmetic
+    (Σ softmax = 1, a LayerNorm without affine summed, a LayerNorm over one feature), and
+    then both sides hold rounding noise with no relative agreement to show. A LayerNorm
+    multiplies that noise by 1/sqrt(eps) ≈ 316: Hypothesis found 1.04e-12 of it in a weight
+    gradient that is exactly 0 (Linear 1→1→2→1, LayerNorm((1,)), BatchNorm1d).
     """
     every = [*grads.values()] + ([grad_input] if grad_input is not None else [])
-    scale = max([np.abs(g).max() for g in every if g.size] + [1e-2])
-    assert result.loss == pytest.approx(loss, rel=RTOL, abs=1e-12)  # Σ LayerNorm = 0
+    scale = max([np.abs(g).max() for g in every if g.size] + [1.0])
+    assert result.loss == pytest.approx(loss, rel=RTOL, abs=RTOL)  # Σ LayerNorm = 0
     assert set(result.grads) == set(grads)
     for row in result.compare(grads):
         assert row["max_abs_diff"] <= RTOL * scale, (row, scale)

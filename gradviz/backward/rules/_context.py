@@ -6,7 +6,7 @@ see NumPy arrays and Python values only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,8 @@ from gradviz.backward.rules._copyslices import copy_slices_saved
 from gradviz.backward.rules._registry import RULES, RuleContext, sum_to
 from gradviz.graph.tracing import is_accumulate
 
-__all__ = ["compare", "context_from_node", "reference_for", "saved_values", "to_numpy"]
+__all__ = ["LazySaved", "compare", "compare_with_scale", "context_from_node", "largest",
+           "reference_for", "saved_values", "to_numpy"]
 
 _SAVED_NAMES: dict[type, tuple[str, ...]] = {}
 
@@ -28,10 +29,20 @@ def _own(original: torch.Tensor, converted: torch.Tensor) -> np.ndarray:
     return converted.numpy().copy() if same else converted.numpy()
 
 
+# Floating dtypes NumPy reads in place (bfloat16 is not one), widened to float64 by NumPy.
+_NUMPY_WIDENS = (torch.float32, torch.float16)
+
+
 def to_numpy(value: Any) -> Any:
     """Convert what autograd saved into what a NumPy rule reads."""
     if isinstance(value, torch.Tensor):
-        t = value.detach().cpu()
+        t = value.detach() if value.requires_grad else value
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.dtype in _NUMPY_WIDENS and not (t._is_zerotensor() or t.is_neg()):
+            # NumPy widens a view of the tensor in one pass; torch's .to() costs ~3x more
+            # per call, which a 25k-node recording pays 25k times.
+            return t.numpy().astype(np.float64)
         if t._is_zerotensor():
             # torch's lazy all-zero gradient has no storage to read
             if t.is_floating_point():
@@ -53,18 +64,83 @@ def to_numpy(value: Any) -> Any:
 
 def saved_values(node: Any) -> dict[str, Any]:
     """The node's ``_saved_*`` attributes as NumPy/Python values ({} once freed)."""
-    names = _SAVED_NAMES.get(type(node))
-    if names is None:
-        names = tuple(a for a in dir(node) if a.startswith("_saved_"))
-        _SAVED_NAMES[type(node)] = names
     out: dict[str, Any] = {}
-    for attr in names:
+    for attr in _saved_names(node):
         try:
             value = getattr(node, attr)
         except RuntimeError:  # freed by a backward without retain_graph
             continue
         out[attr[len("_saved_"):]] = to_numpy(value)
     return out
+
+
+class LazySaved(Mapping[str, Any]):
+    """A node's ``_saved_*`` values, each converted to NumPy when a rule first reads it.
+
+    Converting every saved tensor up front cost more than some rules themselves: a
+    BatchNorm saves six tensors and reads four, and a float32 activation copied to float64
+    is a full pass over it. Only valid while the node is alive (during `reference_for`).
+    """
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+        self._names = _saved_names(node)
+        self._values: dict[str, Any] = {}
+
+    def raw(self, key: str) -> Any:
+        """The value as autograd hands it back (KeyError: no such value, or freed)."""
+        attr = "_saved_" + key
+        if attr not in self._names:
+            raise KeyError(key)
+        try:
+            return getattr(self._node, attr)
+        except RuntimeError as e:  # freed by a backward without retain_graph
+            raise KeyError(key) from e
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            pass
+        value = self._values[key] = to_numpy(self.raw(key))
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        for attr in self._names:
+            key = attr[len("_saved_"):]
+            try:
+                self.raw(key)
+            except KeyError:
+                continue
+            yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def small(self, size: int) -> dict[str, Any]:
+        """Values that fit on a line (arrays of ≤ `size` entries, Python numbers), converted
+        without converting the large ones."""
+        out: dict[str, Any] = {}
+        for attr in self._names:
+            key = attr[len("_saved_"):]
+            try:
+                value = self.raw(key)
+            except KeyError:
+                continue
+            if isinstance(value, torch.Tensor):
+                if value.numel() <= size:
+                    out[key] = self[key]
+            elif isinstance(value, (bool, int, float)):
+                out[key] = value
+        return out
+
+
+def _saved_names(node: Any) -> tuple[str, ...]:
+    names = _SAVED_NAMES.get(type(node))
+    if names is None:
+        names = tuple(a for a in dir(node) if a.startswith("_saved_"))
+        _SAVED_NAMES[type(node)] = names
+    return names
 
 
 def _edge_meta(fn: Any, index: int) -> tuple[tuple[int, ...] | None, torch.dtype | None]:
@@ -92,12 +168,14 @@ def context_from_node(node: Any, grad_outputs: Sequence[Any]) -> RuleContext:
         rule is not None and rule.complex
     ):
         raise ValueError(f"{name} has complex tensors; its NumPy rule covers real dtypes only")
+    saved: Mapping[str, Any]
     if name == "CopySlices":  # its saved values are hidden; compiled autograd reads them
         grad = grad_outputs[0]
-        saved = {k: to_numpy(v) for k, v in copy_slices_saved(node, grad).items()}
-        saved["fn_saved"] = {k: to_numpy(v) for k, v in saved["fn_saved"].items()}
+        hidden = {k: to_numpy(v) for k, v in copy_slices_saved(node, grad).items()}
+        hidden["fn_saved"] = {k: to_numpy(v) for k, v in hidden["fn_saved"].items()}
+        saved = hidden
     else:
-        saved = saved_values(node)
+        saved = LazySaved(node)
     return RuleContext(
         name=name,
         saved=saved,
@@ -127,7 +205,8 @@ def reference_for(ctx: RuleContext) -> tuple[np.ndarray | None, ...] | None:
         elif i < len(ctx.complex_inputs) and ctx.complex_inputs[i]:
             out.append(sum_to(np.asarray(g, dtype=np.complex128), shape))
         else:
-            out.append(sum_to(np.real(np.asarray(g)).astype(np.float64), shape))
+            # asarray, not astype: a float64 result is used as it is, not copied once more.
+            out.append(sum_to(np.asarray(np.real(g), dtype=np.float64), shape))
     return tuple(out)
 
 
@@ -150,23 +229,104 @@ def compare(
     that edge, so a tiny entry next to large ones does not blow the figure up. An edge
     torch filled but the reference left empty counts as an error of its full size.
     """
+    max_abs, max_rel, _ = compare_with_scale(reference, actual)
+    return max_abs, max_rel
+
+
+def largest(value: Any) -> float:
+    """The largest magnitude in torch's gradient `value` (0.0 when empty), read in place."""
+    a = _readable(value) if isinstance(value, torch.Tensor) else np.asarray(value)
+    if a.size == 0:
+        return 0.0
+    if a.dtype.kind == "c":
+        return float(np.abs(a).max())
+    # Two reductions over the array, not |a| materialised first and then reduced.
+    return float(max(_MAX(a, axis=None), -_MIN(a, axis=None)))
+
+
+# The ufuncs' reduce, without ndarray.max's Python-level wrapper (~1 µs a call, several
+# calls per edge of every node).
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
+
+
+def compare_with_scale(
+    reference: Sequence[np.ndarray | None], actual: Sequence[Any]
+) -> tuple[float, float, float]:
+    """`compare`, plus the largest magnitude of torch's gradients it read (the stepper's
+    scale), so that figure does not cost another pass over every gradient."""
     max_abs = 0.0
     max_rel = 0.0
+    top = 0.0
     for ref, act in zip(reference, actual, strict=False):
         if act is None:
             continue
         a = _readable(act) if isinstance(act, torch.Tensor) else np.asarray(act)
         r = np.zeros(a.shape) if ref is None else np.asarray(ref)
         if r.shape != a.shape:
-            return float("inf"), float("inf")
+            return float("inf"), float("inf"), max(top, largest(a))
         if a.size == 0:
             continue
-        # In float64 as before, without first copying torch's float32 gradient to float64.
-        d = np.asarray(np.subtract(r, a, dtype=np.complex128 if np.iscomplexobj(r)
-                                   or np.iscomplexobj(a) else np.float64))
-        d = np.abs(d, out=d) if d.dtype == np.float64 else np.abs(d)
-        diff = float(d.max())
-        scale = float(np.abs(a).max()) if np.iscomplexobj(a) else float(max(a.max(), -a.min()))
+        diff, scale = _max_diff(r, a)
+        top = max(top, scale)
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf")))
-    return max_abs, max_rel
+    return max_abs, max_rel, top
+
+
+# Entries per block of `_max_diff`: 512 KiB of float64, which stays in cache between the
+# subtraction and its two reductions.
+_BLOCK = 1 << 16
+
+
+def _max_diff(r: np.ndarray, a: np.ndarray) -> tuple[float, float]:
+    """max |r - a| in float64 and max |a|, NaN when either has a NaN.
+
+    A large gradient (a ViT's 2.4M-entry weights) is read block by block: the float64
+    difference of the whole array was a fresh allocation and three passes over memory,
+    which cost more than torch's backward of that layer.
+    """
+    if r.dtype.kind == "c" or a.dtype.kind == "c":
+        d = np.asarray(np.subtract(r, a, dtype=np.complex128))
+        return float(np.abs(d).max()), largest(a)
+    if r.size <= _BLOCK or r.ndim == 0:
+        d = np.subtract(r, a, dtype=np.float64)
+        return (float(max(_MAX(d, axis=None), -_MIN(d, axis=None))),
+                float(max(_MAX(a, axis=None), -_MIN(a, axis=None))))
+    if (r.flags.c_contiguous and a.flags.c_contiguous) or (
+            r.flags.f_contiguous and a.flags.f_contiguous):
+        rf, af = r.ravel(order="K"), a.ravel(order="K")  # views: both laid out alike
+        step = _BLOCK
+    elif r.ndim == 2:  # one is the other's transpose in memory (a weight's gradient)
+        return _max_diff_tiles(r, a)
+    else:  # laid out differently: blocks of leading rows
+        rf, af = r, a
+        step = max(1, _BLOCK * r.shape[0] // r.size)
+    buf = np.empty(step * (rf.size // rf.shape[0]))
+    tops = []
+    for start in range(0, rf.shape[0], step):
+        rb, ab = rf[start:start + step], af[start:start + step]
+        d = np.subtract(rb, ab, out=buf[:rb.size].reshape(rb.shape), dtype=np.float64)
+        tops.append((_MAX(d, axis=None), -_MIN(d, axis=None),
+                     _MAX(ab, axis=None), -_MIN(ab, axis=None)))
+    # np.max, not Python's max, so a NaN in any block stays NaN.
+    t = np.asarray(tops, dtype=np.float64)
+    return float(np.max(t[:, :2])), float(np.max(t[:, 2:]))
+
+
+_TILE = 256
+
+
+def _max_diff_tiles(r: np.ndarray, a: np.ndarray) -> tuple[float, float]:
+    """`_max_diff` of two matrices laid out differently (C and Fortran order), by square
+    tiles: row blocks would read one of them across its rows, one cache line per entry
+    (161 of swin_t's 363 ms of comparing)."""
+    buf = np.empty((_TILE, _TILE))
+    tops = []
+    for i in range(0, r.shape[0], _TILE):
+        for j in range(0, r.shape[1], _TILE):
+            rb, ab = r[i:i + _TILE, j:j + _TILE], a[i:i + _TILE, j:j + _TILE]
+            d = np.subtract(rb, ab, out=buf[:rb.shape[0], :rb.shape[1]], dtype=np.float64)
+            tops.append((_MAX(d, axis=None), -_MIN(d, axis=None),
+                         _MAX(ab, axis=None), -_MIN(ab, axis=None)))
+    t = np.asarray(tops, dtype=np.float64)
+    return float(np.max(t[:, :2])), float(np.max(t[:, 2:]))

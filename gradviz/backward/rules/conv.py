@@ -32,37 +32,73 @@ def _conv_cols(xp: np.ndarray, k, stride, dilation, out) -> np.ndarray:
     return win[picks]
 
 
-def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
-    """(N, C, ...) -> (N, G, C/G, ...)."""
-    return a.reshape(a.shape[0], groups, a.shape[1] // groups, *a.shape[2:])
+def _patches(xp: np.ndarray, k, stride, dilation, out, groups: int) -> np.ndarray:
+    """Patches of a padded input (N, C, *L) as one matrix per group, (G, C/G·K, N·P): row
+    (c, k) holds x_pad[n, c, p·s + k·d] for every output position (n, p).
+
+    Filled one kernel offset at a time, each a strided slice copied with its positions
+    innermost: gathering through a sliding-window view moved 3 entries per inner loop and
+    cost more than torch's whole convolution backward.
+    """
+    n, c = xp.shape[:2]
+    nd = len(k)
+    cols = np.empty((c, math.prod(k), n, *out))
+    for j, kk in enumerate(np.ndindex(*k)):
+        src = (slice(None), slice(None)) + tuple(
+            slice(ki * d, ki * d + (o - 1) * s + 1, s)
+            for ki, d, o, s in zip(kk, dilation, out, stride, strict=True))
+        cols[:, j] = xp[src].transpose(1, 0, *range(2, 2 + nd))
+    return cols.reshape(groups, (c // groups) * math.prod(k), n * math.prod(out))
+
+
+def _unpatch(gcols: np.ndarray, n: int, out, in_spatial, k, stride, padding, dilation
+             ) -> np.ndarray:
+    """Adjoint of `_patches`: add each entry of (G, C/G·K, N·P) back where it was read."""
+    nd = len(k)
+    c = gcols.shape[0] * gcols.shape[1] // math.prod(k)
+    gcols = gcols.reshape(c, math.prod(k), n, *out)
+    padded = tuple(s + 2 * p for s, p in zip(in_spatial, padding, strict=True))
+    gxp = np.zeros((n, c) + padded)
+    for j, kk in enumerate(np.ndindex(*k)):
+        dst = (slice(None), slice(None)) + tuple(
+            slice(ki * d, ki * d + (o - 1) * s + 1, s)
+            for ki, d, o, s in zip(kk, dilation, out, stride, strict=True))
+        gxp[dst] += gcols[:, j].transpose(1, 0, *range(2, 2 + nd))
+    crop = (slice(None), slice(None)) + tuple(
+        slice(p, p + s) for p, s in zip(padding, in_spatial, strict=True)
+    )
+    return gxp[crop]
+
+
+def _out_shape(x_spatial, k, stride, padding, dilation) -> tuple[int, ...]:
+    return tuple((n + 2 * p - d * (kk - 1) - 1) // s + 1
+                 for n, kk, s, p, d in zip(x_spatial, k, stride, padding, dilation, strict=True))
+
+
+def _pad(x: np.ndarray, padding) -> np.ndarray:
+    return np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding]) if any(padding) else x
+
+
+def _by_group(gy: np.ndarray, groups: int) -> np.ndarray:
+    """(N, O, *out) -> (G, O/G, N·P): the output gradient as one matrix per group."""
+    n, o = gy.shape[:2]
+    return np.ascontiguousarray(np.moveaxis(gy, 0, 1)).reshape(groups, o // groups, -1)
 
 
 def _conv_forward(x, w, stride, padding, dilation, groups):
-    """y[n, o, p] = sum_{c, k} x_pad[n, c, p*s + k*d] w[o, c, k], per group."""
-    nd = x.ndim - 2
+    """y[n, o, p] = sum_{c, k} x_pad[n, c, p*s + k*d] w[o, c, k], per group (BLAS)."""
     k = w.shape[2:]
-    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
-    out = tuple(
-        (xp.shape[2 + i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(nd)
-    )
-    cols = _grouped(_conv_cols(xp, k, stride, dilation, out), groups)
-    n, g, cg = cols.shape[:3]
-    cols = cols.reshape(n, g, cg, math.prod(out), math.prod(k))
-    wg = w.reshape(g, w.shape[0] // g, cg, math.prod(k))
-    y = np.einsum("ngcpk,gock->ngop", cols, wg)
-    return y.reshape(n, w.shape[0], *out)
+    out = _out_shape(x.shape[2:], k, stride, padding, dilation)
+    cols = _patches(_pad(x, padding), k, stride, dilation, out, groups)
+    y = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)  # (G, O/G, N·P)
+    return np.moveaxis(y.reshape(w.shape[0], x.shape[0], *out), 1, 0)
 
 
 def _conv_weight_grad(x, gy, k, stride, padding, dilation, groups):
     """dL/dw for y = conv(x, w): correlate each input patch with the output gradient."""
-    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in padding])
-    out = gy.shape[2:]
-    cols = _grouped(_conv_cols(xp, k, stride, dilation, out), groups)
-    n, g, cg = cols.shape[:3]
-    cols = cols.reshape(n, g, cg, math.prod(out), math.prod(k))
-    gyg = _grouped(gy, groups).reshape(n, g, gy.shape[1] // groups, math.prod(out))
-    gw = np.einsum("ngcpk,ngop->gock", cols, gyg)
-    return gw.reshape(gy.shape[1], cg, *k)
+    cols = _patches(_pad(x, padding), k, stride, dilation, gy.shape[2:], groups)
+    gw = np.matmul(_by_group(gy, groups), cols.transpose(0, 2, 1))  # (G, O/G, C/G·K)
+    return gw.reshape(gy.shape[1], x.shape[1] // groups, *k)
 
 
 def _col2im(gcols: np.ndarray, in_spatial, stride, padding, dilation) -> np.ndarray:
@@ -84,14 +120,10 @@ def _col2im(gcols: np.ndarray, in_spatial, stride, padding, dilation) -> np.ndar
 
 def _conv_input_grad(gy, w, in_shape, stride, padding, dilation, groups):
     """dL/dx for y = conv(x, w): spread each output gradient back over its patch (col2im)."""
-    k = w.shape[2:]
-    out = gy.shape[2:]
-    n, g = gy.shape[0], groups
-    cg = w.shape[1]
-    gyg = _grouped(gy, g).reshape(n, g, w.shape[0] // g, math.prod(out))
-    wg = w.reshape(g, w.shape[0] // g, cg, math.prod(k))
-    gcols = np.einsum("ngop,gock->ngcpk", gyg, wg).reshape(n, g * cg, *out, *k)
-    return _col2im(gcols, in_shape[2:], stride, padding, dilation)
+    wg = w.reshape(groups, w.shape[0] // groups, -1)  # (G, O/G, C/G·K)
+    gcols = np.matmul(wg.transpose(0, 2, 1), _by_group(gy, groups))  # (G, C/G·K, N·P)
+    return _unpatch(gcols, gy.shape[0], gy.shape[2:], in_shape[2:], w.shape[2:], stride, padding,
+                    dilation)
 
 
 def _conv_example(draw) -> Case:

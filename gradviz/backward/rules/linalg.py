@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
-from gradviz.backward.rules._common import edge_shape, needs
+from gradviz.backward.rules._common import edge_shape, needs, times
 from gradviz.backward.rules._examples import Draw, batch_shape, draw_side, grad_flags, shape, tensor
 from gradviz.backward.rules._registry import Case, RuleContext, rule, sum_to
 
@@ -68,9 +68,9 @@ def _addmm_example(draw: Draw) -> Case:
 )
 def _addmm(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
-    a_grad = alpha * (g @ ctx["mat2"].T) if needs(ctx, 1) else None
-    b_grad = alpha * (ctx["mat1"].T @ g) if needs(ctx, 2) else None
+    m_grad = sum_to(times(beta, g), edge_shape(ctx, 0)) if needs(ctx, 0) else None
+    a_grad = times(alpha, g @ ctx["mat2"].T) if needs(ctx, 1) else None
+    b_grad = times(alpha, ctx["mat1"].T @ g) if needs(ctx, 2) else None
     return (m_grad, a_grad, b_grad)
 
 
@@ -169,9 +169,9 @@ def _baddbmm_example(draw: Draw) -> Case:
 )
 def _baddbmm(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
-    a_grad = alpha * (g @ np.swapaxes(ctx["batch2"], -1, -2)) if needs(ctx, 1) else None
-    b_grad = alpha * (np.swapaxes(ctx["batch1"], -1, -2) @ g) if needs(ctx, 2) else None
+    m_grad = sum_to(times(beta, g), edge_shape(ctx, 0)) if needs(ctx, 0) else None
+    a_grad = times(alpha, g @ np.swapaxes(ctx["batch2"], -1, -2)) if needs(ctx, 1) else None
+    b_grad = times(alpha, np.swapaxes(ctx["batch1"], -1, -2) @ g) if needs(ctx, 2) else None
     return (m_grad, a_grad, b_grad)
 
 
@@ -197,9 +197,9 @@ def _addbmm_example(draw: Draw) -> Case:
 )
 def _addbmm(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
-    a_grad = alpha * (g @ np.swapaxes(ctx["batch2"], -1, -2)) if needs(ctx, 1) else None
-    b_grad = alpha * (np.swapaxes(ctx["batch1"], -1, -2) @ g) if needs(ctx, 2) else None
+    m_grad = sum_to(times(beta, g), edge_shape(ctx, 0)) if needs(ctx, 0) else None
+    a_grad = times(alpha, g @ np.swapaxes(ctx["batch2"], -1, -2)) if needs(ctx, 1) else None
+    b_grad = times(alpha, np.swapaxes(ctx["batch1"], -1, -2) @ g) if needs(ctx, 2) else None
     return (m_grad, a_grad, b_grad)
 
 
@@ -254,9 +254,9 @@ def _addmv_example(draw: Draw) -> Case:
 )
 def _addmv(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
-    a_grad = alpha * np.outer(g, ctx["vec"]) if needs(ctx, 1) else None
-    v_grad = alpha * (ctx["mat"].T @ g) if needs(ctx, 2) else None
+    m_grad = sum_to(times(beta, g), edge_shape(ctx, 0)) if needs(ctx, 0) else None
+    a_grad = times(alpha, np.outer(g, ctx["vec"])) if needs(ctx, 1) else None
+    v_grad = times(alpha, ctx["mat"].T @ g) if needs(ctx, 2) else None
     return (m_grad, a_grad, v_grad)
 
 
@@ -283,9 +283,9 @@ def _addr_example(draw: Draw) -> Case:
 )
 def _addr(ctx: RuleContext):
     g, alpha, beta = ctx.grad, ctx["alpha"], ctx["beta"]
-    m_grad = sum_to(beta * g, edge_shape(ctx, 0)) if needs(ctx, 0) else None
-    u_grad = alpha * (g @ ctx["vec2"]) if needs(ctx, 1) else None
-    v_grad = alpha * (g.T @ ctx["vec1"]) if needs(ctx, 2) else None
+    m_grad = sum_to(times(beta, g), edge_shape(ctx, 0)) if needs(ctx, 0) else None
+    u_grad = times(alpha, g @ ctx["vec2"]) if needs(ctx, 1) else None
+    v_grad = times(alpha, g.T @ ctx["vec1"]) if needs(ctx, 2) else None
     return (m_grad, u_grad, v_grad)
 
 
