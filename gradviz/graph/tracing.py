@@ -1,25 +1,23 @@
 """Turn a PyTorch program's autograd graph into a frozen `Graph`: `trace` and `capture`.
 
 The walk over ``grad_fn.next_functions`` is iterative (torchviz's recursion dies near
-1000 levels). Module tags come from forward hooks on the model's own submodules, removed
-in ``finally``; nothing process-wide is patched, so many Streamlit sessions can capture
-different models at once.
+1000 levels). Module paths come from the record `capture` leaves on the graph (see
+`gradviz.graph.capturing`); nothing process-wide is patched, so many Streamlit sessions can
+capture different models at once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import resource
 import threading
-from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from gradviz.errors import ArgumentError, TraceError
+from gradviz.graph.capturing import MODULE_TAG, CaptureRecord, capture, module_of
 from gradviz.graph.model import Graph, Node, SavedTensor, gc_paused
 
 __all__ = [
@@ -32,8 +30,6 @@ __all__ = [
     "MODULE_TAG",
 ]
 
-# Key under which capture() stores a node's module path in `grad_fn.metadata`.
-MODULE_TAG = "gradviz.module"
 # The type of leaf-accumulating nodes; isinstance is far cheaper than hasattr(fn, "variable"),
 # which raises (and swallows) an AttributeError for every other node.
 _ACCUMULATE = torch._C._functions.AccumulateGrad  # type: ignore[attr-defined]
@@ -50,8 +46,6 @@ _SAVED_ATTRS: dict[type, tuple[tuple[tuple[str, str], ...], bool]] = {}
 # Size/stride lists of saved tensors repeat what the tensor shapes already say.
 _NOISY_ATTR_SUFFIXES = ("_sym_strides", "_strides")
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
-# Per autograd node type: the label drawn (a custom Function's class name, else the type's).
-_LABELS: dict[type, str] = {}
 
 
 def _flatten(value: Any, path: str, out: list[tuple[str, Any]]) -> None:
@@ -153,8 +147,9 @@ def _saved_tensor(name: str, value: torch.Tensor) -> SavedTensor:
     return found
 
 
-def _describe_saved(node: Any) -> tuple[tuple[SavedTensor, ...], tuple[tuple[str, str], ...]]:
-    names, custom = saved_layout(type(node), node)
+def _describe_saved(
+    node: Any, names: tuple[tuple[str, str], ...], custom: bool
+) -> tuple[tuple[SavedTensor, ...], tuple[tuple[str, str], ...]]:
     saved: list[SavedTensor] = []
     attrs: list[tuple[str, str]] = []
     for attr, short in names:
@@ -215,16 +210,6 @@ _SAVED_TENSORS: dict[tuple[Any, ...], SavedTensor] = {}
 _ATTR_TEXTS: dict[tuple[Any, ...], str] = {}
 
 
-def _output_meta(node: Any) -> tuple[tuple[int, ...] | None, str | None]:
-    try:
-        meta = node._input_metadata
-    except (AttributeError, RuntimeError):
-        return None, None
-    if not meta:
-        return None, None
-    return tuple(meta[0].shape), _dtype(meta[0].dtype)
-
-
 def trace(
     *outputs: Any,
     model: nn.Module | None = None,
@@ -266,72 +251,105 @@ def _name_containers(model: nn.Module, nodes: list[Node], modules: dict[str, str
                 modules[path] = type(module).__name__
 
 
+def _type_info(fn: Any) -> tuple[str, str, tuple[tuple[str, str], ...], bool]:
+    """(label, type name, saved attributes, is a custom Function) of a node's type."""
+    cls = type(fn)
+    info = _TYPES.get(cls)
+    if info is None:
+        names, custom = saved_layout(cls, fn)
+        label = cls._forward_cls.__name__ if custom else cls.__name__
+        info = _TYPES[cls] = (label, cls.__name__, names, custom)
+    return info
+
+
+# Per autograd node type: what _type_info says. Bounded by the number of node types torch
+# and the program's custom Functions define.
+_TYPES: dict[type, tuple[str, str, tuple[tuple[str, str], ...], bool]] = {}
+
+
+class _Walk:
+    """One trace: the nodes found so far, in traversal order, and their ids."""
+
+    def __init__(self, names: dict[int, str], saved: bool) -> None:
+        self.names = names
+        self.saved = saved
+        # Rows of the graph in id order: a finished Node (leaves, outputs) or, for an op, the
+        # Node's fields without its module, filled in once every capture record is known.
+        self.rows: list[Any] = []
+        # autograd node object, or id() of a leaf tensor → node id. Leaf tensors stay alive
+        # during the walk (held by the outputs or their AccumulateGrad key): no id() reused.
+        self.ids: dict[Any, str] = {}
+        self.ops: list[Any] = []  # op autograd nodes in id order, also the walk's FIFO queue
+        self.records: list[CaptureRecord] = []
+
+    def leaf(self, var: torch.Tensor) -> str:
+        ids = self.ids
+        found = ids.get(id(var))
+        if found is not None:
+            return found
+        rows = self.rows
+        node_id = ids[id(var)] = f"n{len(rows)}"
+        name = self.names.get(id(var))
+        shape, dtype = tuple(var.shape), _dtype(var.dtype)
+        if name is not None:
+            module = name.rsplit(".", 1)[0] if "." in name else None
+            rows.append(Node(node_id, "param", name, shape, dtype, module))
+        else:
+            rows.append(Node(node_id, "leaf", "leaf", shape, dtype))
+        return node_id
+
+    def op(self, fn: Any) -> str:
+        """The id of a node not seen before (an op, or a leaf's AccumulateGrad)."""
+        if type(fn) is _ACCUMULATE:  # the leaf tensor itself is the node
+            node_id = self.ids[fn] = self.leaf(fn.variable)
+            return node_id
+        label, type_name, saved_names, custom = _type_info(fn)
+        rows = self.rows
+        node_id = self.ids[fn] = f"n{len(rows)}"
+        try:
+            meta = fn._input_metadata
+            shape, dtype = (tuple(meta[0].shape), _dtype(meta[0].dtype)) if meta else (None, None)
+        except (AttributeError, RuntimeError):
+            shape, dtype = None, None
+        if self.saved and (saved_names or custom):
+            saved_t, attrs = _describe_saved(fn, saved_names, custom)
+        else:
+            saved_t, attrs = (), ()
+        rec = fn.metadata.get(MODULE_TAG)
+        if rec is not None and type(rec) is CaptureRecord and rec not in self.records:
+            self.records.append(rec)
+        rows.append((node_id, label, shape, dtype, saved_t, type_name, attrs))  # see _finish
+        self.ops.append(fn)
+        return node_id
+
+
 def _walk(
     tensors: list[torch.Tensor],
     model: nn.Module | None,
     params: Mapping[str, torch.Tensor] | None,
     saved: bool,
 ) -> tuple[Graph, dict[Any, str]]:
-    names = _param_names(model, params)
-    nodes: list[Node] = []
+    walk = _Walk(_param_names(model, params), saved)
+    rows, ids, ops = walk.rows, walk.ids, walk.ops
     edges: list[tuple[str, str]] = []
-    # autograd node object, or id() of a leaf tensor → node id. Leaf tensors stay alive
-    # during the walk (held by `tensors` or by their AccumulateGrad key), so no id() is reused.
-    ids: dict[Any, str] = {}
-    modules: dict[str, str] = {}
-    queue: deque[Any] = deque()
-
-    def leaf_node(var: torch.Tensor) -> str:
-        found = ids.get(id(var))
-        if found is not None:
-            return found
-        node_id = ids[id(var)] = f"n{len(nodes)}"
-        name = names.get(id(var))
-        shape, dtype = tuple(var.shape), _dtype(var.dtype)
-        if name is not None:
-            module = name.rsplit(".", 1)[0] if "." in name else None
-            nodes.append(Node(node_id, "param", name, shape, dtype, module))
-        else:
-            nodes.append(Node(node_id, "leaf", "leaf", shape, dtype))
-        return node_id
-
-    def visit(fn: Any) -> str:
-        found = ids.get(fn)
-        if found is not None:
-            return found
-        cls = type(fn)
-        if cls is _ACCUMULATE:  # the leaf tensor itself is the node
-            node_id = ids[fn] = leaf_node(fn.variable)
-            return node_id
-        node_id = ids[fn] = f"n{len(nodes)}"
-        label = _LABELS.get(cls)
-        if label is None:
-            label = _LABELS[cls] = (
-                cls._forward_cls.__name__ if hasattr(cls, "_forward_cls") else cls.__name__
-            )
-        shape, dtype = _output_meta(fn)
-        saved_t, attrs = _describe_saved(fn) if saved else ((), ())
-        module = fn.metadata.get(MODULE_TAG)
-        if module is not None:
-            path, type_name = module
-            modules.setdefault(path, type_name)
-            module = path
-        nodes.append(Node._op(node_id, label, shape, dtype, module, saved_t, cls.__name__, attrs))
-        queue.append(fn)
-        return node_id
-
     for i, t in enumerate(tensors):
-        out_id = f"n{len(nodes)}"
+        out_id = f"n{len(rows)}"
         label = "output" if len(tensors) == 1 else f"output {i}"
-        nodes.append(Node(out_id, "output", label, tuple(t.shape), _dtype(t.dtype)))
-        src = visit(t.grad_fn) if t.grad_fn is not None else leaf_node(t)
+        rows.append(Node(out_id, "output", label, tuple(t.shape), _dtype(t.dtype)))
+        fn = t.grad_fn
+        src = (ids.get(fn) or walk.op(fn)) if fn is not None else walk.leaf(t)
         edges.append((src, out_id))
-    while queue:
-        fn = queue.popleft()
+    get, new, append = ids.get, walk.op, edges.append
+    done = 0
+    while done < len(ops):  # breadth first: ops grows while it is read
+        fn = ops[done]
+        done += 1
         dst = ids[fn]
         for nxt, _ in fn.next_functions:
             if nxt is not None:
-                edges.append((visit(nxt), dst))
+                append((get(nxt) or new(nxt), dst))
+    modules: dict[str, str] = {}
+    nodes = _finish(rows, ops, walk.records, modules)
     if model is not None:
         _name_containers(model, nodes, modules)
     if len(ids) > _DEEP_GRAPH:
@@ -340,6 +358,30 @@ def _walk(
     edges.reverse()
     graph = Graph(tuple(nodes), tuple(edges), tuple(sorted(modules.items())))
     return graph, {k: v for k, v in ids.items() if not isinstance(k, int)}
+
+
+def _finish(
+    rows: list[Any], ops: list[Any], records: list[CaptureRecord], modules: dict[str, str]
+) -> list[Node]:
+    """The walk's rows as Nodes, each op with the module its capture record names."""
+    make = Node._op
+    fns = iter(ops)
+    nodes: list[Node] = []
+    for row in rows:
+        if type(row) is not tuple:
+            nodes.append(row)
+            continue
+        fn = next(fns)
+        module = module_of(records, fn._sequence_nr()) if records else None
+        if module is not None and module not in modules:
+            modules[module] = _type_of(records, module)
+        node_id, label, shape, dtype, saved_t, type_name, attrs = row
+        nodes.append(make(node_id, label, shape, dtype, module, saved_t, type_name, attrs))
+    return nodes
+
+
+def _type_of(records: list[CaptureRecord], path: str) -> str:
+    return next((r.types[path] for r in records if path in r.types), "module")
 
 
 # Freeing an autograd graph whose nodes Python has touched recurses once per node in C++
@@ -398,81 +440,3 @@ def run_with_big_stack(fn: Any, *args: Any, stack_bytes: int = 512 << 20, **kwar
 
 
 _STACK_SIZE_LOCK = threading.Lock()
-
-
-def _probe_sequence_nr() -> int:
-    # Older torch has no getter: make a throwaway node and read its number.
-    probe = torch.zeros((), requires_grad=True).clone()
-    return int(probe.grad_fn._sequence_nr())  # type: ignore[union-attr]
-
-
-_current_sequence_nr = getattr(torch._C._autograd, "_get_sequence_nr", _probe_sequence_nr)
-
-
-def _grad_fns(value: Any) -> list[Any]:
-    flat: list[tuple[str, Any]] = []
-    _flatten(value, "", flat)
-    return [v.grad_fn for _, v in flat if isinstance(v, torch.Tensor) and v.grad_fn is not None]
-
-
-@contextlib.contextmanager
-def capture(model: nn.Module) -> Iterator[nn.Module]:
-    """Tag every autograd node made during a forward of `model` with its module path.
-
-    Inside the block, each submodule call records the autograd sequence number at its
-    start; when it returns, nodes reachable from its outputs that were created since then
-    and are not yet tagged by a deeper module get its path. Hooks are removed on exit,
-    also on error.
-    """
-    if not isinstance(model, nn.Module):
-        raise ArgumentError(
-            "model",
-            type(model).__name__,
-            "capture() takes the nn.Module whose forward you run inside the block",
-        )
-    local = threading.local()  # each thread has its own call stack of open modules
-    handles = []
-
-    def pre(path: str, module: nn.Module, args: Any) -> None:
-        stack = getattr(local, "stack", None)
-        if stack is None:
-            stack = local.stack = []
-        stack.append(_current_sequence_nr())
-
-    def post(path: str, module: nn.Module, args: Any, output: Any) -> None:
-        stack = getattr(local, "stack", None)
-        if not stack:
-            return
-        start = stack.pop()
-        tag = (path, type(module).__name__)
-        pending: list[Any]  # torch's stubs type Node.metadata as a method; it is a dict
-        if isinstance(output, torch.Tensor):  # the common case, without flattening
-            pending = [output.grad_fn] if output.grad_fn is not None else []
-        else:
-            pending = _grad_fns(output)
-        seen: set[Any] = set()
-        while pending:
-            fn = pending.pop()
-            if type(fn) is _ACCUMULATE or fn in seen or fn._sequence_nr() < start:
-                continue
-            seen.add(fn)
-            meta = fn.metadata
-            if MODULE_TAG not in meta:
-                meta[MODULE_TAG] = tag
-            pending.extend(n for n, _ in fn.next_functions if n is not None)
-
-    # The GC is paused for the block: 20k modules' hooks and 80k tagged nodes surviving
-    # trigger full collections that doubled the time of a capture (measured: 1.0 s → 0.5 s).
-    with gc_paused():
-        try:
-            for path, module in model.named_modules():
-                if not path:
-                    continue  # ops the top-level forward makes itself stay untagged
-                handles.append(module.register_forward_pre_hook(functools.partial(pre, path)))
-                handles.append(
-                    module.register_forward_hook(functools.partial(post, path), always_call=True)
-                )
-            yield model
-        finally:
-            for handle in handles:
-                handle.remove()

@@ -293,10 +293,44 @@ def test_capture_removes_hooks_also_on_error():
         model(torch.randn(3, 5))  # wrong width
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
+    for m in model.modules():
+        assert "forward" not in m.__dict__  # the wrapped forward is gone too
     with capture(model):
         model(torch.randn(1, 2))
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
+        assert "forward" not in m.__dict__
+
+
+def test_capture_restores_a_forward_the_instance_already_had():
+    model = nn.Sequential(nn.Linear(2, 2))
+    own = model[0].forward
+    model[0].forward = lambda x: own(x) * 3  # e.g. a library's own patch of this instance
+    patched = model[0].forward
+    with capture(model):
+        out = model(torch.randn(1, 2))
+    assert model[0].forward is patched
+    graph = trace(out.sum(), model=model)
+    ops = {n.label: n.module for n in graph.nodes if n.kind == "op"}
+    assert ops["AddmmBackward0"] == "0" and ops["MulBackward0"] == "0"
+
+
+def test_capture_names_the_module_that_made_an_op_not_only_what_its_outputs_reach():
+    class Side(nn.Module):
+        def forward(self, x):
+            self.kept = x * 5  # made here, used only after the module returned
+            return x + 1
+
+    model = nn.Sequential(Side(), nn.Tanh())
+    x = torch.randn(2, requires_grad=True)
+    with capture(model):
+        out = model(x)
+    graph = trace((out + model[0].kept).sum(), model=model)
+    ops = {n.label: n.module for n in graph.nodes if n.kind == "op"}
+    assert ops["MulBackward0"] == "0" and ops["TanhBackward0"] == "1"
+    assert ops["SumBackward0"] is None
+    adds = sorted(str(n.module) for n in graph.nodes if n.label == "AddBackward0")
+    assert adds == ["0", "None"]  # x + 1 inside Side; out + kept after the forward
 
 
 def test_capture_pauses_gc_and_restores_it_also_on_error():
