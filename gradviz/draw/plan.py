@@ -37,6 +37,10 @@ def _module_depth(path: str | None) -> int:
 
 def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str, ViewItem]]:
     """Map each graph node to a drawn item id, collapsing modules deeper than `depth`."""
+    if depth is None:  # every node drawn as itself
+        make = ViewItem._of_node
+        every = {n.id: make(n.id, n.kind, n.label, n.module) for n in graph.nodes}
+        return {k: k for k in every}, every
     types = graph.module_types
     item_of: dict[str, str] = {}
     groups: dict[str, list[str]] = {}

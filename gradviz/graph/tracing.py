@@ -8,6 +8,7 @@ capture different models at once.
 
 from __future__ import annotations
 
+import bisect
 import resource
 import threading
 from collections.abc import Mapping
@@ -152,19 +153,23 @@ def _describe_saved(
 ) -> tuple[tuple[SavedTensor, ...], tuple[tuple[str, str], ...]]:
     saved: list[SavedTensor] = []
     attrs: list[tuple[str, str]] = []
+    known, tensor = _SAVED_TENSORS, torch.Tensor
     for attr, short in names:
         try:
             value = getattr(node, attr)
         except RuntimeError:  # freed by an earlier backward
             saved.append(SavedTensor(short, None, "freed"))
             continue
-        if isinstance(value, torch.Tensor):
-            saved.append(_saved_tensor(short, value))
-        elif (
-            isinstance(value, (list, tuple))
-            and value
-            and all(isinstance(v, torch.Tensor) for v in value)
-        ):
+        kind = type(value)
+        if kind is int:  # the commonest attribute: dims, sizes' parts
+            attrs.append((short, str(value)))
+        elif isinstance(value, tensor):
+            key = (short, value.shape, value.dtype)
+            found = known.get(key)
+            saved.append(found if found is not None else _saved_tensor(short, value))
+        elif kind is tuple and (not value or not isinstance(value[0], tensor)):
+            attrs.append((short, _short_repr(value)))  # sizes, strides, dims
+        elif kind in (list, tuple) and value and all(isinstance(v, tensor) for v in value):
             saved.extend(_saved_tensor(f"{short}[{i}]", v) for i, v in enumerate(value))
         else:
             attrs.append((short, _attr_text(value)))
@@ -182,19 +187,8 @@ def _describe_saved(
 
 
 def _attr_text(value: Any) -> str:
-    kind = type(value)
-    if kind is int:
-        return str(value)
-    if kind is float:
+    if type(value) is float:
         return f"{value:.6g}"
-    if kind is tuple and all(type(v) is int for v in value):  # sizes, strides, dims
-        key = (kind, value)
-        text = _ATTR_TEXTS.get(key)
-        if text is None:
-            if len(_ATTR_TEXTS) > _INTERN_MAX:
-                _ATTR_TEXTS.clear()
-            text = _ATTR_TEXTS[key] = _short_repr(value)
-        return text
     if isinstance(value, torch.dtype):
         return _dtype(value)
     return _short_repr(value)
@@ -207,7 +201,6 @@ def _short_repr(value: Any) -> str:
 
 _INTERN_MAX = 100_000
 _SAVED_TENSORS: dict[tuple[Any, ...], SavedTensor] = {}
-_ATTR_TEXTS: dict[tuple[Any, ...], str] = {}
 
 
 def trace(
@@ -242,7 +235,8 @@ def _name_containers(model: nn.Module, nodes: list[Node], modules: dict[str, str
     """Parameters name their module even when forward ran without capture(), and
     containers that make no ops themselves (ModuleList, a Block) are named too, so clusters
     and rolled runs say "TransformerEncoderLayer", not just "layers.0"."""
-    used = {n.module for n in nodes if n.module} | set(modules)
+    # Op nodes' modules are in `modules` already; parameters name theirs.
+    used = {n.module for n in nodes if n.kind == "param" and n.module} | set(modules)
     wanted = {".".join(p.split(".")[:i]) for p in used for i in range(1, p.count(".") + 2)}
     missing = wanted.difference(modules)
     if missing:  # one walk over the modules: get_submodule per path cost 0.7 ms on a transformer
@@ -303,13 +297,17 @@ class _Walk:
         if type(fn) is _ACCUMULATE:  # the leaf tensor itself is the node
             node_id = self.ids[fn] = self.leaf(fn.variable)
             return node_id
-        label, type_name, saved_names, custom = _type_info(fn)
+        label, type_name, saved_names, custom = _TYPES.get(type(fn)) or _type_info(fn)
         rows = self.rows
         node_id = self.ids[fn] = f"n{len(rows)}"
         try:
             meta = fn._input_metadata
-            shape, dtype = (tuple(meta[0].shape), _dtype(meta[0].dtype)) if meta else (None, None)
         except (AttributeError, RuntimeError):
+            meta = None
+        if meta:
+            first = meta[0]
+            shape, dtype = tuple(first.shape), _DTYPE_NAMES.get(first.dtype) or _dtype(first.dtype)
+        else:
             shape, dtype = None, None
         if self.saved and (saved_names or custom):
             saved_t, attrs = _describe_saved(fn, saved_names, custom)
@@ -367,12 +365,21 @@ def _finish(
     make = Node._op
     fns = iter(ops)
     nodes: list[Node] = []
+    # One capture, the common case: its bounds and lists read once, not per node.
+    one = records[0] if len(records) == 1 else None
+    seqs, paths = (one.seqs, one.paths) if one is not None else ([], [])
+    lo, hi = (seqs[0], seqs[-1]) if seqs else (0, 0)
+    find = bisect.bisect_right
     for row in rows:
         if type(row) is not tuple:
             nodes.append(row)
             continue
         fn = next(fns)
-        module = module_of(records, fn._sequence_nr()) if records else None
+        if one is not None:
+            seq = fn._sequence_nr()
+            module = paths[find(seqs, seq) - 1] if lo <= seq < hi else None
+        else:
+            module = module_of(records, fn._sequence_nr()) if records else None
         if module is not None and module not in modules:
             modules[module] = _type_of(records, module)
         node_id, label, shape, dtype, saved_t, type_name, attrs = row
