@@ -142,7 +142,7 @@ def _saved_tensor(name: str, value: torch.Tensor) -> SavedTensor:
     key = (name, value.shape, value.dtype)
     found = _SAVED_TENSORS.get(key)
     if found is None:
-        if len(_SAVED_TENSORS) > _INTERN_MAX:
+        if len(_SAVED_TENSORS) >= _INTERN_MAX:
             _SAVED_TENSORS.clear()
         found = _SAVED_TENSORS[key] = SavedTensor(name, tuple(value.shape), _dtype(value.dtype))
     return found
@@ -199,7 +199,10 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-_INTERN_MAX = 100_000
+# Interning pays within a graph (a stack saves the same few descriptions thousands of times);
+# across a long-lived process the table would only grow with every new input shape, so it
+# starts over at this size (~4 MB of descriptions; issue #13).
+_INTERN_MAX = 8192
 _SAVED_TENSORS: dict[tuple[Any, ...], SavedTensor] = {}
 
 

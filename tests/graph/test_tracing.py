@@ -458,3 +458,23 @@ def test_100k_node_chain_in_a_worker_thread_via_big_stack():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[0] == "100003"
+
+
+# -- process-wide caches stay bounded (issue #13) ----------------------------------------
+
+
+def test_saved_tensor_interning_stays_under_its_cap_after_many_shapes():
+    from gradviz.graph import tracing
+
+    cap = tracing._INTERN_MAX
+    graphs = []
+    for start in (1, cap // 2 + 1):  # two graphs, together over the cap by half
+        xs = [torch.randn(k, requires_grad=True) for k in range(start, start + cap // 2 + cap // 4)]
+        graphs.append(trace(torch.cat([x.tanh() for x in xs]).sum()))
+        assert len(tracing._SAVED_TENSORS) <= cap
+    # Starting over loses no description: every tanh still names its own result's shape.
+    for graph in graphs:
+        tanh = [n for n in graph.nodes if n.label == "TanhBackward0"]
+        assert len(tanh) == cap // 2 + cap // 4
+        assert all(n.saved[0].name == "result" and n.saved[0].shape == n.shape for n in tanh)
+    assert 0 < len(tracing._SAVED_TENSORS) <= cap
