@@ -36,7 +36,9 @@ _LEGEND = (
 
 
 # A DOT ID that needs no quotes (the graphviz package's rule, so plain names stay bare).
-_BARE_ID = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*|-?(\.[0-9]+|[0-9]+(\.[0-9]*)?))$").match
+# fullmatch, not match(...$): "$" also matches before a final newline, and "a\n" left bare
+# reads back as "a".
+_BARE_ID = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*|-?(\.[0-9]+|[0-9]+(\.[0-9]*)?)").fullmatch
 _KEYWORDS = frozenset({"node", "edge", "graph", "digraph", "subgraph", "strict"})
 
 

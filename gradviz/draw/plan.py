@@ -45,6 +45,7 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
     item_of: dict[str, str] = {}
     groups: dict[str, list[str]] = {}
     box_of: dict[str, str | None] = {}  # module path → its box at `depth` (None: not boxed)
+    boxed_ops: set[str] = set()  # boxes holding at least one op
     for n in graph.nodes:
         key = None
         if depth is not None and n.module:
@@ -59,9 +60,11 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
         else:
             item_of[n.id] = key
             groups.setdefault(key, []).append(n.id)
+            if n.kind == "op":
+                boxed_ops.add(key)
     # A box of parameters alone (forward ran without capture) hides more than it saves.
     for key, members in list(groups.items()):
-        if all(graph.node(m).kind != "op" for m in members):
+        if key not in boxed_ops:
             for m in members:
                 item_of[m] = m
             del groups[key]
@@ -71,7 +74,7 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
         if key in items:
             continue
         if key == n.id:
-            items[key] = ViewItem(key, n.kind, (n.id,), n.label, n.module)
+            items[key] = ViewItem._of_node(key, n.kind, n.label, n.module)
         else:
             path = key[4:]
             ids = tuple(groups[key])
