@@ -146,10 +146,11 @@ def to_dot(
     for item in view.items:
         where = item.module if cluster else None
         if plain and item.kind in _NODE_KINDS:
-            stmt = (item.id, texts.node_attrs(item))
+            stmt = (texts.id(item.id), texts.node_attrs(item))
         else:
-            stmt = _node_stmt(graph, item, texts, marked, notes, fills)
-        clusters.setdefault(where, []).append(stmt)
+            name, attrs = _node_stmt(graph, item, texts, marked, notes, fills)
+            stmt = (texts.id(name), attrs)
+        clusters.setdefault(where, []).append(stmt)  # (quoted id, attribute text)
     # DOT text is written here directly: going through the graphviz package's quoting per
     # attribute was a quarter of the drawing's time. The Digraph still owns head and body.
     lines = dot.body
@@ -296,7 +297,7 @@ def _cluster_lines(
     types: Mapping[str, str],
 ) -> None:
     for name, attrs in clusters.get(None, []):
-        out.append(_node_line("\t", name, attrs))
+        out.append(f"\t{name} [{attrs}]\n" if attrs else f"\t{name}\n")
     paths = sorted(p for p in clusters if p is not None)
     # Every ancestor of a used path needs a cluster too, so nesting mirrors the modules.
     needed: set[str] = set()
@@ -319,12 +320,16 @@ def _cluster_lines(
         out.append(f"{indent}subgraph {quote(f'cluster_{path}')} {{\n")
         label = f"{path}: {types[path]}" if path in types else path
         inner = indent + "\t"
-        attrs = {"label": label, "style": "rounded,dashed", "color": "#adb5bd", "fontsize": "9"}
-        out.append(f"{inner}{_attr_list({**attrs, 'labeljust': 'l'}, label_first=False)}\n")
+        head, tail = _CLUSTER_ATTRS
+        out.append(f"{inner}{head}{quote(label)}{tail}\n")
         for name, node_attrs in clusters.get(path, []):
-            out.append(_node_line(inner, name, node_attrs))
+            out.append(f"{inner}{name} [{node_attrs}]\n" if node_attrs else f"{inner}{name}\n")
         stack.append((path, level, False))
         stack.extend((child, level + 1, True) for child in reversed(children.get(path, [])))
+
+
+# A cluster's attributes in the order _attr_list writes them (sorted by name), around its label.
+_CLUSTER_ATTRS = ('color="#adb5bd" fontsize=9 label=', ' labeljust=l style="rounded,dashed"')
 
 
 def _legend_lines(out: list[str], view: View) -> None:

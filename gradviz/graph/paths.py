@@ -56,4 +56,4 @@ def shape_text(shape: tuple[int, ...] | None, unknown: str = "") -> str:
     """ "3×4", "scalar" for (), `unknown` when the shape was not recorded."""
     if shape is None:
         return unknown
-    return "×".join(str(s) for s in shape) if shape else "scalar"
+    return "×".join(map(str, shape)) if shape else "scalar"

@@ -242,7 +242,9 @@ def trace_with_ids(
         return graph, {k: v for k, v in ids.items() if not isinstance(k, int)}
 
 
-def _name_containers(model: nn.Module, nodes: list[Node], modules: dict[str, str]) -> None:
+def _name_containers(
+    model: nn.Module, nodes: list[Node], modules: dict[str, str], records: list[CaptureRecord]
+) -> None:
     """Parameters name their module even when forward ran without capture(), and
     containers that make no ops themselves (ModuleList, a Block) are named too, so clusters
     and rolled runs say "TransformerEncoderLayer", not just "layers.0"."""
@@ -250,6 +252,10 @@ def _name_containers(model: nn.Module, nodes: list[Node], modules: dict[str, str
     used = {n.module for n in nodes if n.kind == "param" and n.module} | set(modules)
     wanted = {".".join(p.split(".")[:i]) for p in used for i in range(1, p.count(".") + 2)}
     missing = wanted.difference(modules)
+    for rec in records:  # a capture knew every path's type already
+        for path in [p for p in missing if p in rec.types]:
+            modules[path] = rec.types[path]
+            missing.discard(path)
     if missing:  # one walk over the modules: get_submodule per path cost 0.7 ms on a transformer
         for path, module in model.named_modules(remove_duplicate=False):
             if path in missing:
@@ -360,7 +366,7 @@ def _walk(
     modules: dict[str, str] = {}
     nodes = _finish(rows, ops, walk.records, modules)
     if model is not None:
-        _name_containers(model, nodes, modules)
+        _name_containers(model, nodes, modules, walk.records)
     if len(ids) > _DEEP_GRAPH:
         ensure_deep_graph_stack()
     # Edges were found from outputs backwards; store them in a stable forward order.
