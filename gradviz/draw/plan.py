@@ -86,23 +86,26 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
 def _item_counts(graph: Graph) -> dict[int, int]:
     """How many items `_collapse(graph, d)` draws, for each depth d from 1 to the deepest
     module, counted per module path instead of building every collapse."""
-    per_module: Counter[tuple[str, bool]] = Counter()
+    per_module: dict[tuple[str, bool], int] = {}  # a dict: Counter's += costs a call a node
     free = 0
     for n in graph.nodes:
         if n.module:
-            per_module[(n.module, n.kind == "op")] += 1
+            key = (n.module, n.kind == "op")
+            per_module[key] = per_module.get(key, 0) + 1
         else:
             free += 1
-    deepest = max((_module_depth(m) for m, _ in per_module), default=0)
+    depth_of = {m: _module_depth(m) for m, _ in per_module}
+    deepest = max(depth_of.values(), default=0)
     counts: dict[int, int] = {}
     for d in range(1, deepest + 1):
         count = free
         boxes: dict[str, list] = {}  # box path → [has an op, nodes that are not ops]
         for (module, is_op), c in per_module.items():
-            if _module_depth(module) < d:
+            if depth_of[module] < d:
                 count += c
                 continue
-            box = boxes.setdefault(".".join(module.split(".")[:d]), [False, 0])
+            box = boxes.setdefault(module if depth_of[module] == d else ".".join(
+                module.split(".")[:d]), [False, 0])
             if is_op:
                 box[0] = True
             else:
