@@ -4,8 +4,9 @@ Every row times one tool on a fresh autograd graph of the same real program (a n
 before each run, not timed unless the row says so), after one untimed warm-up run of every
 tool; runs of the tools are interleaved so the shared machine's noise falls on all of them.
 Each cell is the median of `--repeat` runs (≥ 5) with the fastest and slowest run beside it.
-Times are CPU time of this process (the machine is shared with other jobs: wall time swings
-with their load); `--wall` reports wall time instead.
+Times are CPU time of this process, plus its `dot` children's in rows with a layout (the
+machine is shared with other jobs: wall time swings with their load); `--wall` reports wall
+time instead.
 
 Rows
   transformer-12 (gradviz.zoo.examples: 12-layer TransformerEncoder, d_model 256, input
@@ -21,7 +22,7 @@ Rows
     - trace cost per node at 1k, 10k and 100k nodes;
     - forward plain and under `capture`;
     - same drawing as torchviz (DOT text of every node), torchviz in a big-stack thread;
-    - capture + forward + trace + default view + `dot` layout, end to end (wall time).
+    - capture + forward + trace + default view + `dot` layout, end to end.
 Targets (issues #14): same drawing on transformer-12 ≤ 0.2× torchviz; trace µs/node at 100k
 ≤ 1.3× at 1k; capture's forward ≤ 1.2× the plain forward at 100k; the chain end to end ≤ 1 s.
 
@@ -51,6 +52,13 @@ from gradviz.zoo.examples import examples
 
 Clock = Callable[[], float]
 CLOCK: Clock = time.process_time
+
+
+def cpu_with_children() -> float:
+    """CPU time of this process and of its finished children (`dot`): under a shared
+    machine's load, wall time of a layout swings several-fold, CPU time does not."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def machine() -> str:
@@ -195,13 +203,17 @@ def _layout_rows(model: nn.Module, loss_fn: Callable, params: dict, repeat: int)
     for name, source in sources.items():
         t.add(name, lambda s=source: s, _dot)
     global CLOCK
-    clock, CLOCK = CLOCK, time.perf_counter  # `dot` runs in a child: its time is wall time
+    clock, CLOCK = CLOCK, _child_clock(CLOCK)  # `dot` runs in a child process
     try:
         t.run()
     finally:
         CLOCK = clock
     for name in sources:
-        row(name + " (wall)", t, name)
+        row(name, t, name)
+
+
+def _child_clock(clock: Clock) -> Clock:
+    return time.perf_counter if clock is time.perf_counter else cpu_with_children
 
 
 def _dot(source: str) -> None:
@@ -239,7 +251,7 @@ def chain_rows(repeat: int) -> list[tuple[str, float, float]]:
     row("same drawing (every node): gradviz trace + to_dot(budget=None)", t, "gv same")
     if tv is not None:
         row("same drawing: torchviz make_dot(show_attrs, show_saved)", tv, "tv")
-    row("gradviz capture+forward+trace+default view+dot layout (wall)", e2e, "e2e")
+    row("gradviz capture+forward+trace+default view+dot layout", e2e, "e2e")
     per = [t.median(f"trace {n}") / (n + 2) for n in sizes]
     out = [
         ("trace µs/node at 100k / at 1k", per[-1] / per[0], 1.3),
@@ -279,7 +291,7 @@ def _torchviz_chain(model: nn.Module, x: torch.Tensor, repeat: int) -> Timings |
 
 def _chain_end_to_end(model: nn.Module, x: torch.Tensor, repeat: int) -> Timings:
     global CLOCK
-    clock, CLOCK = CLOCK, time.perf_counter  # `dot` runs in a child: wall time
+    clock, CLOCK = CLOCK, _child_clock(CLOCK)  # `dot` runs in a child process
     try:
         t = Timings(repeat)
         t.add("e2e", lambda: None, lambda _: _dot(trace(_captured(model, x), model=model)
