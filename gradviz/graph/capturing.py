@@ -85,10 +85,14 @@ def _mark(output: Any, rec: CaptureRecord) -> None:
             _mark(value, rec)
 
 
-def _wrapped(forward: Any, path: str | None, local: threading.local, types: Mapping) -> Any:
+def _wrapped(
+    forward: Any, path: str | None, local: threading.local, types: Mapping, open_: list[bool]
+) -> Any:
     seq = _sequence_nr
 
     def call(*args: Any, **kwargs: Any) -> Any:
+        if not open_[0]:  # left installed under another capture's wrapper: record nothing
+            return forward(*args, **kwargs)
         try:
             rec = local.rec
         except AttributeError:  # this thread's first call in the capture
@@ -130,6 +134,7 @@ def capture(model: nn.Module) -> Iterator[nn.Module]:
     modules = list(model.named_modules())
     types = {path: type(m).__name__ for path, m in modules if path}
     installed: list[tuple[nn.Module, Any, Any]] = []
+    open_ = [True]  # read by every wrapper; False once this capture has ended
     # The GC is paused for the block: 80k nodes surviving a forward trigger full collections
     # that traverse every live object (measured: they doubled the time of a capture).
     with gc_paused():
@@ -137,11 +142,12 @@ def capture(model: nn.Module) -> Iterator[nn.Module]:
             for path, module in modules:
                 state = module.__dict__
                 previous = state.get("forward", _ABSENT)
-                call = _wrapped(module.forward, path or None, local, types)
+                call = _wrapped(module.forward, path or None, local, types, open_)
                 state["forward"] = call
                 installed.append((module, previous, call))
             yield model
         finally:
+            open_[0] = False
             for module, previous, call in reversed(installed):
                 state = module.__dict__
                 if state.get("forward") is call:

@@ -478,3 +478,19 @@ def test_saved_tensor_interning_stays_under_its_cap_after_many_shapes():
         assert len(tanh) == cap // 2 + cap // 4
         assert all(n.saved[0].name == "result" and n.saved[0].shape == n.shape for n in tanh)
     assert 0 < len(tracing._SAVED_TENSORS) <= cap
+
+
+def test_a_capture_wrapped_by_another_still_open_records_nothing_after_it_ends():
+    model = nn.Sequential(nn.Linear(2, 2))
+    outer = capture(model)
+    outer.__enter__()
+    with capture(model):  # the inner capture's wrapper sits on top of the outer one's
+        outer.__exit__(None, None, None)  # outer ends first: it cannot unwrap, so it goes quiet
+        out = model(torch.randn(1, 2))
+    graph = trace(out.sum(), model=model)
+    assert {n.module for n in graph.nodes if n.kind == "op" and n.label == "AddmmBackward0"} == {"0"}
+    for _ in range(3):
+        model(torch.randn(1, 2))  # the outer wrapper, if still installed, must not grow a record
+    left = model[0].__dict__["forward"]  # the inner capture put back what it found: outer's
+    (local,) = [c.cell_contents for c in left.__closure__ if isinstance(c.cell_contents, threading.local)]
+    assert getattr(local, "rec", None) is None  # it passed every call through, noting none
