@@ -36,7 +36,9 @@ _LEGEND = (
 
 
 # A DOT ID that needs no quotes (the graphviz package's rule, so plain names stay bare).
-_BARE_ID = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*|-?(\.[0-9]+|[0-9]+(\.[0-9]*)?))$").match
+# fullmatch, not match(...$): "$" also matches before a final newline, and "a\n" left bare
+# reads back as "a".
+_BARE_ID = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*|-?(\.[0-9]+|[0-9]+(\.[0-9]*)?)").fullmatch
 _KEYWORDS = frozenset({"node", "edge", "graph", "digraph", "subgraph", "strict"})
 
 
@@ -50,7 +52,7 @@ def quote(text: str) -> str:
     """
     if _BARE_ID(text) and text.lower() not in _KEYWORDS:
         return text
-    if "\\" in text or '"' in text or "\n" in text or "\r" in text or "\0" in text:
+    if "\\" in text or '"' in text or "\r" in text or "\0" in text:
         text = (
             text.replace("\\", "\\\\")
             .replace('"', '\\"')
@@ -59,6 +61,8 @@ def quote(text: str) -> str:
             .replace("\n", "\\n")
             .replace("\0", "")
         )
+    elif "\n" in text:  # the common hostile-free multi-line label: one pass
+        text = text.replace("\n", "\\n")
     return f'"{text}"'
 
 
@@ -72,31 +76,17 @@ def _attr_list(attrs: Mapping[str, str], label_first: bool = True) -> str:
     return " ".join(parts)
 
 
-def _node_line(indent: str, name: str, attrs: Mapping[str, str]) -> str:
-    if not attrs:
+def _node_line(indent: str, name: str, attrs: Mapping[str, str] | str) -> str:
+    text = attrs if isinstance(attrs, str) else _attr_list(attrs)
+    if not text:
         return f"{indent}{quote(name)}\n"
-    return f"{indent}{quote(name)} [{_attr_list(attrs)}]\n"
+    return f"{indent}{quote(name)} [{text}]\n"
 
 
 def _edge_line(indent: str, a: str, b: str, attrs: Mapping[str, str]) -> str:
     if not attrs:
         return f"{indent}{quote(a)} -> {quote(b)}\n"
     return f"{indent}{quote(a)} -> {quote(b)} [{_attr_list(attrs)}]\n"
-
-
-def _node_lines(node: Node, show_saved: bool, show_attrs: bool, in_cluster: bool) -> list[str]:
-    lines = [node.label]
-    if node.kind == "op" and node.grad_fn and node.grad_fn != node.label:
-        lines.append(f"({node.grad_fn})")
-    if node.shape is not None:
-        lines.append(shape_text(node.shape))
-    if node.module and not in_cluster and node.kind == "op":
-        lines.append(f"in {node.module}")
-    if show_saved:
-        lines.extend(s.describe() for s in node.saved)
-    if show_attrs:
-        lines.extend(f"{k}={v}" for k, v in node.attrs)
-    return lines
 
 
 def to_dot(
@@ -150,18 +140,28 @@ def to_dot(
     notes = dict(annotations or {})
     fills = dict(colors or {})
     dot = new_digraph(rankdir, ([title] if title else []) + list(view.notes))
-    clusters: dict[str | None, list[tuple[str, dict[str, str]]]] = {}
+    clusters: dict[str | None, list[tuple[str, str]]] = {}
+    texts = _Texts(graph, show_saved, show_attrs, cluster)
+    plain = not (marked or notes or fills)
     for item in view.items:
         where = item.module if cluster else None
-        stmt = _node_stmt(graph, item, show_saved, show_attrs, cluster, marked, notes, fills)
-        clusters.setdefault(where, []).append(stmt)
+        if plain and item.kind in _NODE_KINDS:
+            stmt = (texts.id(item.id), texts.node_attrs(item))
+        else:
+            name, attrs = _node_stmt(graph, item, texts, marked, notes, fills)
+            stmt = (texts.id(name), attrs)
+        clusters.setdefault(where, []).append(stmt)  # (quoted id, attribute text)
     # DOT text is written here directly: going through the graphviz package's quoting per
     # attribute was a quarter of the drawing's time. The Digraph still owns head and body.
     lines = dot.body
     _cluster_lines(lines, clusters, graph.module_types)
+    ids = texts.ids
     for a, b, count in view.edges:
-        attrs = {"label": f"×{count}", "fontsize": "8"} if count > 1 else {}
-        lines.append(_edge_line("\t", a, b, attrs))
+        qa, qb = ids.get(a) or texts.id(a), ids.get(b) or texts.id(b)
+        if count > 1:
+            lines.append(f'\t{qa} -> {qb} [label="×{count}" fontsize=8]\n')
+        else:
+            lines.append(f"\t{qa} -> {qb}\n")
     if legend:
         _legend_lines(lines, view)
     return dot
@@ -197,16 +197,72 @@ def new_digraph(rankdir: str, caption: list[str]) -> graphviz.Digraph:
     return dot
 
 
+_NODE_KINDS = frozenset({"op", "param", "leaf", "output"})
+
+
+def _style_text(style: Mapping[str, str]) -> str:
+    """The attributes of `style` that differ from the node defaults, as DOT text."""
+    diff = {k: v for k, v in style.items() if NODE_DEFAULTS.get(k) != v}
+    return _attr_list(diff, label_first=False)
+
+
+# What each node style adds to the defaults, written once.
+_STYLE_TEXTS = {kind: _style_text(style) for kind, style in STYLES.items()}
+
+
+class _Texts:
+    """The DOT text of one drawing's nodes: label lines and quoted ids, each written once
+    (a saved tensor's description repeats in every block of a stack)."""
+
+    def __init__(self, graph: Graph, show_saved: bool, show_attrs: bool, cluster: bool) -> None:
+        self.index = graph._index
+        self.show_saved, self.show_attrs, self.cluster = show_saved, show_attrs, cluster
+        self.ids: dict[str, str] = {}
+        self.saved: dict[int, str] = {}  # id(SavedTensor) → its line (the graph keeps it alive)
+
+    def id(self, name: str) -> str:
+        found = self.ids[name] = quote(name)
+        return found
+
+    def lines(self, node: Node) -> list[str]:
+        in_cluster = self.cluster and node.module is not None
+        lines = [node.label]
+        if node.kind == "op" and node.grad_fn and node.grad_fn != node.label:
+            lines.append(f"({node.grad_fn})")
+        if node.shape is not None:
+            lines.append(shape_text(node.shape))
+        if node.module and not in_cluster and node.kind == "op":
+            lines.append(f"in {node.module}")
+        if self.show_saved and node.saved:
+            known = self.saved
+            for s in node.saved:
+                line = known.get(id(s))
+                if line is None:
+                    line = known[id(s)] = s.describe()
+                lines.append(line)
+        if self.show_attrs and node.attrs:
+            lines.extend([f"{k}={v}" for k, v in node.attrs])
+        return lines
+
+    def node_attrs(self, item: ViewItem) -> str:
+        """A graph node's attributes with no highlight, note or colour: label and style."""
+        node = self.index[item.members[0]]
+        kind = node.kind
+        if kind == "op" and node.grad_fn is not None and node.grad_fn != node.label:
+            kind = "custom"
+        label = "label=" + quote("\n".join(self.lines(node)))
+        style = _STYLE_TEXTS[kind]
+        return f"{label} {style}" if style else label
+
+
 def _node_stmt(
     graph: Graph,
     item: ViewItem,
-    show_saved: bool,
-    show_attrs: bool,
-    cluster: bool,
+    texts: _Texts,
     highlight: set[str],
     annotations: Mapping[str, str],
     colors: Mapping[str, str],
-) -> tuple[str, dict[str, str]]:
+) -> tuple[str, str]:
     if item.kind == "module":
         nodes = [graph.node(m) for m in item.members]
         kinds = Counter(n.kind for n in nodes)
@@ -221,7 +277,7 @@ def _node_stmt(
         style = dict(STYLES["fold"])
     else:
         node = graph.node(item.members[0])
-        lines = _node_lines(node, show_saved, show_attrs, cluster and node.module is not None)
+        lines = texts.lines(node)
         custom = node.kind == "op" and node.grad_fn is not None and node.grad_fn != node.label
         style = dict(STYLES["custom" if custom else node.kind])
     note = annotations.get(item.id)
@@ -232,16 +288,16 @@ def _node_stmt(
     if item.id in highlight or (item.kind != "fold" and any(m in highlight for m in item.members)):
         style.update(penwidth="3", color="#e03131")
     style["label"] = "\n".join(lines)
-    return item.id, {k: v for k, v in style.items() if NODE_DEFAULTS.get(k) != v}
+    return item.id, _attr_list({k: v for k, v in style.items() if NODE_DEFAULTS.get(k) != v})
 
 
 def _cluster_lines(
     out: list[str],
-    clusters: dict[str | None, list[tuple[str, dict[str, str]]]],
+    clusters: dict[str | None, list[tuple[str, str]]],
     types: Mapping[str, str],
 ) -> None:
     for name, attrs in clusters.get(None, []):
-        out.append(_node_line("\t", name, attrs))
+        out.append(f"\t{name} [{attrs}]\n" if attrs else f"\t{name}\n")
     paths = sorted(p for p in clusters if p is not None)
     # Every ancestor of a used path needs a cluster too, so nesting mirrors the modules.
     needed: set[str] = set()
@@ -264,12 +320,16 @@ def _cluster_lines(
         out.append(f"{indent}subgraph {quote(f'cluster_{path}')} {{\n")
         label = f"{path}: {types[path]}" if path in types else path
         inner = indent + "\t"
-        attrs = {"label": label, "style": "rounded,dashed", "color": "#adb5bd", "fontsize": "9"}
-        out.append(f"{inner}{_attr_list({**attrs, 'labeljust': 'l'}, label_first=False)}\n")
+        head, tail = _CLUSTER_ATTRS
+        out.append(f"{inner}{head}{quote(label)}{tail}\n")
         for name, node_attrs in clusters.get(path, []):
-            out.append(_node_line(inner, name, node_attrs))
+            out.append(f"{inner}{name} [{node_attrs}]\n" if node_attrs else f"{inner}{name}\n")
         stack.append((path, level, False))
         stack.extend((child, level + 1, True) for child in reversed(children.get(path, [])))
+
+
+# A cluster's attributes in the order _attr_list writes them (sorted by name), around its label.
+_CLUSTER_ATTRS = ('color="#adb5bd" fontsize=9 label=', ' labeljust=l style="rounded,dashed"')
 
 
 def _legend_lines(out: list[str], view: View) -> None:

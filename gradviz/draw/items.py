@@ -34,6 +34,16 @@ class ViewItem:
     module: str | None = None  # cluster it is drawn in
     detail: tuple[str, ...] = ()  # label lines a planner worked out (a rolled run's)
 
+    @classmethod
+    def _of_node(cls, id: str, kind: str, title: str, module: str | None) -> ViewItem:
+        """The item of one graph node, without the frozen __init__'s six object.__setattr__
+        calls (most of planning an all-nodes view). Equal to ViewItem(id, kind, (id,), ...)."""
+        item = object.__new__(cls)
+        item.__dict__.update(
+            id=id, kind=kind, members=(id,), title=title, module=module, detail=()
+        )
+        return item
+
 
 @dataclass(frozen=True)
 class View:

@@ -37,10 +37,15 @@ def _module_depth(path: str | None) -> int:
 
 def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str, ViewItem]]:
     """Map each graph node to a drawn item id, collapsing modules deeper than `depth`."""
+    if depth is None:  # every node drawn as itself
+        make = ViewItem._of_node
+        every = {n.id: make(n.id, n.kind, n.label, n.module) for n in graph.nodes}
+        return {k: k for k in every}, every
     types = graph.module_types
     item_of: dict[str, str] = {}
     groups: dict[str, list[str]] = {}
     box_of: dict[str, str | None] = {}  # module path → its box at `depth` (None: not boxed)
+    boxed_ops: set[str] = set()  # boxes holding at least one op
     for n in graph.nodes:
         key = None
         if depth is not None and n.module:
@@ -55,9 +60,11 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
         else:
             item_of[n.id] = key
             groups.setdefault(key, []).append(n.id)
+            if n.kind == "op":
+                boxed_ops.add(key)
     # A box of parameters alone (forward ran without capture) hides more than it saves.
     for key, members in list(groups.items()):
-        if all(graph.node(m).kind != "op" for m in members):
+        if key not in boxed_ops:
             for m in members:
                 item_of[m] = m
             del groups[key]
@@ -67,7 +74,7 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
         if key in items:
             continue
         if key == n.id:
-            items[key] = ViewItem(key, n.kind, (n.id,), n.label, n.module)
+            items[key] = ViewItem._of_node(key, n.kind, n.label, n.module)
         else:
             path = key[4:]
             ids = tuple(groups[key])
@@ -79,23 +86,26 @@ def _collapse(graph: Graph, depth: int | None) -> tuple[dict[str, str], dict[str
 def _item_counts(graph: Graph) -> dict[int, int]:
     """How many items `_collapse(graph, d)` draws, for each depth d from 1 to the deepest
     module, counted per module path instead of building every collapse."""
-    per_module: Counter[tuple[str, bool]] = Counter()
+    per_module: dict[tuple[str, bool], int] = {}  # a dict: Counter's += costs a call a node
     free = 0
     for n in graph.nodes:
         if n.module:
-            per_module[(n.module, n.kind == "op")] += 1
+            key = (n.module, n.kind == "op")
+            per_module[key] = per_module.get(key, 0) + 1
         else:
             free += 1
-    deepest = max((_module_depth(m) for m, _ in per_module), default=0)
+    depth_of = {m: _module_depth(m) for m, _ in per_module}
+    deepest = max(depth_of.values(), default=0)
     counts: dict[int, int] = {}
     for d in range(1, deepest + 1):
         count = free
         boxes: dict[str, list] = {}  # box path → [has an op, nodes that are not ops]
         for (module, is_op), c in per_module.items():
-            if _module_depth(module) < d:
+            if depth_of[module] < d:
                 count += c
                 continue
-            box = boxes.setdefault(".".join(module.split(".")[:d]), [False, 0])
+            box = boxes.setdefault(module if depth_of[module] == d else ".".join(
+                module.split(".")[:d]), [False, 0])
             if is_op:
                 box[0] = True
             else:

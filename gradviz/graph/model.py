@@ -142,6 +142,25 @@ class Node:
         return node
 
     @classmethod
+    def _fast(
+        cls,
+        id: str,
+        kind: str,
+        label: str,
+        shape: tuple[int, ...] | None,
+        dtype: str | None,
+        module: str | None,
+    ) -> Node:
+        """A node without saved values, built like `_op` (half of a chain's nodes are
+        parameters). Equal to Node(id, kind, label, shape, dtype, module)."""
+        node = object.__new__(cls)
+        node.__dict__.update(
+            id=id, kind=kind, label=label, shape=shape, dtype=dtype, module=module, saved=(),
+            grad_fn=None, attrs=(),
+        )
+        return node
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Node:
         kind = data.get("kind")
         if kind not in NODE_KINDS:

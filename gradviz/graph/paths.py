@@ -14,7 +14,9 @@ def depth(path: str) -> int:
     return path.count(".") + 1
 
 
-@functools.lru_cache(maxsize=1 << 17)
+# Bounded (issue #13): room for a 25 000-layer chain's paths, a few MB at most in a process
+# that draws many models.
+@functools.lru_cache(maxsize=1 << 15)
 def prefixes(path: str) -> tuple[str, ...]:
     """ "a.b.c" → ("a", "a.b", "a.b.c")."""
     if "." not in path:
@@ -27,7 +29,7 @@ def parent(path: str) -> str | None:
     return path.rsplit(".", 1)[0] if "." in path else None
 
 
-@functools.lru_cache(maxsize=1 << 17)
+@functools.lru_cache(maxsize=1 << 15)
 def natural_key(path: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key comparing digit parts as numbers, so "layers.10" sorts after "layers.9"."""
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in path.split("."))
@@ -54,4 +56,4 @@ def shape_text(shape: tuple[int, ...] | None, unknown: str = "") -> str:
     """ "3×4", "scalar" for (), `unknown` when the shape was not recorded."""
     if shape is None:
         return unknown
-    return "×".join(str(s) for s in shape) if shape else "scalar"
+    return "×".join(map(str, shape)) if shape else "scalar"

@@ -21,7 +21,8 @@ HOSTILE = st.text(
         blacklist_categories=("Cs",), blacklist_characters="\0"
     ),
     max_size=24,
-) | st.sampled_from(["node", "Graph", "strict", "<b>x</b>", "<<b>x</b>>", "a\\", '\\"', "-1.5"])
+) | st.sampled_from(["node", "Graph", "strict", "<b>x</b>", "<<b>x</b>>", "a\\", '\\"', "-1.5",
+                    "a\n", "7\n"])
 
 
 def _parse(source: str) -> dict:
@@ -58,6 +59,8 @@ def test_quote_reads_back_through_dot(texts):
 def test_quote_keeps_plain_names_bare_and_never_makes_html():
     assert quote("n12") == "n12" and quote("-4.2") == "-4.2" and quote("Helvetica") == "Helvetica"
     assert quote("node") == '"node"' and quote("") == '""'
+    # A final line break is not part of a bare ID ("$" in a regex matches before one).
+    assert quote("a\n") == '"a\\n"' and quote("12\n") == '"12\\n"'
     assert quote("<b>x</b>") == '"<b>x</b>"'  # the graphviz package would pass it as HTML
     for text in ("spam eggs", "#eeeeee", "rounded,filled", "a:b"):
         assert quote(text) == graphviz.quoting.quote(text)

@@ -299,10 +299,44 @@ def test_capture_removes_hooks_also_on_error():
         model(torch.randn(3, 5))  # wrong width
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
+    for m in model.modules():
+        assert "forward" not in m.__dict__  # the wrapped forward is gone too
     with capture(model):
         model(torch.randn(1, 2))
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
+        assert "forward" not in m.__dict__
+
+
+def test_capture_restores_a_forward_the_instance_already_had():
+    model = nn.Sequential(nn.Linear(2, 2))
+    own = model[0].forward
+    model[0].forward = lambda x: own(x) * 3  # e.g. a library's own patch of this instance
+    patched = model[0].forward
+    with capture(model):
+        out = model(torch.randn(1, 2))
+    assert model[0].forward is patched
+    graph = trace(out.sum(), model=model)
+    ops = {n.label: n.module for n in graph.nodes if n.kind == "op"}
+    assert ops["AddmmBackward0"] == "0" and ops["MulBackward0"] == "0"
+
+
+def test_capture_names_the_module_that_made_an_op_not_only_what_its_outputs_reach():
+    class Side(nn.Module):
+        def forward(self, x):
+            self.kept = x * 5  # made here, used only after the module returned
+            return x + 1
+
+    model = nn.Sequential(Side(), nn.Tanh())
+    x = torch.randn(2, requires_grad=True)
+    with capture(model):
+        out = model(x)
+    graph = trace((out + model[0].kept).sum(), model=model)
+    ops = {n.label: n.module for n in graph.nodes if n.kind == "op"}
+    assert ops["MulBackward0"] == "0" and ops["TanhBackward0"] == "1"
+    assert ops["SumBackward0"] is None
+    adds = sorted(str(n.module) for n in graph.nodes if n.label == "AddBackward0")
+    assert adds == ["0", "None"]  # x + 1 inside Side; out + kept after the forward
 
 
 def test_capture_pauses_gc_and_restores_it_also_on_error():
@@ -437,3 +471,41 @@ def test_100k_node_chain_in_a_worker_thread_via_big_stack():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[0] == "100003"
+
+
+# -- process-wide caches stay bounded (issue #13) ----------------------------------------
+
+
+def test_saved_tensor_interning_stays_under_its_cap_after_many_shapes():
+    from gradviz.graph import tracing
+
+    cap = tracing._INTERN_MAX
+    graphs = []
+    for start in (1, cap // 2 + 1):  # two graphs, together over the cap by half
+        xs = [torch.randn(k, requires_grad=True) for k in range(start, start + cap // 2 + cap // 4)]
+        graphs.append(trace(torch.cat([x.tanh() for x in xs]).sum()))
+        assert len(tracing._SAVED_TENSORS) <= cap
+    # Starting over loses no description: every tanh still names its own result's shape.
+    for graph in graphs:
+        tanh = [n for n in graph.nodes if n.label == "TanhBackward0"]
+        assert len(tanh) == cap // 2 + cap // 4
+        assert all(n.saved[0].name == "result" and n.saved[0].shape == n.shape for n in tanh)
+    assert 0 < len(tracing._SAVED_TENSORS) <= cap
+
+
+def test_a_capture_wrapped_by_another_still_open_records_nothing_after_it_ends():
+    model = nn.Sequential(nn.Linear(2, 2))
+    outer = capture(model)
+    outer.__enter__()
+    with capture(model):  # the inner capture's wrapper sits on top of the outer one's
+        outer.__exit__(None, None, None)  # outer ends first: it cannot unwrap, so it goes quiet
+        out = model(torch.randn(1, 2))
+    graph = trace(out.sum(), model=model)
+    ops = {n.module for n in graph.nodes if n.kind == "op" and n.label == "AddmmBackward0"}
+    assert ops == {"0"}
+    for _ in range(3):
+        model(torch.randn(1, 2))  # the outer wrapper, if still installed, must not grow a record
+    left = model[0].__dict__["forward"]  # the inner capture put back what it found: outer's
+    (local,) = [c.cell_contents for c in left.__closure__
+                if isinstance(c.cell_contents, threading.local)]
+    assert getattr(local, "rec", None) is None  # it passed every call through, noting none
