@@ -171,12 +171,12 @@ HF_ARCHS: dict[str, Callable[..., tuple[nn.Module, dict[str, torch.Tensor]]]] = 
 
 def model_names() -> list[str]:
     """Every name `build_model` takes whose library is installed here."""
+    # Asked of the installation, not by importing: torchvision and transformers take ~2 s
+    # to import, which every first page of the app paid. A broken install still gets its
+    # clear ModelUnavailable from build_model.
     names: list[str] = []
-    try:
-        import_torchvision()
+    if importlib.util.find_spec("torchvision") is not None:
         names += sorted(TORCHVISION_MODELS)
-    except ModelUnavailable:
-        pass
     if importlib.util.find_spec("transformers") is not None:
         names += [f"hf:{a}" for a in sorted(HF_ARCHS)]
     return names
