@@ -127,24 +127,26 @@ def test_lab_page_names_protections_this_machine_lacks(monkeypatch):
 def test_lab_page_queues_a_check_while_every_sandbox_is_busy(monkeypatch):
     import threading
 
+    from gradviz.check.sandbox import parent
     from gradviz.check.sandbox.slots import sandbox_slot
 
     monkeypatch.setenv("GRADVIZ_MAX_SANDBOXES", "1")
+    parent._SPARES.clear()  # a spare of an earlier test holds a slot of the old cap
+    at = AppTest.from_file(PAGE, default_timeout=180).run()  # probes, keeps a spare
+    at.number_input(key="lab_examples").set_value(10)
     held, release = threading.Event(), threading.Event()
 
-    def other_user() -> None:
-        with sandbox_slot():
+    def other_user() -> None:  # takes the one slot the way a run does: ends the idle spare
+        with sandbox_slot(make_room=parent._SPARES.evict):
             held.set()
             release.wait(timeout=60)
 
     holder = threading.Thread(target=other_user)
     holder.start()
-    held.wait(timeout=10)
+    assert held.wait(timeout=30)
     timer = threading.Timer(2.0, release.set)
     timer.start()
     try:
-        at = AppTest.from_file(PAGE, default_timeout=180).run()
-        at.number_input(key="lab_examples").set_value(10)
         at.button(key="lab_run").click().run()
     finally:
         release.set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -9,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from test_sandbox import sessions_alive
 
-from gradviz.check.sandbox import parent
+from gradviz.check.sandbox import parent, slots
 from gradviz.check.sandbox.parent import Limits, keep_spare, run_sandboxed
 from gradviz.errors import ArgumentError
 
@@ -29,6 +31,20 @@ def _fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     parent._SPARES.clear()
     yield
     parent._SPARES.clear()
+
+
+def _children() -> int:
+    """Sandbox children of this process alive now (their outer processes)."""
+    count = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = pathlib.Path(f"/proc/{entry}/status").read_text()
+            cmdline = pathlib.Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("PPid:"))
+        count += ppid == os.getpid() and b"sandbox/child.py" in cmdline
+    return count
 
 
 def _wait_for_spare(timeout: float = 30.0) -> None:
@@ -83,6 +99,35 @@ def test_other_limits_get_a_fresh_child_and_clear_ends_the_spares(spawned_sessio
     while spawned_sessions() and time.monotonic() < end:
         time.sleep(0.05)
     assert spawned_sessions() == []
+
+
+def test_a_spare_holds_a_slot_so_the_cap_bounds_every_child(monkeypatch):
+    import threading
+
+    monkeypatch.setenv("GRADVIZ_MAX_SANDBOXES", "1")
+    keep_spare("exec", LIMITS)
+    _wait_for_spare()
+    assert slots.claim_now() is None  # the idle spare holds the one slot
+    other = Limits(wall_seconds=5, cpu_seconds=5, memory_mb=512)
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _children())
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        # A run of another kind ends the idle spare rather than wait behind it ...
+        assert run_sandboxed("exec", {"code": "result = 4"}, other).value == 4
+        # ... and the spare comes back in the freed slot for the next run of its kind.
+        _wait_for_spare()
+        assert run_sandboxed("exec", {"code": "result = 5"}, LIMITS).value == 5
+    finally:
+        stop.set()
+        watcher.join()
+    assert peak[0] == 1  # never the spare and a run's child at once
 
 
 def test_keep_spare_names_the_task_it_does_not_know():

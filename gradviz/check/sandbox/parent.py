@@ -47,7 +47,7 @@ from typing import Any
 
 from gradviz.check.sandbox.child import ISOLATION_ENV_VAR, USER_CODE_FILENAME
 from gradviz.check.sandbox.process import Child, kill_group, remove_tree, start_child, stop_child
-from gradviz.check.sandbox.slots import MAX_SANDBOXES_ENV_VAR, sandbox_slot
+from gradviz.check.sandbox.slots import MAX_SANDBOXES_ENV_VAR, claim_now, sandbox_slot
 from gradviz.check.sandbox.spares import SparePool
 from gradviz.errors import ArgumentError, UserCodeDisabled
 
@@ -225,13 +225,17 @@ def run_sandboxed(
     if on_wait is not None and not callable(on_wait):
         raise ArgumentError("on_wait", on_wait, "pass a function of one int (busy slots) or None")
     head = _head(task, limits, warm=False)
-    with sandbox_slot(on_wait):
-        child = _SPARES.take(_head(task, limits, warm=True)) or start_child(head)
-        try:
-            return _Run(line, limits, child).run()
-        finally:
-            remove_tree(child.workdir)
-            remove_tree(child.root)
+    spare = _SPARES.take(_head(task, limits, warm=True))
+    try:
+        with sandbox_slot(on_wait, _SPARES.evict, held=spare[1] if spare else None):
+            child = spare[0] if spare else start_child(head)
+            try:
+                return _Run(line, limits, child).run()
+            finally:
+                remove_tree(child.workdir)
+                remove_tree(child.root)
+    finally:
+        _SPARES.refill()  # the slot just freed may hold the next spare
 
 
 def keep_spare(task: str, limits: Limits | None = None) -> None:
@@ -257,7 +261,9 @@ def _head(task: str, limits: Limits, *, warm: bool) -> bytes:
     }).encode() + b"\n"
 
 
-_SPARES: SparePool[Child] = SparePool(start_child, lambda c: c.proc.poll() is None, stop_child)
+_SPARES: SparePool[Child] = SparePool(
+    start_child, lambda c: c.proc.poll() is None, stop_child, claim_now
+)
 
 
 _PROBE_LIMITS = Limits(wall_seconds=20, cpu_seconds=5, memory_mb=512)

@@ -68,14 +68,25 @@ def busy() -> int:
         return _state["busy"]
 
 
-@contextlib.contextmanager
-def sandbox_slot(on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
-    """Hold one of the slots for the body; if none is free, call ``on_wait(busy)``, then wait."""
+def claim_now() -> Callable[[], None] | None:
+    """One slot if one is free right now, as the function that gives it back; else None.
+
+    For spare children: an idle spare holds a slot too, so the cap bounds every child
+    this process has, not only the running ones."""
     semaphore = _semaphore()
-    if not semaphore.acquire(blocking=False):
-        if on_wait is not None:
-            on_wait(busy())
-        semaphore.acquire()
+    return semaphore.release if semaphore.acquire(blocking=False) else None
+
+
+@contextlib.contextmanager
+def sandbox_slot(
+    on_wait: Callable[[int], None] | None = None,
+    make_room: Callable[[], object] | None = None,
+    held: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """Hold one of the slots for the body: `held` (the release of a slot claimed earlier,
+    e.g. a spare's) or a newly taken one. If none is free, ask `make_room()` (end an idle
+    spare), then call ``on_wait(busy)`` and wait, asking again while waiting."""
+    release = held if held is not None else _take(on_wait, make_room)
     with _lock:
         _state["busy"] += 1
     try:
@@ -83,4 +94,22 @@ def sandbox_slot(on_wait: Callable[[int], None] | None = None) -> Iterator[None]
     finally:
         with _lock:
             _state["busy"] -= 1
-        semaphore.release()
+        release()
+
+
+def _take(on_wait: Callable[[int], None] | None,
+          make_room: Callable[[], object] | None) -> Callable[[], None]:
+    semaphore = _semaphore()
+    if semaphore.acquire(blocking=False):
+        return semaphore.release
+    if make_room is not None:
+        make_room()
+        if semaphore.acquire(blocking=False):
+            return semaphore.release
+    if on_wait is not None:
+        on_wait(busy())
+    # A spare still starting holds a slot; once it waits idle, make_room can end it.
+    while not semaphore.acquire(timeout=0.05):
+        if make_room is not None:
+            make_room()
+    return semaphore.release
