@@ -287,35 +287,26 @@ def test_open_rolled_and_collapsed_modules_with_breadcrumb(app_url, page, screen
 
 
 @pytest.mark.browser
-def test_chain_25k_is_usable(app_url, page):
+def test_chain_25k_views_unrolls_and_inspects(app_url, page):
+    # How fast is benchmarks/bench_app.py's business; here: that each step happens at all.
     page.goto(f"{app_url}/Graph")
     page.wait_for_selector(".gv-root svg g.node")
-    timings = {}
-    for attempt in ("first (traces the program)", "again (cached)"):
+    for again in (False, True):  # traced, then from the cache after another program
         before = _renders(page)
-        start = time.perf_counter()
         _pick_program(page, "chain-25k")
         _wait_render_after(page, before, timeout_ms=180_000)
         _node(page, "roll/0..6249").wait_for()
-        timings[f"view, {attempt}"] = time.perf_counter() - start
-        if attempt.startswith("first"):
+        if not again:
             before = _renders(page)
             _pick_program(page, "mnist-cnn")
             _wait_render_after(page, before)
+    assert _node(page, "mod/6249").count() == 0  # the repeats are folded
     before = _renders(page)
-    start = time.perf_counter()
     _node(page, "roll/0..6249").click()
     _wait_render_after(page, before)
     _node(page, "mod/6249").wait_for()
-    timings["click → unrolled view"] = time.perf_counter() - start
-    start = time.perf_counter()
     _node(page, "mod/6249").click()
     page.wait_for_selector('.gradviz-inspector[data-node="mod/6249"]')
-    timings["click → inspector"] = time.perf_counter() - start
-    print("\n" + "\n".join(f"chain-25k {k}: {v * 1000:.0f} ms" for k, v in timings.items()))
-    # Targets are 2 s for the view and 1 s for a click; CI's two slow cores get slack.
-    assert timings["view, again (cached)"] <= 10
-    assert timings["click → unrolled view"] <= 10 and timings["click → inspector"] <= 10
 
 
 @pytest.mark.browser
