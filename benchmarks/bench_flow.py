@@ -85,10 +85,11 @@ def _variants(name: str, steps: int, stride: int) -> dict[str, Callable[[], floa
         step, _, _ = _setup(name)
         return _time(lambda: [step() for _ in range(steps)], steps)
 
-    def flow(every: int, capacity: int) -> Callable[[], float]:
+    def flow(every: int, capacity: int, budget: float | None = None) -> Callable[[], float]:
         def run() -> float:
             step, model, opt = _setup(name)
-            recorder = GradientFlow(model, every=every, capacity=capacity, optimizer=opt)
+            recorder = GradientFlow(model, every=every, capacity=capacity, optimizer=opt,
+                                    budget=budget)
             with recorder:
                 return _time(lambda: [step() for _ in range(steps)], steps)
 
@@ -115,6 +116,7 @@ def _variants(name: str, steps: int, stride: int) -> dict[str, Callable[[], floa
     return {
         "plain": plain,
         "flow page stride": flow(stride, 200),
+        "page: + budget 0.1": flow(stride, 200, 0.1),
         "peer page stride": peer(stride),
         "flow every=1": flow(1, steps),
         "peer every step": peer(1),
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, median of {args.repeat} runs (min–max), µs/step")
-    names = ("plain", "flow page stride", "peer page stride", "flow every=1", "peer every step")
+    names = ("plain", "flow page stride", "page: + budget 0.1", "peer page stride",
+             "flow every=1", "peer every step")
     print(f"{'preset':<24}{'steps':>6}{'stride':>7}" + "".join(f"{v:>24}" for v in names))
     for name in args.presets.split(","):
         steps, stride = page_run(name)

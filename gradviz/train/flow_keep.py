@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
@@ -43,6 +44,39 @@ class _Keeper:
         else:
             twin.records = list(self.records)
         return twin
+
+
+class _Pacer:
+    """How much of the training time the recorder took since the stride last changed."""
+
+    def __init__(self, budget: Any) -> None:
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not 0 < budget <= 1):
+            raise ArgumentError("budget", budget, "use a share of training time in (0, 1], "
+                                "e.g. budget=0.1, or None to record at the stride given")
+        self.budget = None if budget is None else float(budget)
+        self.spent = 0.0  # seconds inside the recorder since `since`
+        self.since: float | None = None
+
+    def start(self) -> float:
+        now = time.perf_counter()
+        if self.since is None:
+            self.since = now
+        return now
+
+    def add(self, start: float) -> None:
+        self.spent += time.perf_counter() - start
+
+    def over(self) -> bool:
+        """True (and the count restarts, to judge the next stride alone) when recording took
+        more than its budget of the training time; always False without a budget."""
+        if self.budget is None or self.since is None:
+            return False
+        now = time.perf_counter()
+        if self.spent <= self.budget * (now - self.since - self.spent):
+            return False
+        self.since, self.spent = now, 0.0
+        return True
 
 
 def _check_positive(name: str, value: Any, example: str) -> int:
