@@ -19,11 +19,6 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -41,47 +36,16 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url():
     """The real app, started with `streamlit run` on 127.0.0.1 for this test session."""
-    port = _free_port()
-    log = open(ROOT / "tests" / f".streamlit-{port}.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-            "--server.port", str(port), "--server.address", "127.0.0.1",
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none",
-        ],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            log.close()
-            raise RuntimeError(f"the app did not start; see {log.name}")
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    pathlib.Path(log.name).unlink(missing_ok=True)
+    from gradviz.app.serving import running_app  # imports Streamlit: only when wanted
+
+    log_path = ROOT / "tests" / f".streamlit-{os.getpid()}.log"
+    with open(log_path, "w") as log, running_app(ROOT / "streamlit_app.py", cwd=ROOT,
+                                                 log=log) as (url, _):
+        yield url
+    log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

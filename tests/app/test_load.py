@@ -13,15 +13,13 @@ import asyncio
 import os
 import pathlib
 import re
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 
 from gradviz.app import graph_sources
+from gradviz.app.serving import running_app
 from gradviz.zoo.functions import function_examples
 from gradviz.zoo.sources import step_source, trace_source
 
@@ -34,49 +32,15 @@ LAB = ["relu", "abs", "relu_forgot_mask", "sigmoid", "relu_wrong_threshold", "ex
 EXCEPTION = '[data-testid="stException"]'
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
     """A server of its own, so its sandbox children can be counted in its process tree."""
-    port = _free_port()
-    log_path = ROOT / "tests" / f".streamlit-load-{port}.log"
+    log_path = ROOT / "tests" / f".streamlit-load-{os.getpid()}.log"
     env = {**os.environ, "GRADVIZ_MAX_SANDBOXES": str(CAP)}
     env.pop("GRADVIZ_DISABLE_USER_CODE", None)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    try:
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the app did not start; see {log_path}")
-            time.sleep(0.3)
+    with open(log_path, "w") as log, running_app(ROOT / "streamlit_app.py", cwd=ROOT, env=env,
+                                                 log=log) as (url, proc):
         yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     log_path.unlink(missing_ok=True)
 
 

@@ -14,8 +14,9 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import ROOT, _free_port
+from gradviz.app.serving import free_port as _free_port
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CELLS = [
     "import gradviz, ipywidgets\n"
     "from gradviz.zoo.sources import build_source\n"
