@@ -6,15 +6,13 @@ import json
 import os
 import pathlib
 import secrets
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from playwright.sync_api import expect
 
 from gradviz.app.serving import free_port as _free_port
+from gradviz.app.serving import running_server
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CELLS = [
@@ -51,40 +49,22 @@ def jupyter(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
                JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
-    log = open(tmp_path / "jupyter.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
-         "--allow-root",  # CI runs as root
-         "--LabApp.expose_app_in_browser=True",  # the test runs cells through window.jupyterapp
-         # Offline: no news feed, update check or extension index.
-         "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.extension_manager=readonly"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            log.close()
-            tail = (tmp_path / "jupyter.log").read_text()[-3000:]
-            raise RuntimeError("JupyterLab did not start:\n" + tail)
-        time.sleep(0.5)
-    _notebook(tmp_path)
-    yield url, token
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    command = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
+        "--allow-root",  # CI runs as root
+        "--LabApp.expose_app_in_browser=True",  # the test runs cells through window.jupyterapp
+        # Offline: no news feed, update check or extension index.
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    ]
+    with open(tmp_path / "jupyter.log", "w") as log, running_server(
+        command, f"{url}/api/status?token={token}", cwd=tmp_path, env=env, log=log
+    ):
+        _notebook(tmp_path)
+        yield url, token
 
 
 def _node(scope, node_id: str):
