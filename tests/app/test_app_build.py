@@ -419,6 +419,8 @@ def test_a_click_on_a_heatmap_layer_opens_backward_at_that_layer_in_chromium(app
     cells.first.wait_for()
     w2 = cells.and_(page.locator('[aria-label*="layer: W2;"]'))
     assert w2.count() >= 100  # one cell per recorded step
+    # A click while the run's last redraw replaces the chart is lost: wait for the page to idle.
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
     w2.nth(50).click(force=True)
     page.wait_for_url(re.compile(r".*/Backward$"))
     current = page.locator(".gradviz-current")
