@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import time
 
 import numpy as np
 import pytest
@@ -187,7 +188,11 @@ def test_mini_map_shows_every_step_and_a_click_jumps_there(app_url, page):
     assert ": current;" in labels[0] and all(": upcoming;" in label for label in labels[1:])
     strip.nth(6).click()
     page.wait_for_selector(f'.gradviz-current[data-node="{steps[6].node.id}"]')
-    labels = _attrs(page, "bw_minimap", "aria-label")
+    deadline = time.monotonic() + 10  # the strip is redrawn after the step's own view
+    while ": current;" not in (labels := _attrs(page, "bw_minimap", "aria-label"))[6]:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert ": current;" in labels[6]
     assert not any(": upcoming;" in label or ": current;" in label for label in labels[:6])
 
@@ -242,7 +247,10 @@ def _node(page, node_id: str):
 
 def _in_view(page, node_id: str) -> bool:
     """Whether the node's centre is inside the graph's visible viewport."""
-    node = _node(page, node_id).bounding_box()
+    deadline = time.monotonic() + 10
+    while (node := _node(page, node_id).bounding_box()) is None:  # the SVG is being replaced
+        assert time.monotonic() < deadline, f"node {node_id} never came back into the page"
+        time.sleep(0.05)
     port = page.locator(".gv-viewport").bounding_box()
     x, y = node["x"] + node["width"] / 2, node["y"] + node["height"] / 2
     return (
