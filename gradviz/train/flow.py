@@ -11,11 +11,12 @@ stride doubled) when it reaches ``capacity``, so a long run keeps an even overvi
 its first step; ``mode="ring"`` keeps the latest steps.
 
 How a step is seen: each forward of the model with grad enabled is one training step.
-For a step the stride keeps, a post-accumulate-grad hook on each parameter notices the
-backward and queues one callback at its end, which reads every gradient at once and
-snapshots the weights; the step is closed (update = weights now − snapshot) by the
-optimizer's step hook, ``after_step()``, the train callback, or the next forward.
-A step the stride skips costs one pre-hook call.
+For a step the stride keeps, the first post-accumulate-grad hook of the backward queues
+one callback at its end, which copies every gradient and weight into a flat row
+(`flow_rows`); the step is closed (weights copied again) by the optimizer's step hook,
+``after_step()``, the train callback, or the next forward. Statistics are computed for
+many rows at once, when the rows run out or the record is read. The hooks stay on while
+attached; on a step the stride skips each returns at once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import copy
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +36,18 @@ from torch import nn
 
 from gradviz.errors import ArgumentError
 from gradviz.train.flow_keep import _check_positive, _Keeper, _leaf_modules, _Pacer
+from gradviz.train.flow_rows import (
+    AFTER,
+    BEFORE,
+    GRAD,
+    _Call,
+    _Entry,
+    _Rows,
+    act_call,
+    act_table,
+    live_grad_table,
+    update_table,
+)
 
 __all__ = ["GradientFlow", "FlowRecord", "GRAD_STATS", "ACT_STATS", "MODES"]
 
@@ -105,7 +119,7 @@ class GradientFlow:
         self._optimizer = optimizer
         self._keeper = _Keeper(self.capacity, self.every, mode)
         # Guards the kept records: the training thread appends, a page thread may read.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # RLock: reading flushes, under the same lock
         self._handles: list[Any] = []
         self._attached = False
         self._steps = 0  # training steps seen: forwards of the model with grad enabled
@@ -118,16 +132,16 @@ class GradientFlow:
         self._fire_order: list[int] | None = None  # parameter indices in backward order
         self._firing: list[int] = []
         self._in_backward = False
-        self._rec_step: int | None = None  # the step whose hooks are on
+        self._rec_step: int | None = None  # the step being recorded, until its backward ends
+        self._calls: list[_Call] = []  # leaf-module runs of the recorded forward
         self._step_handles: list[Any] = []
         self._grad_hooks: list[Callable[[torch.Tensor], None]] = []
         self._leaves: list[tuple[nn.Module, Callable[..., None]]] = []
-        self._acts: dict[int, list[Any]] = {}
         self._act_order: list[int] = []  # module indices in the order this forward ran them
         self._module_order: list[int] | None = None  # the same, from the first recorded step
-        self._pending: dict[str, Any] | None = None
-        self._snap: list[torch.Tensor] | None = None
-
+        self._rows: _Rows | None = None
+        self._pending: _Entry | None = None  # backward done, update not yet seen
+        self._ready: list[_Entry] = []  # closed, waiting to be reduced to statistics
 
     def __enter__(self) -> GradientFlow:
         return self.attach()
@@ -170,7 +184,7 @@ class GradientFlow:
         assert model is not None  # attach() checked it
         # Only the root's pre-hook stays on: the gradient and activation hooks go on for a
         # step that will be kept and come off at the end of its backward, so a step the
-        # stride skips costs one Python call.
+        # stride skips costs one Python call (hooks left on cost +12% of a tiny net's step).
         self._handles.append(model.register_forward_pre_hook(self._on_forward))
         self._grad_hooks = [self._grad_hook(i) for i in range(len(self._params))]
         self._leaves = []
@@ -179,6 +193,9 @@ class GradientFlow:
             self._module_names = tuple(n for n, _ in leaves)
             self._module_types = tuple(type(m).__name__ for _, m in leaves)
             self._leaves = [(m, self._act_hook(j)) for j, (_, m) in enumerate(leaves)]
+        if self._rows is None or not self._rows.fits(self._params):
+            self._flush()
+            self._rows = _Rows(self._params) if self._params else None
         if self._optimizer is not None:
             self._handles.append(
                 self._optimizer.register_step_post_hook(lambda *a, **k: self._close())
@@ -195,12 +212,11 @@ class GradientFlow:
             self._close()
         finally:
             self._drop_step_hooks()
-            self._rec_step = None
+            self._rec_step, self._pending = None, None
             for h in self._handles:
                 h.remove()
             self._handles.clear()
             self._attached = False
-
 
     def __call__(self, step: int, total: int, loss: float) -> None:
         """The `train` callback: closes the step just made (``step`` of ``total``)."""
@@ -220,7 +236,10 @@ class GradientFlow:
             records = self._keeper.records
             if value is not None and records and records[-1].step == self._steps:
                 # the optimizer's step hook closed this step already: add its loss
-                records[-1] = replace(records[-1], loss=value)
+                last = records[-1]
+                last.loss = value
+                if last.record is not None:
+                    last.record = replace(last.record, loss=value)
 
     def chain(self, callback: Callable[[int, int, float], Any]) -> _Chained:
         """A train callback running this recorder, then ``callback`` (e.g. a progress bar)."""
@@ -228,19 +247,20 @@ class GradientFlow:
             raise ArgumentError("callback", callback, "give a function (step, total, loss)")
         return _Chained(self, callback)
 
-
     def _on_forward(self, module: nn.Module, args: Any) -> None:
-        self._close()  # a new forward: the previous step's update has surely happened
-        self._drop_step_hooks()  # a recorded forward that never saw its backward
+        if self._pending is not None:
+            self._close()  # a new forward: the previous step's update has surely happened
+        if self._step_handles:
+            self._drop_step_hooks()  # a recorded forward that never saw its backward
         self._rec_step = None
         if not torch.is_grad_enabled():
             return  # an evaluation, not a training step
         self._steps += 1
         if not self._keeper.wants(self._steps):
             return
-        start = self._pace.start()
+        self._pace.start()
         self._rec_step = self._steps
-        self._acts.clear()
+        self._calls = []
         self._act_order = []
         self._in_backward = False
         add = self._step_handles.append
@@ -248,10 +268,11 @@ class GradientFlow:
             add(p.register_post_accumulate_grad_hook(hook))
         for m, hook in self._leaves:
             add(m.register_forward_hook(hook))
-        self._pace.add(start)
 
     def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
         def hook(param: torch.Tensor) -> None:
+            if self._rec_step is None:
+                return
             if not self._in_backward:
                 self._in_backward = True
                 self._firing = []
@@ -263,26 +284,21 @@ class GradientFlow:
 
     def _act_hook(self, index: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if not isinstance(output, torch.Tensor):
+            if self._rec_step is None or not isinstance(output, torch.Tensor):
                 return
             if not output.is_floating_point() or output.numel() == 0:
                 return
             start = time.perf_counter()
             with torch.no_grad():
-                t = output.detach()
-                # a unit is a feature (dim 1): dead when 0 for every sample (and position)
-                dims = tuple(d for d in range(t.ndim) if d != 1) if t.ndim >= 2 else None
-                peak = t.abs().amax(dim=dims) if dims else t
-            calls = self._acts.get(index)
-            if calls is None:
-                calls = self._acts[index] = []
+                call = act_call(index, output.detach())
+            if index not in self._act_order:
                 self._act_order.append(index)
-            # the rest waits for the end of backward, where one fused call per statistic
-            # covers every module; the version catches an in-place op changing t meanwhile
-            grads: list[torch.Tensor] = []
-            calls.append((t, t._version, t.mean(), peak, grads))
+            self._calls.append(call)
             if output.requires_grad:
-                output.register_hook(grads.append)
+                # the norm now, not the gradient: rows wait, activation gradients are big
+                output.register_hook(
+                    lambda g: call.grad_norms.append(torch.linalg.vector_norm(g.detach()))
+                )
             self._pace.add(start)
 
         return hook
@@ -296,111 +312,90 @@ class GradientFlow:
         if step is None:
             return
         start = time.perf_counter()
-        with torch.no_grad():
-            grad = self._grad_stats()
-            pairs = zip(self._snap or [], self._params, strict=False)
-            if self._snap is None or any(
-                s.shape != p.shape or s.dtype != p.dtype for s, p in pairs
-            ):
-                self._snap = [p.detach().clone() for p in self._params]
-            else:
-                torch._foreach_copy_(self._snap, [p.detach() for p in self._params])
-        self._pending = {"step": step, "grad": grad, "act": self._act_stats()}
-        self._acts.clear()
-        self._pace.add(start)
-
-    def _grad_stats(self) -> np.ndarray:
-        out = np.full((len(self._params), len(GRAD_STATS)), np.nan)
-        idx = [i for i, p in enumerate(self._params) if p.grad is not None]
-        if not idx:
-            return out
-        grads = [g for i in idx if (g := self._params[i].grad) is not None]
-        # _foreach_norm's 1-, inf- and 0-norms are slow kernels (670k grads, 1 thread: 0.3,
-        # 1.7, 0.3 ms; abs().sum(), _foreach_max, count_nonzero: 0.1, 0.1, 0.15)
-        absolute = torch._foreach_abs(grads)
-        some = [a if a.numel() else a.new_zeros(1) for a in absolute]  # max of [] is undefined
-        stats = [*torch._foreach_norm(grads, 2), *(a.sum() for a in absolute),
-                 *torch._foreach_max(some), *(torch.count_nonzero(g) for g in grads)]
-        table = torch.stack(stats).double().numpy().reshape(4, len(grads))
-        numel = np.array([g.numel() for g in grads], dtype=np.float64)
-        table[1] /= numel
-        table[3] = 1.0 - table[3] / numel
-        out[idx] = table.T
-        return out
-
-    def _act_stats(self) -> np.ndarray:
-        out = np.full((len(self._module_names), len(ACT_STATS)), np.nan)
-        calls = [
-            (j, c) for j, cs in self._acts.items() for c in cs if c[0]._version == c[1]
-        ]
-        if calls:
-            ts = [c[0] for _, c in calls]
-            peaks = [c[3] for _, c in calls]
-            gs = [g for _, c in calls for g in c[4]]
-            parts = [*torch._foreach_norm(ts, 2), *(torch.count_nonzero(t) for t in ts),
-                     *(torch.count_nonzero(p) for p in peaks), *(c[2] for _, c in calls)]
-            parts += torch._foreach_norm(gs, 2) if gs else []
-            values = torch.stack(parts).double().tolist()
-            k = len(calls)
-            # per module: n, Σx, Σx², nonzero, units, alive, Σ‖grad‖², got a grad (plain floats:
-            # NumPy accumulators cost more than the statistics at this size)
-            acc: dict[int, list[float]] = {}
-            pos = 4 * k
-            for i, (j, (t, _, _, peak, g)) in enumerate(calls):
-                a = acc.setdefault(j, [0.0] * 8)
-                n = t.numel()
-                a[0] += n
-                a[1] += values[3 * k + i] * n
-                a[2] += values[i] ** 2
-                a[3] += values[k + i]
-                a[4] += peak.numel()
-                a[5] += values[2 * k + i]
-                for _ in g:
-                    a[6] += values[pos] ** 2
-                    a[7] = 1.0
-                    pos += 1
-            for j, (n, sx, sxx, nz, units, alive, gsq, has_g) in acc.items():
-                mean = sx / n
-                out[j] = (
-                    mean,
-                    math.sqrt(max(sxx / n - mean * mean, 0.0)),
-                    1.0 - nz / n,
-                    1.0 - alive / units,
-                    math.sqrt(gsq) if has_g else math.nan,
-                )
         if self._module_order is None and self._act_order:
             self._module_order = list(self._act_order)
-        return out
+        entry = _Entry(step, None, self._take_row(), None, self._calls)
+        self._calls = []
+        rows = self._rows
+        if entry.row is not None and rows is not None:
+            params = self._params
+            grads = [p.grad for p in params]
+            which = None
+            if any(g is None for g in grads):
+                entry.has_grad = [g is not None for g in grads]
+                which = [i for i, g in enumerate(grads) if g is not None]
+            present: list[torch.Tensor] = [g for g in grads if g is not None]
+            with torch.no_grad():
+                if rows.batched:
+                    if present:
+                        rows.write(GRAD, entry.row, present, which)
+                else:
+                    entry.grad = live_grad_table(present, which, len(params))
+                rows.write(BEFORE, entry.row, [p.detach() for p in params])
+        self._pending = entry
+        self._pace.add(start)
+
+    def _take_row(self) -> int | None:
+        rows = self._rows
+        if rows is None:
+            return None
+        if not rows.fits(self._params):  # a parameter was replaced by one of another shape
+            self._flush()
+            rows = self._rows = _Rows(self._params)
+        if not rows.free:
+            self._flush()
+        with self._lock:
+            return rows.free.pop()
 
     def _close(self, loss: float | None = None) -> None:
-        pending, self._pending = self._pending, None
-        if pending is None:
+        entry, self._pending = self._pending, None
+        if entry is None:
             return
         start = time.perf_counter()
-        ratio = np.full(len(self._params), np.nan)
-        if self._snap is not None:
+        entry.loss = loss
+        rows = self._rows
+        if entry.row is not None and rows is not None:
+            now = [p.detach() for p in self._params]
             with torch.no_grad():
-                now = [p.detach() for p in self._params]
-                diff = torch._foreach_sub(now, self._snap)
-                parts = [*torch._foreach_norm(diff), *torch._foreach_norm(self._snap)]
-                table = torch.stack(parts).double().numpy().reshape(2, len(now))
-            # np.divide(where=) rather than np.errstate: entering errstate cost more than
-            # the whole division (0.5 ms on a busy machine)
-            np.divide(table[0], table[1], out=ratio, where=table[1] > 0)
-        record = FlowRecord(
-            step=pending["step"],
-            loss=loss,
-            grad=pending["grad"],
-            update_ratio=ratio,
-            act=pending["act"],
-        )
+                if rows.batched:
+                    rows.write(AFTER, entry.row, now)
+                else:
+                    after = [w.reshape(1, -1) for w in now]
+                    entry.ratio = update_table(rows.before(entry.row), after)[0]
+                    with self._lock:
+                        rows.give([entry.row])
+                    entry.row = None
         with self._lock:
-            self._keeper.push(record.step, record)
-        self._pace.add(start)
-        if self._pace.over():
-            with self._lock:
+            self._ready.append(entry)
+            self._keeper.push(entry.step, entry)
+            if self._pace.over():
                 self._keeper.stride *= 2  # future steps only: the kept records stay
+        self._pace.add(start)
 
+    def _flush(self) -> None:
+        """Reduce every closed step still in its row to its record, and free the rows."""
+        with self._lock:
+            ready, self._ready = self._ready, []
+            if not ready:
+                return
+            start = time.perf_counter()
+            n = len(self._params)
+            waiting = [i for i, e in enumerate(ready) if e.row is not None]
+            if waiting and self._rows is not None:
+                rows = [ready[i].row for i in waiting]
+                grad, ratio = self._rows.reduce(rows)  # type: ignore[arg-type]
+                for i, g, r in zip(waiting, grad, ratio, strict=True):
+                    ready[i].grad, ready[i].ratio, ready[i].row = g, r, None
+                self._rows.give(rows)  # type: ignore[arg-type]
+            acts = act_table(ready, len(self._module_names), len(ACT_STATS))
+            for e, act in zip(ready, acts, strict=True):
+                grad = e.grad if e.grad is not None else np.full((n, len(GRAD_STATS)), np.nan)
+                if e.has_grad is not None:
+                    grad[~np.array(e.has_grad)] = np.nan
+                ratio = e.ratio if e.ratio is not None else np.full(n, np.nan)
+                e.record = FlowRecord(e.step, e.loss, grad, ratio, act)
+                e.calls, e.grad, e.ratio = [], None, None
+            self._pace.add(start)
 
     def snapshot(self) -> GradientFlow:
         """A detached copy of the record so far, for reading while the network trains.
@@ -412,14 +407,19 @@ class GradientFlow:
         """
         twin = copy.copy(self)
         with self._lock:
+            self._flush()
+            kept = [_Entry(e.step, e.loss, None, None, [], record=e.record)
+                    for e in self._keeper.records]
             twin._keeper = self._keeper.copy()
+            ring = self.mode == "ring"
+            twin._keeper.records = deque(kept, maxlen=self.capacity) if ring else kept
             twin._steps = self._steps
-        twin._lock = threading.Lock()
+        twin._lock = threading.RLock()
         twin._fire_order = None if self._fire_order is None else list(self._fire_order)
         twin._module_order = None if self._module_order is None else list(self._module_order)
-        twin._model = twin._optimizer = twin._pending = twin._snap = None
-        twin._params, twin._grad_hooks, twin._leaves = [], [], []
-        twin._handles, twin._step_handles, twin._acts = [], [], {}
+        twin._model = twin._optimizer = twin._pending = twin._rows = None
+        twin._params, twin._handles, twin._calls, twin._ready = [], [], [], []
+        twin._step_handles, twin._grad_hooks, twin._leaves = [], [], []
         twin._attached, twin._rec_step = False, None
         return twin
 
@@ -427,7 +427,8 @@ class GradientFlow:
     def records(self) -> tuple[FlowRecord, ...]:
         """The kept steps, oldest first (the step just made appears once it is closed)."""
         with self._lock:
-            return tuple(self._keeper.records)
+            self._flush()
+            return tuple(e.record for e in self._keeper.records)
 
     @property
     def steps(self) -> list[int]:

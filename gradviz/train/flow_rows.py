@@ -1,0 +1,217 @@
+"""Where a `GradientFlow`'s recorded steps wait, and how they become statistics in batches.
+
+A recorded step costs the training thread three copies: its gradients, the weights before
+the update and after, each written by one ``_foreach_copy_`` into a row of a flat buffer.
+The statistics are computed later, for many rows at once (when the rows run out or the
+record is read, often by the page's thread): per step, one torch call per statistic and
+parameter is what made recording cost +50-190% of a small net's step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__: list[str] = []
+
+ROW_BYTES = 2 << 20  # one block of rows stays in cache while it is reduced: 64 rows of a
+# small net, one row of a 400k-parameter one (more rows measured slower per row there)
+MOST_ROWS = 64
+BATCH_LEAST = 8  # fewer rows than this fit: reduce each step's gradients where they are
+
+
+@dataclass
+class _Call:
+    """One run of a leaf module in a recorded forward: its output's statistics so far."""
+
+    module: int
+    numel: int
+    stats: torch.Tensor  # mean, norm, non-zero entries
+    peak: torch.Tensor  # largest |x| of each unit (feature, dim 1), 1-D
+    grad_norms: list[torch.Tensor] = field(default_factory=list)
+
+
+def act_call(module: int, t: torch.Tensor) -> _Call:
+    """The statistics of output ``t`` kept until the step is reduced (a few small tensors)."""
+    a = t.abs()
+    # a unit is a feature (dim 1): dead when 0 for every sample (and position)
+    peak = a.amax(dim=[d for d in range(t.ndim) if d != 1]) if t.ndim >= 2 else a.reshape(-1)
+    return _Call(module, t.numel(), torch.stack([t.mean(), torch.linalg.vector_norm(a),
+                                                 nonzero(a)]), peak)
+
+
+def nonzero(a: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Count of non-zero entries of ``a`` (≥ 0: an abs), as a float (exact below 2**24
+    entries). torch's count_nonzero is 5-18x slower here (1.5 ms on 400k floats, 1 thread)."""
+    signs = a.sign()
+    return signs.sum() if dim is None else signs.sum(dim)
+
+
+@dataclass
+class _Entry:
+    """A kept step: its row and activation calls until reduced, then its record."""
+
+    step: int
+    loss: float | None
+    row: int | None
+    has_grad: list[bool] | None  # None: every parameter had a gradient
+    calls: list[_Call]
+    grad: np.ndarray | None = None  # statistics already reduced (a large net)
+    ratio: np.ndarray | None = None
+    record: Any = None  # the FlowRecord, once reduced
+
+
+GRAD, BEFORE, AFTER = 0, 1, 2  # what a row holds
+
+
+class _Rows:
+    """Flat rows of gradients and weights (before, after) for steps not yet reduced.
+
+    ``batched`` when many rows fit in cache: then a step's statistics wait in its row and
+    are computed with other steps'. Otherwise (a large net) copying gradients costs more
+    than it saves, so they are reduced where they are, and only the weights before the
+    update are kept (one row) until the update is seen.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        self.sizes = [p.numel() for p in params]
+        self.shapes = [tuple(p.shape) for p in params]
+        width = sum(self.sizes)
+        # float32 at least: NumPy has no bfloat16, and sums of float16 lose the small values
+        self.dtype = reduce(torch.promote_types, (p.dtype for p in params), torch.float32)
+        item = torch.empty(0, dtype=self.dtype).element_size()
+        self.count = max(1, min(MOST_ROWS, ROW_BYTES // max(1, width * item)))
+        self.batched = self.count >= BATCH_LEAST
+        if not self.batched:
+            self.count = 1
+        kinds = (GRAD, BEFORE, AFTER) if self.batched else (BEFORE,)
+        self.buf = {k: torch.zeros(self.count, width, dtype=self.dtype) for k in kinds}
+        starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        self.spans = [(s, s + n) for s, n in zip(starts, self.sizes, strict=True)]
+        self.views = {
+            k: [[b[r, lo:hi].view(shape) for (lo, hi), shape in zip(self.spans, self.shapes,
+                                                                   strict=True)]
+                for r in range(self.count)]
+            for k, b in self.buf.items()
+        }
+        self.free = list(range(self.count))[::-1]  # popped from the end: rows in order
+
+    def give(self, rows: list[int]) -> None:
+        """Rows reduced: free again, lowest popped first so the next batch is a slice."""
+        self.free = sorted([*self.free, *rows], reverse=True)
+
+    def fits(self, params: list[torch.nn.Parameter]) -> bool:
+        return all(tuple(p.shape) == s for p, s in zip(params, self.shapes, strict=True))
+
+    def write(self, kind: int, row: int, tensors: list[torch.Tensor],
+              which: list[int] | None = None) -> None:
+        """Copy ``tensors`` into row ``row`` of buffer ``kind`` (GRAD, BEFORE, AFTER);
+        ``which``: the parameter index of each tensor when not all are given."""
+        views = self.views[kind][row]
+        targets = views if which is None else [views[i] for i in which]
+        try:
+            torch._foreach_copy_(targets, tensors)
+        except RuntimeError:  # e.g. a sparse gradient (nn.Embedding(sparse=True))
+            for t, v in zip(tensors, targets, strict=True):
+                v.copy_(t.to_dense() if t.layout != torch.strided else t)
+
+    def blocks(self, kind: int, rows: list[int]) -> list[torch.Tensor]:
+        """Each parameter's (rows × entries) block of buffer ``kind``."""
+        lo = min(rows)
+        if rows == list(range(lo, lo + len(rows))):  # the usual case: no copy
+            b = self.buf[kind][lo : lo + len(rows)]
+        else:
+            b = self.buf[kind].index_select(0, torch.tensor(rows))
+        return [b[:, s:e] for s, e in self.spans]
+
+    def reduce(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows × parameters × GRAD_STATS, rows × parameters update/weight ratio)."""
+        before = self.blocks(BEFORE, rows)
+        return (grad_table(self.blocks(GRAD, rows)),
+                update_table(before, self.blocks(AFTER, rows)))
+
+    def before(self, row: int) -> list[torch.Tensor]:
+        return [v.reshape(1, -1) for v in self.views[BEFORE][row]]
+
+
+def grad_table(blocks: list[torch.Tensor]) -> np.ndarray:
+    """(rows × parameters × GRAD_STATS) from each parameter's (rows × entries) gradients."""
+    parts: list[torch.Tensor] = []
+    with torch.no_grad():
+        for g in blocks:
+            a = g.abs()
+            # torch's reductions rather than np.add.reduceat: they sum pairwise (exact
+            # enough in float32) and read a 400k-entry row in half the time
+            parts += [torch.linalg.vector_norm(a, dim=1), a.sum(1),
+                      a.amax(1) if a.shape[1] else a.sum(1), nonzero(a, 1)]
+        rows = blocks[0].shape[0]
+        table = torch.stack(parts).double().numpy().reshape(len(blocks), 4, rows)
+    size = np.array([g.shape[1] for g in blocks], dtype=np.float64)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stats = np.stack([table[:, 0], table[:, 1] / size, table[:, 2],
+                          1.0 - table[:, 3] / size], axis=-1)  # params × rows × 4
+    return stats.transpose(1, 0, 2)
+
+
+def live_grad_table(grads: list[torch.Tensor], which: list[int] | None, params: int
+                    ) -> np.ndarray:
+    """(parameters × GRAD_STATS) of a step's gradients where they are; ``which``: the
+    parameter of each gradient when some had none (their rows stay NaN)."""
+    out = np.full((params, 4), np.nan)
+    if grads:
+        dense = [g.to_dense() if g.layout != torch.strided else g for g in grads]
+        out[which if which is not None else slice(None)] = grad_table(
+            [g.reshape(1, -1) for g in dense])[0]
+    return out
+
+
+def update_table(before: list[torch.Tensor], after: list[torch.Tensor]) -> np.ndarray:
+    """(rows × parameters) ‖after − before‖ / ‖before‖ (NaN where the weights are 0)."""
+    with torch.no_grad():
+        parts = [*(torch.linalg.vector_norm(a - b, dim=1) for a, b in zip(after, before,
+                                                                          strict=True)),
+                 *(torch.linalg.vector_norm(b, dim=1) for b in before)]
+        table = torch.stack(parts).double().numpy().reshape(2, len(before), -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(table[1] > 0, table[0] / table[1], np.nan).T
+
+
+def act_table(entries: list[_Entry], modules: int, width: int) -> list[np.ndarray]:
+    """Each entry's (modules × ACT_STATS) table from its calls, NaN for a module not run."""
+    calls = [c for e in entries for c in e.calls]
+    tables = [np.full((modules, width), np.nan) for _ in entries]
+    if not calls:
+        return tables
+    norms = [g.reshape(1) for c in calls for g in c.grad_norms]
+    values = torch.cat([*(c.stats for c in calls), *norms]).double().numpy()
+    peaks = torch.cat([c.peak for c in calls]).numpy()
+    offsets = np.cumsum([0] + [len(c.peak) for c in calls[:-1]])
+    alive = np.add.reduceat(peaks > 0, offsets, dtype=np.int64)
+    pos, at = 3 * len(calls), 0
+    for e, table in zip(entries, tables, strict=True):
+        # per module: n, Σx, Σx², non-zero, units, alive units, Σ‖grad‖², got a grad
+        acc: dict[int, list[float]] = {}
+        for c in e.calls:
+            a = acc.setdefault(c.module, [0.0] * 8)
+            mean, norm, nz = values[3 * at : 3 * at + 3]
+            a[0] += c.numel
+            a[1] += mean * c.numel
+            a[2] += norm * norm
+            a[3] += nz
+            a[4] += len(c.peak)
+            a[5] += alive[at]
+            for _ in c.grad_norms:
+                a[6] += values[pos] ** 2
+                a[7] = 1.0
+                pos += 1
+            at += 1
+        for j, (n, sx, sxx, nz, units, live, gsq, has_g) in acc.items():
+            mean = sx / n
+            table[j] = (mean, math.sqrt(max(sxx / n - mean * mean, 0.0)), 1.0 - nz / n,
+                        1.0 - live / units, math.sqrt(gsq) if has_g else math.nan)
+    return tables
