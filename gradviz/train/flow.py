@@ -40,6 +40,7 @@ from gradviz.train.flow_rows import (
     AFTER,
     BEFORE,
     GRAD,
+    MOST_ROWS,
     _Call,
     _Entry,
     _Rows,
@@ -258,16 +259,15 @@ class GradientFlow:
         self._steps += 1
         if not self._keeper.wants(self._steps):
             return
-        self._pace.start()
+        start = self._pace.start()
         self._rec_step = self._steps
-        self._calls = []
-        self._act_order = []
-        self._in_backward = False
+        self._calls, self._act_order, self._in_backward = [], [], False
         add = self._step_handles.append
         for p, hook in zip(self._params, self._grad_hooks, strict=True):
             add(p.register_post_accumulate_grad_hook(hook))
         for m, hook in self._leaves:
             add(m.register_forward_hook(hook))
+        self._pace.add(start)
 
     def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
         def hook(param: torch.Tensor) -> None:
@@ -295,7 +295,7 @@ class GradientFlow:
                 self._act_order.append(index)
             self._calls.append(call)
             if output.requires_grad:
-                # the norm now, not the gradient: rows wait, activation gradients are big
+                # the norm now, not the gradient: steps wait, activation gradients are big
                 output.register_hook(
                     lambda g: call.grad_norms.append(torch.linalg.vector_norm(g.detach()))
                 )
@@ -370,6 +370,8 @@ class GradientFlow:
             self._keeper.push(entry.step, entry)
             if self._pace.over():
                 self._keeper.stride *= 2  # future steps only: the kept records stay
+            if len(self._ready) >= MOST_ROWS:  # bounded even where rows never run out
+                self._flush()
         self._pace.add(start)
 
     def _flush(self) -> None:
@@ -380,13 +382,8 @@ class GradientFlow:
                 return
             start = time.perf_counter()
             n = len(self._params)
-            waiting = [i for i, e in enumerate(ready) if e.row is not None]
-            if waiting and self._rows is not None:
-                rows = [ready[i].row for i in waiting]
-                grad, ratio = self._rows.reduce(rows)  # type: ignore[arg-type]
-                for i, g, r in zip(waiting, grad, ratio, strict=True):
-                    ready[i].grad, ready[i].ratio, ready[i].row = g, r, None
-                self._rows.give(rows)  # type: ignore[arg-type]
+            if self._rows is not None:
+                self._rows.settle(ready)
             acts = act_table(ready, len(self._module_names), len(ACT_STATS))
             for e, act in zip(ready, acts, strict=True):
                 grad = e.grad if e.grad is not None else np.full((n, len(GRAD_STATS)), np.nan)

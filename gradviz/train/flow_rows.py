@@ -31,9 +31,21 @@ class _Call:
 
     module: int
     numel: int
-    stats: torch.Tensor  # mean, norm, non-zero entries
-    peak: torch.Tensor  # largest |x| of each unit (feature, dim 1), 1-D
-    grad_norms: list[torch.Tensor] = field(default_factory=list)
+    stats: Any  # mean, norm, non-zero entries (a tensor, NumPy once settled)
+    peak: Any  # largest |x| of each unit (feature, dim 1), 1-D
+    grad_norms: list[Any] = field(default_factory=list)
+
+
+def _settle(calls: list[_Call]) -> None:
+    """Every call's stats, peaks and gradient norms as NumPy values."""
+    norms = [g.reshape(1) for c in calls for g in c.grad_norms]
+    values = torch.cat([*(c.stats for c in calls), *norms]).double().numpy()  # one sync
+    pos = 3 * len(calls)
+    for i, c in enumerate(calls):
+        k = len(c.grad_norms)
+        c.stats, c.grad_norms = values[3 * i : 3 * i + 3], list(values[pos : pos + k])
+        c.peak = c.peak.numpy()
+        pos += k
 
 
 def act_call(module: int, t: torch.Tensor) -> _Call:
@@ -135,6 +147,17 @@ class _Rows:
         return (grad_table(self.blocks(GRAD, rows)),
                 update_table(before, self.blocks(AFTER, rows)))
 
+    def settle(self, entries: list[_Entry]) -> None:
+        """Reduce the entries still in a row (their grad and ratio set) and free the rows."""
+        waiting = [e for e in entries if e.row is not None]
+        if not waiting:
+            return
+        rows: list[int] = [e.row for e in waiting]  # type: ignore[misc]
+        grad, ratio = self.reduce(rows)
+        for e, g, r in zip(waiting, grad, ratio, strict=True):
+            e.grad, e.ratio, e.row = g, r, None
+        self.give(rows)
+
     def before(self, row: int) -> list[torch.Tensor]:
         return [v.reshape(1, -1) for v in self.views[BEFORE][row]]
 
@@ -187,29 +210,22 @@ def act_table(entries: list[_Entry], modules: int, width: int) -> list[np.ndarra
     tables = [np.full((modules, width), np.nan) for _ in entries]
     if not calls:
         return tables
-    norms = [g.reshape(1) for c in calls for g in c.grad_norms]
-    values = torch.cat([*(c.stats for c in calls), *norms]).double().numpy()
-    peaks = torch.cat([c.peak for c in calls]).numpy()
-    offsets = np.cumsum([0] + [len(c.peak) for c in calls[:-1]])
-    alive = np.add.reduceat(peaks > 0, offsets, dtype=np.int64)
-    pos, at = 3 * len(calls), 0
+    _settle(calls)
     for e, table in zip(entries, tables, strict=True):
         # per module: n, Σx, Σx², non-zero, units, alive units, Σ‖grad‖², got a grad
         acc: dict[int, list[float]] = {}
         for c in e.calls:
             a = acc.setdefault(c.module, [0.0] * 8)
-            mean, norm, nz = values[3 * at : 3 * at + 3]
+            mean, norm, nz = c.stats
             a[0] += c.numel
             a[1] += mean * c.numel
             a[2] += norm * norm
             a[3] += nz
             a[4] += len(c.peak)
-            a[5] += alive[at]
-            for _ in c.grad_norms:
-                a[6] += values[pos] ** 2
+            a[5] += np.count_nonzero(c.peak)
+            for g in c.grad_norms:
+                a[6] += g * g
                 a[7] = 1.0
-                pos += 1
-            at += 1
         for j, (n, sx, sxx, nz, units, live, gsq, has_g) in acc.items():
             mean = sx / n
             table[j] = (mean, math.sqrt(max(sxx / n - mean * mean, 0.0)), 1.0 - nz / n,
