@@ -96,3 +96,20 @@ def test_reading_while_rows_wait_gives_every_step_once():
     assert seen == sorted(seen) and seen[0] == 1
     assert all(np.isfinite(r.grad).all() and np.isfinite(r.act[:, :4]).all()
                for r in flow.records)
+
+
+def test_steps_waiting_to_be_reduced_stay_bounded_without_a_reader(monkeypatch):
+    monkeypatch.setattr(flow_rows, "ROW_BYTES", 1)  # in place: the rows never run out
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    X, y = torch.randn(16, 4), torch.randn(16, 1)
+    most = 0
+    with GradientFlow(net, optimizer=opt) as flow:
+        for _ in range(3 * flow_rows.MOST_ROWS):
+            opt.zero_grad()
+            ((net(X) - y) ** 2).mean().backward()
+            opt.step()
+            most = max(most, len(flow._ready))
+    assert most <= flow_rows.MOST_ROWS
+    assert flow.steps == list(range(1, 3 * flow_rows.MOST_ROWS + 1))
