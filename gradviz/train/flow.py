@@ -15,8 +15,8 @@ For a step the stride keeps, the first post-accumulate-grad hook of the backward
 one callback at its end, which copies every gradient and weight into a flat row
 (`flow_rows`); the step is closed (weights copied again) by the optimizer's step hook,
 ``after_step()``, the train callback, or the next forward. Statistics are computed for
-many rows at once, when the rows run out or the record is read. The hooks stay on while
-attached; on a step the stride skips each returns at once.
+many rows at once, when the rows run out or the record is read. A step the stride
+skips costs one pre-hook call.
 """
 
 from __future__ import annotations
@@ -271,8 +271,6 @@ class GradientFlow:
 
     def _grad_hook(self, index: int) -> Callable[[torch.Tensor], None]:
         def hook(param: torch.Tensor) -> None:
-            if self._rec_step is None:
-                return
             if not self._in_backward:
                 self._in_backward = True
                 self._firing = []
@@ -284,7 +282,7 @@ class GradientFlow:
 
     def _act_hook(self, index: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if self._rec_step is None or not isinstance(output, torch.Tensor):
+            if not isinstance(output, torch.Tensor):
                 return
             if not output.is_floating_point() or output.numel() == 0:
                 return
