@@ -97,6 +97,8 @@ def test_lab_in_chromium_pass_then_fail_with_counterexample(app_url, page, scree
     page.wait_for_selector('.gradviz-lab-verdict[data-ok="false"]', timeout=120_000)
     assert wrong.class_name in page.locator(".gradviz-lab-verdict").inner_text()
     page.get_by_text("Shrunk counterexample").first.wait_for()
+    # the heatmaps can render after the counterexample's text (seen once in a fresh clone)
+    page.locator(".gradviz-heatmap").nth(1).wait_for(state="attached", timeout=30_000)
     assert page.locator(".gradviz-heatmap").count() >= 2
     # The picture shows the finding: the verdict at the top, the heatmaps below it.
     page.locator(".gradviz-lab-verdict").evaluate("e => e.scrollIntoView({block: 'start'})")
