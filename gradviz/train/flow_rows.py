@@ -1,10 +1,11 @@
 """Where a `GradientFlow`'s recorded steps wait, and how they become statistics in batches.
 
-A recorded step costs the training thread three copies: its gradients, the weights before
-the update and after, each written by one ``_foreach_copy_`` into a row of a flat buffer.
-The statistics are computed later, for many rows at once (when the rows run out or the
-record is read, often by the page's thread): per step, one torch call per statistic and
-parameter is what made recording cost +50-190% of a small net's step.
+On a small net a recorded step costs the training thread three copies: its gradients, the
+weights before the update and after, each one ``_foreach_copy_`` into a row of a flat
+buffer. The statistics are computed later, for many rows at once (when the rows run out or
+the record is read, often by the page's thread): per step, one torch call per statistic and
+parameter is what made recording cost +50-190% of a small net's step. A large net's
+gradients are reduced where they are (see `_Rows`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def act_call(module: int, t: torch.Tensor) -> _Call:
     peak = a.amax(dim=[d for d in range(t.ndim) if d != 1]) if t.ndim >= 2 else a.reshape(-1)
     return _Call(module, t.numel(), torch.stack([t.mean(), torch.linalg.vector_norm(a),
                                                  nonzero(a)]), peak)
+
+
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """A sparse gradient (nn.Embedding(sparse=True)) as a dense one; others as they are."""
+    return t.to_dense() if t.layout != torch.strided else t
 
 
 def nonzero(a: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -130,7 +136,7 @@ class _Rows:
             torch._foreach_copy_(targets, tensors)
         except RuntimeError:  # e.g. a sparse gradient (nn.Embedding(sparse=True))
             for t, v in zip(tensors, targets, strict=True):
-                v.copy_(t.to_dense() if t.layout != torch.strided else t)
+                v.copy_(_strided(t))
 
     def blocks(self, kind: int, rows: list[int]) -> list[torch.Tensor]:
         """Each parameter's (rows × entries) block of buffer ``kind``."""
@@ -169,7 +175,8 @@ def grad_table(blocks: list[torch.Tensor]) -> np.ndarray:
         for g in blocks:
             a = g.abs()
             # torch's reductions rather than np.add.reduceat: they sum pairwise (exact
-            # enough in float32) and read a 400k-entry row in half the time
+            # enough in float32); on a 400k-entry row as fast as float32 reduceat, which
+            # sums in sequence, and twice as fast as float64 reduceat
             parts += [torch.linalg.vector_norm(a, dim=1), a.sum(1),
                       a.amax(1) if a.shape[1] else a.sum(1), nonzero(a, 1)]
         rows = blocks[0].shape[0]
@@ -190,9 +197,8 @@ def live_grad_table(grads: list[torch.Tensor], which: list[int] | None, params: 
     parameter of each gradient when some had none (their rows stay NaN)."""
     out = np.full((params, 4), np.nan)
     if grads:
-        dense = [g.to_dense() if g.layout != torch.strided else g for g in grads]
         out[which if which is not None else slice(None)] = grad_table(
-            [g.reshape(1, -1) for g in dense])[0]
+            [_strided(g).reshape(1, -1) for g in grads])[0]
     return out
 
 
