@@ -141,9 +141,9 @@ def test_keys_step_and_heatmaps_show_torch_numpy_and_difference(app_url, page):
     step = steps[2]  # fc2's AddmmBackward0: grad_input 1 is the 8×50 input gradient
     torch_grad, numpy_grad = step.grad_inputs[1], step.reference[1]
     cells = _cells(page, "bw_e_2_1_t")
-    cells.first.wait_for()
-    assert cells.count() == torch_grad.size == _cells(page, "bw_e_2_1_n").count()
-    assert _cells(page, "bw_e_2_1_d").count() == torch_grad.size
+    # The three heatmaps render one after another: wait for each (CI once read NumPy's at 0).
+    for key in ("bw_e_2_1_t", "bw_e_2_1_n", "bw_e_2_1_d"):
+        expect(_cells(page, key)).to_have_count(torch_grad.size)
     # Size: one 4-px cell per entry, 50 wide and 8 high.
     box = page.locator(".st-key-bw_e_2_1_t g.mark-rect").first.bounding_box()
     assert (round(box["width"]), round(box["height"])) == (50 * 4, 8 * 4)
@@ -178,7 +178,7 @@ def test_keys_step_and_heatmaps_show_torch_numpy_and_difference(app_url, page):
     assert repr(worst) in texts
     # The formula, and this step's numbers for the 10-entry bias gradient.
     expect(page.get_by_text("With this step's numbers")).to_be_visible()
-    assert page.locator(".katex-display .mtable").count() >= 1  # a matrix of numbers
+    page.locator(".katex-display .mtable").first.wait_for()  # a matrix of numbers
     # A long row scrolls rather than being cut at the column's edge.
     assert page.eval_on_selector_all(
         ".katex-display", "es => es.every(e => getComputedStyle(e).overflowX === 'auto')")
@@ -190,8 +190,7 @@ def test_mini_map_shows_every_step_and_a_click_jumps_there(app_url, page):
     page.goto(f"{app_url}/Backward")
     page.wait_for_selector(".gradviz-current")
     strip = _cells(page, "bw_minimap")
-    strip.first.wait_for()
-    assert strip.count() == len(steps)
+    expect(strip).to_have_count(len(steps))
     labels = _attrs(page, "bw_minimap", "aria-label")
     assert ": current;" in labels[0] and all(": upcoming;" in label for label in labels[1:])
     strip.nth(6).click()
@@ -319,7 +318,7 @@ def test_play_reaches_the_last_step_and_the_downloads_open(app_url, page, screen
     expect(body).to_have_attribute("data-playing", "false")
     expect(body).to_have_attribute("data-node", steps[-1].node.id)
     expect(player.locator(".gp-count")).to_have_text(f"{len(steps)} / {len(steps)}")
-    assert player.locator(".gp-stage svg g.node").count() >= len(steps)
+    player.locator(".gp-stage svg g.node").nth(len(steps) - 1).wait_for(state="attached")
     # The page's own step did not move: the player is a view of the same run.
     assert page.locator(".gradviz-current").get_attribute("data-node") == steps[0].node.id
     page.locator("[data-testid=stIFrame]").scroll_into_view_if_needed()

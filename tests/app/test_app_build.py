@@ -327,7 +327,9 @@ def test_train_quadrants_in_chromium_shows_curve_and_boundary(app_url, page, scr
     regions = boundary.locator('[aria-roledescription="rect mark"]')
     # Every training point is a mark over a few region rectangles (runs of a 60×60 grid).
     n = len(get_preset("quadrant-sgd").data(0).X)
-    assert points.count() == n and 4 <= regions.count() < 60 * 60
+    expect(points).to_have_count(n)
+    regions.nth(3).wait_for(state="attached")
+    assert regions.count() < 60 * 60
     titles = boundary.locator(".role-axis-title text").all_text_contents()
     assert sorted(titles) == ["x₁", "x₂"]
     box = boundary.bounding_box()
@@ -419,7 +421,7 @@ def test_a_click_on_a_heatmap_layer_opens_backward_at_that_layer_in_chromium(app
     cells = page.locator('.st-key-bt_flow [aria-roledescription="rect mark"]')
     cells.first.wait_for()
     w2 = cells.and_(page.locator('[aria-label*="layer: W2;"]'))
-    assert w2.count() >= 100  # one cell per recorded step
+    w2.nth(99).wait_for(state="attached")  # one cell per recorded step
     # A click while a redraw replaces the chart is lost (seen on a loaded machine even after
     # the page went idle): wait for idle, and click the cell again if no navigation follows.
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)

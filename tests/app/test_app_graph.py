@@ -12,6 +12,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from gradviz import explorer as ex
@@ -271,7 +272,7 @@ def test_open_rolled_and_collapsed_modules_with_breadcrumb(app_url, page, screen
     _wait_render_after(page, before)
     block = _node(page, "mod/layers.23")
     block.wait_for()
-    assert _node(page, "roll/layers.3..layers.20").count() == 1  # the middle stays rolled
+    expect(_node(page, "roll/layers.3..layers.20")).to_have_count(1)  # the middle stays rolled
     before = _renders(page)
     block.click()
     _wait_render_after(page, before)
@@ -300,7 +301,7 @@ def test_chain_25k_views_unrolls_and_inspects(app_url, page):
             before = _renders(page)
             _pick_program(page, "mnist-cnn")
             _wait_render_after(page, before)
-    assert _node(page, "mod/6249").count() == 0  # the repeats are folded
+    expect(_node(page, "mod/6249")).to_have_count(0)  # the repeats are folded
     before = _renders(page)
     _node(page, "roll/0..6249").click()
     _wait_render_after(page, before)

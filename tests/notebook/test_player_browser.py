@@ -22,7 +22,7 @@ def test_player_plays_to_the_last_frame_offline(page, tmp_path):
     body = page.locator("body")
     expect(body).to_have_attribute("data-frames", str(n))
     expect(body).to_have_attribute("data-frame", "0")
-    assert page.locator(".gp-stage svg g.node").count() == len(stepper.graph)
+    expect(page.locator(".gp-stage svg g.node")).to_have_count(len(stepper.graph))
     page.locator(".gp-speed").select_option("4")
     page.get_by_role("button", name="▶ Play").click()
     expect(body).to_have_attribute("data-playing", "true")
@@ -32,16 +32,16 @@ def test_player_plays_to_the_last_frame_offline(page, tmp_path):
     expect(page.locator(".gp-caption")).to_contain_text(f"step {n}/{n}: {last.label}")
     # The current node carries the red outline; the edges it sent along flow.
     current = page.locator(".gp-stage g.node", has=page.locator(f'title:text-is("{last.id}")'))
-    assert current.locator("[stroke='#e03131']").count() >= 1
+    current.locator("[stroke='#e03131']").first.wait_for()
     # Scrub back to step 3, then step forward by one.
     page.locator(".gp-scrub").fill("3")
     expect(body).to_have_attribute("data-frame", "2")
     expect(body).to_have_attribute("data-node", stepper[2].node.id)
     page.get_by_title("Next step (→)").click()
     expect(body).to_have_attribute("data-frame", "3")
-    assert page.locator(".gp-stage g.edge.gv-flow").count() == len(
+    expect(page.locator(".gp-stage g.edge.gv-flow")).to_have_count(len(
         [g for nid, g in zip(stepper[3].next_ids, stepper[3].grad_inputs, strict=False)
          if nid is not None and g is not None]
-    )
+    ))
     assert errors == []
     assert all(u.startswith("file://") for u in requests)  # nothing fetched from a network
