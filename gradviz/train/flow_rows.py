@@ -24,6 +24,7 @@ ROW_BYTES = 2 << 20  # one block of rows stays in cache while it is reduced: 64 
 # small net, one row of a 400k-parameter one (more rows measured slower per row there)
 MOST_ROWS = 64
 BATCH_LEAST = 8  # fewer rows than this fit: reduce each step's gradients where they are
+KEEP_OUTPUT = 4096  # entries: a smaller module output is copied, and reduced in a batch
 
 
 @dataclass
@@ -35,10 +36,30 @@ class _Call:
     stats: Any  # mean, norm, non-zero entries (a tensor, NumPy once settled)
     peak: Any  # largest |x| of each unit (feature, dim 1), 1-D
     grad_norms: list[Any] = field(default_factory=list)
+    output: torch.Tensor | None = None  # a small output's copy, until reduced
+
+
+def _reduce_outputs(calls: list[_Call]) -> None:
+    """Stats and peaks of the calls that kept their output: one batch per module and shape."""
+    groups: dict[tuple[Any, ...], list[_Call]] = {}
+    for c in calls:
+        if c.output is not None:
+            groups.setdefault((c.module, c.output.shape, c.output.dtype), []).append(c)
+    for group in groups.values():
+        x = torch.stack([c.output for c in group])  # calls × the output's shape
+        a = x.abs()
+        flat, abs_flat = x.reshape(len(group), -1), a.reshape(len(group), -1)
+        # a unit is a feature (the output's dim 1): dead when 0 for every sample and position
+        peaks = a.amax(dim=[1, *range(3, x.ndim)]) if x.ndim >= 3 else abs_flat
+        stats = torch.stack([flat.mean(1), torch.linalg.vector_norm(abs_flat, dim=1),
+                             nonzero(abs_flat, 1)], 1)
+        for i, c in enumerate(group):
+            c.stats, c.peak, c.output = stats[i], peaks[i], None
 
 
 def _settle(calls: list[_Call]) -> None:
     """Every call's stats, peaks and gradient norms as NumPy values."""
+    _reduce_outputs(calls)
     norms = [g.reshape(1) for c in calls for g in c.grad_norms]
     values = torch.cat([*(c.stats for c in calls), *norms]).double().numpy()  # one sync
     pos = 3 * len(calls)
@@ -50,7 +71,11 @@ def _settle(calls: list[_Call]) -> None:
 
 
 def act_call(module: int, t: torch.Tensor) -> _Call:
-    """The statistics of output ``t`` kept until the step is reduced (a few small tensors)."""
+    """What is kept of output ``t`` until the step is reduced: a copy of a small output
+    (one torch call now, statistics later with other steps': the seven calls here cost a
+    tiny net's record more than its hooks), or a large one's statistics (a few scalars)."""
+    if t.numel() <= KEEP_OUTPUT:
+        return _Call(module, t.numel(), None, None, output=t.clone())
     a = t.abs()
     # a unit is a feature (dim 1): dead when 0 for every sample (and position)
     peak = a.amax(dim=[d for d in range(t.ndim) if d != 1]) if t.ndim >= 2 else a.reshape(-1)

@@ -113,3 +113,44 @@ def test_steps_waiting_to_be_reduced_stay_bounded_without_a_reader(monkeypatch):
             most = max(most, len(flow._ready))
     assert most <= flow_rows.MOST_ROWS
     assert flow.steps == list(range(1, 3 * flow_rows.MOST_ROWS + 1))
+
+
+def _outputs(shape: tuple[int, ...], calls: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    # ReLU-like outputs: zeros, and for some features every entry zero (a dead unit)
+    outs = [torch.randn(shape, generator=g).clamp(min=0) for _ in range(calls)]
+    if len(shape) >= 2:
+        for o in outs:
+            o[:, 0] = 0
+    return outs
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=0, max_size=4).map(tuple),
+    calls=st.integers(1, 5),
+    seed=st.integers(0, 99),
+)
+def test_a_kept_small_output_gives_the_statistics_of_one_reduced_at_once(shape, calls, seed):
+    outs = _outputs(shape, calls, seed)
+
+    def table(keep: int) -> np.ndarray:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(flow_rows, "KEEP_OUTPUT", keep)
+            entry = flow_rows._Entry(1, None, None, None,
+                                     [flow_rows.act_call(0, o) for o in outs])
+        for o in outs:
+            o.add_(1.0)  # the module's output changed in place later (ReLU(inplace=True))
+        try:
+            return flow_rows.act_table([entry], 1, 5)[0]
+        finally:
+            for o in outs:
+                o.sub_(1.0)
+
+    kept, direct = table(10**9), table(-1)  # every output copied / none
+    np.testing.assert_allclose(kept, direct, rtol=1e-6, equal_nan=True)
+    x = torch.cat([o.reshape(-1) for o in outs]).double()
+    assert kept[0, 0] == pytest.approx(float(x.mean()), rel=1e-6, abs=1e-12)
+    assert kept[0, 2] == pytest.approx(float((x == 0).double().mean()))
+    if len(shape) >= 2:
+        assert kept[0, 3] >= 1 / shape[1] - 1e-12  # feature 0 is dead in every call
