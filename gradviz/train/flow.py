@@ -10,13 +10,14 @@ Memory is bounded: by default the record is decimated (every other step dropped,
 stride doubled) when it reaches ``capacity``, so a long run keeps an even overview from
 its first step; ``mode="ring"`` keeps the latest steps.
 
-How a step is seen: each forward of the model with grad enabled is one training step.
-For a step the stride keeps, the first post-accumulate-grad hook of the backward queues
-one callback at its end, which copies every gradient and weight into a flat row
-(`flow_rows`); the step is closed (weights copied again) by the optimizer's step hook,
+How a step is seen: with an optimizer, each of its steps is one training step, and a
+forward pre-hook goes on only for a step the stride keeps; without one, each forward of the
+model with grad enabled is a step. For a kept step, the first post-accumulate-grad hook of
+the backward queues one callback at its end, which copies every gradient and weight into a
+flat row (`flow_rows`); the step is closed (weights copied again) by the optimizer's step hook,
 ``after_step()``, the train callback, or the next forward. Statistics are computed for
 many rows at once, when the rows run out or the record is read. A step the stride
-skips costs one pre-hook call.
+skips costs one optimizer-hook call (one pre-hook call without an optimizer).
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ class GradientFlow:
         self._lock = threading.RLock()  # RLock: reading flushes, under the same lock
         self._handles: list[Any] = []
         self._attached = False
-        self._steps = 0  # training steps seen: forwards of the model with grad enabled
+        # training steps seen: optimizer steps, or without an optimizer, forwards with grad
+        self._steps = 0
+        self._armed: Any = None  # with an optimizer: the pre-hook waiting for a kept step
+        self._due = 0  # with an optimizer: the next step to keep (0: to be worked out)
         self._param_names: tuple[str, ...] = ()
         self._params: list[nn.Parameter] = []
         self._sizes: list[int] = []
@@ -183,10 +187,13 @@ class GradientFlow:
     def _install(self) -> None:
         model = self._model
         assert model is not None  # attach() checked it
-        # Only the root's pre-hook stays on: the gradient and activation hooks go on for a
-        # step that will be kept and come off at the end of its backward, so a step the
-        # stride skips costs one Python call (hooks left on cost +12% of a tiny net's step).
-        self._handles.append(model.register_forward_pre_hook(self._on_forward))
+        # The gradient and activation hooks go on for a step that will be kept and come off
+        # at the end of its backward (hooks left on cost +12% of a tiny net's step). With an
+        # optimizer its step hook counts steps and arms a forward pre-hook for a kept step
+        # only: a forward hook on the root alone costs +5% of a tiny net's step, every step
+        # (Module.__call__ leaves its fast path). Without one, the root's pre-hook counts.
+        if self._optimizer is None:
+            self._handles.append(model.register_forward_pre_hook(self._on_forward))
         self._grad_hooks = [self._grad_hook(i) for i in range(len(self._params))]
         self._leaves = []
         if self.activations:
@@ -198,9 +205,10 @@ class GradientFlow:
             self._flush()
             self._rows = _Rows(self._params) if self._params else None
         if self._optimizer is not None:
-            self._handles.append(
-                self._optimizer.register_step_post_hook(lambda *a, **k: self._close())
-            )
+            self._handles.append(self._optimizer.register_step_post_hook(self._on_step))
+            self._due = self._keeper.next_wanted(self._steps)
+            if self._due == self._steps + 1:
+                self._arm()
 
     def _drop_step_hooks(self) -> None:
         for h in self._step_handles:
@@ -214,6 +222,7 @@ class GradientFlow:
         finally:
             self._drop_step_hooks()
             self._rec_step, self._pending = None, None
+            self._disarm()
             for h in self._handles:
                 h.remove()
             self._handles.clear()
@@ -248,6 +257,37 @@ class GradientFlow:
             raise ArgumentError("callback", callback, "give a function (step, total, loss)")
         return _Chained(self, callback)
 
+    def _arm(self) -> None:
+        if self._armed is None and self._model is not None:
+            self._armed = self._model.register_forward_pre_hook(self._on_armed_forward)
+
+    def _disarm(self) -> None:
+        if self._armed is not None:
+            self._armed.remove()
+            self._armed = None
+
+    def _on_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer stepped: the step is over, and the next one may be armed."""
+        # Kept short: it runs on every training step (a skipped one costs only this call).
+        if self._pending is not None or self._step_handles:
+            self._close()
+            self._drop_step_hooks()  # a recorded forward that never saw its backward
+            self._due = 0  # the stride may have changed
+        self._rec_step = None
+        self._steps += 1
+        if self._steps >= self._due - 1:
+            self._due = self._keeper.next_wanted(self._steps)
+            if self._due == self._steps + 1:
+                self._arm()
+        if self._pace.budget is not None:
+            self._pace.step(self._armed is not None)
+
+    def _on_armed_forward(self, module: nn.Module, args: Any) -> None:
+        if not torch.is_grad_enabled():
+            return  # an evaluation: the training step it waits for comes later
+        self._disarm()
+        self._begin(self._steps + 1)
+
     def _on_forward(self, module: nn.Module, args: Any) -> None:
         if self._pending is not None:
             self._close()  # a new forward: the previous step's update has surely happened
@@ -257,10 +297,15 @@ class GradientFlow:
         if not torch.is_grad_enabled():
             return  # an evaluation, not a training step
         self._steps += 1
-        if not self._keeper.wants(self._steps):
-            return
+        kept = self._keeper.wants(self._steps)
+        self._pace.step(kept)
+        if kept:
+            self._begin(self._steps)
+
+    def _begin(self, step: int) -> None:
+        """Hook the step about to run: its gradients, and its leaf modules' outputs."""
         start = self._pace.start()
-        self._rec_step = self._steps
+        self._rec_step = step
         self._calls, self._act_order, self._in_backward = [], [], False
         add = self._step_handles.append
         for p, hook in zip(self._params, self._grad_hooks, strict=True):
@@ -366,8 +411,8 @@ class GradientFlow:
         with self._lock:
             self._ready.append(entry)
             self._keeper.push(entry.step, entry)
-            if self._pace.over():
-                self._keeper.stride *= 2  # future steps only: the kept records stay
+            # future steps only: the kept records stay on the grid
+            self._keeper.stride *= self._pace.widen(self._keeper.stride)
             if len(self._ready) >= MOST_ROWS:  # bounded even where rows never run out
                 self._flush()
         self._pace.add(start)
@@ -415,7 +460,7 @@ class GradientFlow:
         twin._model = twin._optimizer = twin._pending = twin._rows = None
         twin._params, twin._handles, twin._calls, twin._ready = [], [], [], []
         twin._step_handles, twin._grad_hooks, twin._leaves = [], [], []
-        twin._attached, twin._rec_step = False, None
+        twin._attached, twin._rec_step, twin._armed = False, None, None
         return twin
 
     @property
@@ -431,8 +476,14 @@ class GradientFlow:
 
     @property
     def stride(self) -> int:
-        """Steps between kept records now (``every``, doubled at each decimation)."""
+        """Steps between kept records now (``every``, doubled at each decimation, widened
+        to stay within ``budget``)."""
         return self._keeper.stride
+
+    @property
+    def budget(self) -> float | None:
+        """The share of training time recording may take (None: no limit)."""
+        return self._pace.budget
 
     @property
     def steps_seen(self) -> int:
