@@ -11,9 +11,10 @@ noise hits them alike. Prints the median µs/step of ``--repeat`` runs (after a 
 run) with the spread (min–max) and the slowdown against the plain loop. Report only.
 
 Each run is the Build & Train page's default run of the preset (its step count, or its
-epochs of batches), and "page stride" is the stride a page job records at:
-``every = max(1, expected // 200)``, capacity 200 (`gradviz.train.jobs.Job`); the peer is
-timed logging at that stride too, and both also at every step.
+epochs of batches) recorded as the page records it (`gradviz.train.jobs.page_flow`: ~200
+steps at most, the stride widened to keep recording within 10% of the training time);
+"kept" is how many records that left. The peer logs at exactly the steps the page's
+recorder kept (its last run), and both also run at every step.
 
     python benchmarks/bench_flow.py [--repeat 7] [--presets quadrant-sgd,keras-dense-512]
 """
@@ -30,6 +31,7 @@ import torch
 
 from gradviz import get_preset
 from gradviz.train.flow import GradientFlow
+from gradviz.train.jobs import page_flow
 
 PRESETS = (
     "single-neuron",
@@ -45,12 +47,12 @@ PAGE_STEP_CAP = 6000  # gradviz.app.build_ui.STEP_CAP: the page's longest defaul
 
 
 def page_run(name: str) -> tuple[int, int]:
-    """(steps of the page's default run, the stride its job records the flow at)."""
+    """(steps of the page's default run, the stride its job starts recording at)."""
     preset = get_preset(name)
     data = preset.data(0)
     per_epoch = math.ceil(data.n / min(preset.batch_size or data.n, data.n))
     steps = preset.epochs * per_epoch if preset.epochs else min(preset.steps or 100, PAGE_STEP_CAP)
-    return steps, max(1, steps // 200)
+    return steps, page_flow(steps).every
 
 
 def _setup(name: str) -> tuple[Callable[[], float], torch.nn.Module, torch.optim.Optimizer]:
@@ -80,33 +82,39 @@ def _time(run: Callable[[], None], steps: int) -> float:
     return (time.process_time() - start) / steps * 1e6
 
 
-def _variants(name: str, steps: int, stride: int) -> dict[str, Callable[[], float]]:
+def _variants(name: str, steps: int) -> tuple[dict[str, Callable[[], float]], list[int]]:
+    """The timed runs, and the steps the page's recorder kept (filled by its runs)."""
+    kept: list[int] = []
+
     def plain() -> float:
         step, _, _ = _setup(name)
         return _time(lambda: [step() for _ in range(steps)], steps)
 
-    def flow(every: int, capacity: int, budget: float | None = None) -> Callable[[], float]:
+    def flow(make: Callable[[], GradientFlow], keep: bool = False) -> Callable[[], float]:
         def run() -> float:
             step, model, opt = _setup(name)
-            recorder = GradientFlow(model, every=every, capacity=capacity, optimizer=opt,
-                                    budget=budget)
-            with recorder:
+            recorder = make()
+            with recorder.attach(model, opt):
                 # reading the record is timed too: statistics are computed for many
                 # recorded steps at once, when rows run out or the record is read
-                return _time(lambda: ([step() for _ in range(steps)], recorder.records), steps)
+                took = _time(lambda: ([step() for _ in range(steps)], recorder.records), steps)
+            if keep:
+                kept[:] = recorder.steps
+            return took
 
         return run
 
-    def peer(every: int) -> Callable[[], float]:
+    def peer(at: Callable[[], set[int]]) -> Callable[[], float]:
         def run() -> float:
             step, model, opt = _setup(name)
             log: list[dict[str, float]] = []
             named = list(model.named_parameters())
+            logged_steps = at()
 
             def logged() -> None:
-                for i in range(steps):
+                for i in range(1, steps + 1):
                     step()  # opt.step keeps .grad: read it as a logging hook would
-                    if i % every == 0:
+                    if i in logged_steps:
                         log.append(
                             {n: p.grad.norm().item() for n, p in named if p.grad is not None}
                         )
@@ -115,14 +123,14 @@ def _variants(name: str, steps: int, stride: int) -> dict[str, Callable[[], floa
 
         return run
 
+    every_step = set(range(1, steps + 1))
     return {
         "plain": plain,
-        "flow page stride": flow(stride, 200),
-        "page: + budget 0.1": flow(stride, 200, 0.1),
-        "peer page stride": peer(stride),
-        "flow every=1": flow(1, steps),
-        "peer every step": peer(1),
-    }
+        "page (budget 0.1)": flow(lambda: page_flow(steps), keep=True),
+        "peer, same steps": peer(lambda: set(kept)),
+        "flow every=1": flow(lambda: GradientFlow(every=1, capacity=steps)),
+        "peer every step": peer(lambda: every_step),
+    }, kept
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,27 +139,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--presets", default=",".join(PRESETS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, median of {args.repeat} runs (min–max), µs/step")
-    names = ("plain", "flow page stride", "page: + budget 0.1", "peer page stride",
-             "flow every=1", "peer every step")
-    print(f"{'preset':<24}{'steps':>6}{'stride':>7}" + "".join(f"{v:>24}" for v in names))
+    print(f"torch {torch.__version__}, 1 thread, median of {args.repeat} runs (min–max), µs/step;"
+          " kept: records the page's recorder kept (median)")
+    names = ("plain", "page (budget 0.1)", "peer, same steps", "flow every=1",
+             "peer every step")
+    print(f"{'preset':<24}{'steps':>6}{'kept':>6}" + "".join(f"{v:>24}" for v in names))
     for name in args.presets.split(","):
-        steps, stride = page_run(name)
-        variants = _variants(name, steps, stride)
+        steps, _ = page_run(name)
+        variants, kept = _variants(name, steps)
         for run in variants.values():
             run()  # warm-up: first-call costs (allocator, hooks) stay out of the table
         times: dict[str, list[float]] = {k: [] for k in variants}
+        counts: list[int] = []
         for _ in range(args.repeat):
             for key, run in variants.items():
                 times[key].append(run())
+                if key == "page (budget 0.1)":
+                    counts.append(len(kept))
         base = statistics.median(times["plain"])
         cells = []
         for key, values in times.items():
             med = statistics.median(values)
             extra = "" if key == "plain" else f" {100 * (med / base - 1):+.0f}%"
             cells.append(f"{med:6.0f} ({min(values):.0f}–{max(values):.0f}){extra}")
-        print(f"{name:<24}{steps:>6}{stride:>7}" + "".join(f"{c:>24}" for c in cells),
-              flush=True)
+        print(f"{name:<24}{steps:>6}{statistics.median(counts):>6.0f}"
+              + "".join(f"{c:>24}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":

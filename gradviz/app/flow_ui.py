@@ -57,7 +57,7 @@ class LiveViews:
         if len(flow.records) >= 2:
             with self._flow.container():
                 st.caption(f"Gradient flow so far: {len(flow.records)} recorded of "
-                           f"{flow.steps_seen:,} steps (log scale)")
+                           f"{flow.steps_seen:,} steps (log scale){_widened(flow)}")
                 st.altair_chart(flow_chart(flow), width="stretch")
                 for d in flow.diagnose():
                     st.warning(str(d))
@@ -68,6 +68,14 @@ class LiveViews:
         if png is not None:
             self._units.image(png, width="content",
                               caption=f"The network at step {got[0]:,}. {_UNITS_CAPTION}")
+
+
+def _widened(flow: GradientFlow) -> str:
+    """Why a fast network's run has fewer records: the budget widened the stride."""
+    if flow.stride <= flow.every or flow.budget is None:
+        return ""
+    return (f", now one step in {flow.stride:,}: recording is kept under "
+            f"{flow.budget:.0%} of the training time")
 
 
 def show_training_views(run: Any) -> None:
@@ -87,8 +95,8 @@ def show_flow(flow: GradientFlow) -> None:
     the Backward page there."""
     with st.expander("Gradient flow over this run", expanded=True):
         st.caption(f"Gradient norm of each parameter at {len(flow.records)} of "
-                   f"{flow.steps_seen:,} steps (log scale); hover for the numbers, click a "
-                   "layer to step through its backward.")
+                   f"{flow.steps_seen:,} steps (log scale){_widened(flow)}; hover for the "
+                   "numbers, click a layer to step through its backward.")
         st.container(key="bt_flow").altair_chart(
             flow_chart(flow, pick=True), width="stretch", key=_PICK_KEY,
             on_select=_picked, selection_mode=PICK)

@@ -81,6 +81,20 @@ DATA_PRESET, DATA_IDX, DATA_CSV = "Preset's data", "MNIST files (IDX)", "MNIST C
 ORPHAN_SECONDS = 60.0
 
 
+FLOW_BUDGET = 0.1  # the share of training time the page's gradient flow may take
+
+
+def page_flow(expected: int) -> GradientFlow:
+    """The recorder a page run of ``expected`` steps uses (also timed by bench_flow).
+
+    At most ~200 evenly spread steps, and never more than `FLOW_BUDGET` of the training
+    time: recording every step cost +40-190% per step on the seed nets, so the stride
+    widens to what the budget allows (a tiny net's run keeps fewer records). It starts at 4
+    or more: from there the recorder times skipped steps to compare the kept ones with.
+    """
+    return GradientFlow(every=max(4, expected // 200), capacity=200, budget=FLOW_BUDGET)
+
+
 class Upload(Protocol):
     """An uploaded file as Streamlit hands it over (an io.BytesIO with a name works too)."""
 
@@ -349,9 +363,7 @@ class Job:
         self._seen = clock()
         # a few hundred updates for the curve, and at least one every 50 steps for the bar
         every = max(1, min(expected // 500, 50))
-        # Gradient flow of ~200 evenly spread steps: a stride keeps recording off most
-        # steps (recording every one cost +44-180% per step on the seed nets).
-        self.flow = GradientFlow(every=max(1, expected // 200), capacity=200)
+        self.flow = page_flow(expected)
         data = kwargs.get("data")
         self.data: TrainData | None = data if isinstance(data, TrainData) else None
         # weights for the live neuron view, which draws networks on 2-D inputs only
