@@ -23,7 +23,6 @@ skips costs one optimizer-hook call (one pre-hook call without an optimizer).
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import time
 from collections import deque
@@ -562,64 +561,18 @@ class GradientFlow:
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Long-form rows: step, layer, depth, kind (grad/update/act), stat, value, loss."""
-        names = self.params
-        for kind, stats, labels in (
-            ("grad", GRAD_STATS, names),
-            ("update", ("ratio",), names),
-            ("act", ACT_STATS, self._module_names),
-        ):
-            for stat in stats:
-                steps, values = self.series(stat, kind=kind)
-                losses = [r.loss for r in self.records]
-                for i, step in enumerate(steps):
-                    for d, layer in enumerate(labels):
-                        yield {
-                            "step": step, "layer": layer, "depth": d, "kind": kind,
-                            "stat": stat, "value": float(values[i, d]), "loss": losses[i],
-                        }
+        from gradviz.train.flow_export import iter_rows
+        return iter_rows(self)
 
     def frame(self, kind: str | None = None, stat: str | None = None) -> Any:
         """The record as a long-form pandas DataFrame (Altair-ready), optionally filtered."""
-        import pandas as pd
-
-        columns = ["step", "layer", "depth", "kind", "stat", "value", "loss"]
-        df = pd.DataFrame(list(self.iter_rows()), columns=columns)
-        if kind is not None:
-            df = df[df["kind"] == kind]
-        if stat is not None:
-            df = df[df["stat"] == stat]
-        return df.reset_index(drop=True)
+        from gradviz.train.flow_export import frame
+        return frame(self, kind, stat)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data: names, stride and every record (NaN written as None)."""
-
-        def clean(a: np.ndarray) -> list[Any]:
-            return [None if not math.isfinite(v) else float(v) for v in a.tolist()]
-
-        order = self._depth_order()
-        return {
-            "params": list(self.params),
-            "modules": list(self._module_names),
-            "grad_stats": list(GRAD_STATS),
-            "act_stats": list(ACT_STATS),
-            "every": self.every,
-            "stride": self.stride,
-            "capacity": self.capacity,
-            "mode": self.mode,
-            "steps_seen": self._steps,
-            "records": [
-                {
-                    "step": r.step,
-                    "loss": r.loss,
-                    "grad": {self._param_names[i]: clean(r.grad[i]) for i in order},
-                    "update_ratio": dict(
-                        zip(self.params, clean(r.update_ratio[order]), strict=True)
-                    ),
-                    "act": {m: clean(r.act[j]) for j, m in enumerate(self._module_names)},
-                }
-                for r in self.records
-            ],
-        }
+        from gradviz.train.flow_export import to_json
+        return to_json(self)
 
     def diagnose(self, **thresholds: float) -> list[Any]:
         """Warnings naming the layer and the fix: see `gradviz.train.flow_diagnose`."""

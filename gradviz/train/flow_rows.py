@@ -46,7 +46,7 @@ def _reduce_outputs(calls: list[_Call]) -> None:
         if c.output is not None:
             groups.setdefault((c.module, c.output.shape, c.output.dtype), []).append(c)
     for group in groups.values():
-        x = torch.stack([c.output for c in group])  # calls × the output's shape
+        x = torch.stack([c.output for c in group if c.output is not None])  # calls × shape
         a = x.abs()
         flat, abs_flat = x.reshape(len(group), -1), a.reshape(len(group), -1)
         # a unit is a feature (the output's dim 1): dead when 0 for every sample and position
