@@ -205,9 +205,7 @@ class GradientFlow:
             self._rows = _Rows(self._params) if self._params else None
         if self._optimizer is not None:
             self._handles.append(self._optimizer.register_step_post_hook(self._on_step))
-            self._due = self._keeper.next_wanted(self._steps)
-            if self._due == self._steps + 1:
-                self._arm()
+            self._arm_if_due()
 
     def _drop_step_hooks(self) -> None:
         for h in self._step_handles:
@@ -256,8 +254,10 @@ class GradientFlow:
             raise ArgumentError("callback", callback, "give a function (step, total, loss)")
         return _Chained(self, callback)
 
-    def _arm(self) -> None:
-        if self._armed is None and self._model is not None:
+    def _arm_if_due(self) -> None:
+        """Work out the next step to keep; arm the pre-hook if it is the coming one."""
+        self._due = self._keeper.next_wanted(self._steps)
+        if self._due == self._steps + 1 and self._armed is None and self._model is not None:
             self._armed = self._model.register_forward_pre_hook(self._on_armed_forward)
 
     def _disarm(self) -> None:
@@ -275,9 +275,7 @@ class GradientFlow:
         self._rec_step = None
         self._steps += 1
         if self._steps >= self._due - 1:
-            self._due = self._keeper.next_wanted(self._steps)
-            if self._due == self._steps + 1:
-                self._arm()
+            self._arm_if_due()
         if self._pace.budget is not None:
             self._pace.step(self._armed is not None)
 

@@ -86,16 +86,14 @@ class _Pacer:
         self._last: float | None = None
         self._pos = 0  # steps since the last kept one (0: this one is kept)
         self._ticks = 0
+        self.elsewhere = 0.0  # seconds clocked on other threads, in the whole run
+        self._run_total, self._run_n = 0.0, 0  # every interval of the run
+        self._run_clean, self._run_n_clean = 0.0, 0
         self._restart()
 
     def _restart(self) -> None:
         """Start judging a new stride: the window's counts restart, the run's stay."""
         self._total, self._n, self._kept = 0.0, 0, 0  # every interval at this stride
-        self._clean, self._n_clean = 0.0, 0
-        if not hasattr(self, "elsewhere"):
-            self.elsewhere = 0.0  # seconds clocked on other threads, in the whole run
-            self._run_total, self._run_n = 0.0, 0  # every interval of the run
-            self._run_clean, self._run_n_clean = 0.0, 0
 
     def start(self) -> float:
         now = time.perf_counter()
@@ -125,8 +123,6 @@ class _Pacer:
             if self._pos == 0:
                 self._kept += 1
             elif self._pos >= 2:
-                self._clean += took
-                self._n_clean += 1
                 self._run_clean += took
                 self._run_n_clean += 1
         self._last = now
