@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,3 +81,42 @@ def test_without_an_optimizer_each_training_forward_is_a_step():
                     p -= 0.1 * p.grad
     assert flow.steps == [1, 3, 5, 7] and flow.steps_seen == 7
     assert all(np.isfinite(r.update_ratio).all() for r in flow.records)
+
+
+@pytest.mark.parametrize("with_optimizer", [True, False])
+def test_recording_leaves_no_hook_dict_on_any_parameter(with_optimizer):
+    # A parameter keeps its hook dict once a hook was registered on it, and autograd then
+    # calls into Python at every accumulation, after detach too (+0.3 µs per parameter).
+    model = _mlp([4, 8, 1], nn.ReLU)
+    X, y = torch.randn(16, 4), torch.randn(16, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    flow = GradientFlow(every=2)
+    with flow.attach(model, opt if with_optimizer else None):
+        for _ in range(6):
+            opt.zero_grad()
+            ((model(X) - y) ** 2).mean().backward()
+            opt.step()
+            flow.after_step()
+    assert flow.steps == [1, 3, 5] and np.isfinite(flow.series("norm")[1]).all()
+    for p in model.parameters():
+        assert p._post_accumulate_grad_hooks is None and p._backward_hooks is None
+
+
+@settings(max_examples=10, deadline=None)
+@given(micro=st.integers(1, 4), seed=st.integers(0, 99))
+def test_with_accumulation_a_record_has_the_gradients_the_optimizer_applied(micro, seed):
+    torch.manual_seed(seed)
+    model = _mlp([3, 5, 1], nn.Tanh)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    applied = []
+    with GradientFlow(model, optimizer=opt) as flow:
+        for _ in range(3):
+            opt.zero_grad()
+            for _ in range(micro):  # several backward passes, one optimizer step
+                model(torch.randn(8, 3)).square().mean().backward()
+            applied.append({n: float(p.grad.norm()) for n, p in model.named_parameters()})
+            opt.step()
+    steps, norms = flow.series("norm")
+    assert steps == [1, 2, 3]
+    for row, want in zip(norms, applied, strict=True):
+        assert row == pytest.approx([want[n] for n in flow.params], rel=1e-5)
