@@ -25,6 +25,9 @@ ROW_BYTES = 2 << 20  # one block of rows stays in cache while it is reduced: 64 
 MOST_ROWS = 64
 BATCH_LEAST = 8  # fewer rows than this fit: reduce each step's gradients where they are
 KEEP_OUTPUT = 4096  # entries: a smaller module output is copied, and reduced in a batch
+NUMPY_MOST = 1 << 17  # entries: a smaller batch of rows is reduced in NumPy, in float64, a
+# few calls for every parameter at once (20 rows of a 3-weight net: 330 µs in torch's
+# per-parameter reductions, ~15 µs per call on strided slices); larger, torch is faster
 
 
 @dataclass
@@ -40,14 +43,19 @@ class _Call:
 
 
 def _reduce_outputs(calls: list[_Call]) -> None:
-    """Stats and peaks of the calls that kept their output: one batch per module and shape."""
+    """Stats and peaks (NumPy) of the calls that kept their output: one batch per module and
+    shape, reduced in NumPy (these are small: a few calls each, where torch's were ~10 µs)."""
     groups: dict[tuple[Any, ...], list[_Call]] = {}
     for c in calls:
         if c.output is not None:
             groups.setdefault((c.module, c.output.shape, c.output.dtype), []).append(c)
     for group in groups.values():
-        stats, peaks = _output_stats(torch.stack([c.output for c in group
-                                                  if c.output is not None]))
+        x = np.stack([c.output.numpy() for c in group if c.output is not None]).astype(np.float64)
+        a = np.abs(x)
+        flat, abs_flat = x.reshape(len(x), -1), a.reshape(len(x), -1)
+        peaks = a.max(axis=(1, *range(3, x.ndim))) if x.ndim >= 3 else abs_flat
+        stats = np.stack([flat.mean(1), np.sqrt(np.square(abs_flat).sum(1)),
+                          np.count_nonzero(abs_flat, axis=1).astype(np.float64)], 1)
         for i, c in enumerate(group):
             c.stats, c.peak, c.output = stats[i], peaks[i], None
 
@@ -67,13 +75,16 @@ def _output_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _settle(calls: list[_Call]) -> None:
     """Every call's stats, peaks and gradient norms as NumPy values."""
     _reduce_outputs(calls)
+    live = [c for c in calls if isinstance(c.stats, torch.Tensor)]  # large, reduced in place
     norms = [g.reshape(1) for c in calls for g in c.grad_norms]
-    values = torch.cat([*(c.stats for c in calls), *norms]).double().numpy()  # one sync
-    pos = 3 * len(calls)
-    for i, c in enumerate(calls):
+    parts = [*(c.stats for c in live), *norms]
+    values = torch.cat(parts).double().numpy() if parts else np.zeros(0)  # one sync
+    for i, c in enumerate(live):
+        c.stats, c.peak = values[3 * i : 3 * i + 3], c.peak.double().numpy()
+    pos = 3 * len(live)
+    for c in calls:
         k = len(c.grad_norms)
-        c.stats, c.grad_norms = values[3 * i : 3 * i + 3], list(values[pos : pos + k])
-        c.peak = c.peak.numpy()
+        c.grad_norms = list(values[pos : pos + k])
         pos += k
 
 
@@ -81,8 +92,9 @@ def act_call(module: int, t: torch.Tensor) -> _Call:
     """What is kept of output ``t`` until the step is reduced: a copy of a small output
     (one torch call now, statistics later with other steps': the seven calls here cost a
     tiny net's record more than its hooks), or a large one's statistics (a few scalars)."""
-    if t.numel() <= KEEP_OUTPUT:
-        return _Call(module, t.numel(), None, None, output=t.clone())
+    if t.numel() <= KEEP_OUTPUT:  # NumPy has no bfloat16
+        copy = t.float() if t.dtype == torch.bfloat16 else t.clone()
+        return _Call(module, t.numel(), None, None, output=copy)
     stats, peaks = _output_stats(t.unsqueeze(0))
     return _Call(module, t.numel(), stats[0], peaks[0])
 
@@ -167,6 +179,24 @@ class _Rows:
             for t, v in zip(tensors, targets, strict=True):
                 v.copy_(_strided(t))
 
+    def take(self, entry: _Entry, params: list[torch.nn.Parameter]) -> None:
+        """A recorded step's gradients (their statistics, for a large net) and the weights
+        before its update, into the entry's row."""
+        assert entry.row is not None
+        grads = [p.grad for p in params]
+        which = None
+        if any(g is None for g in grads):
+            entry.has_grad = [g is not None for g in grads]
+            which = [i for i, g in enumerate(grads) if g is not None]
+        present: list[torch.Tensor] = [g for g in grads if g is not None]
+        with torch.no_grad():
+            if self.batched:
+                if present:
+                    self.write(GRAD, entry.row, present, which)
+            else:
+                entry.grad = live_grad_table(present, which, len(params))
+            self.write(BEFORE, entry.row, [p.detach() for p in params])
+
     def blocks(self, kind: int, rows: list[int]) -> list[torch.Tensor]:
         """Each parameter's (rows × entries) block of buffer ``kind``."""
         lo = min(rows)
@@ -178,9 +208,34 @@ class _Rows:
 
     def reduce(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """(rows × parameters × GRAD_STATS, rows × parameters update/weight ratio)."""
+        if len(rows) * self.buf[GRAD].shape[1] <= NUMPY_MOST:
+            return self._reduce_numpy(rows)
         before = self.blocks(BEFORE, rows)
         return (grad_table(self.blocks(GRAD, rows)),
                 update_table(before, self.blocks(AFTER, rows)))
+
+    def _reduce_numpy(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """`reduce` of a small batch: each statistic is one ``reduceat`` over every
+        parameter's segment of the rows."""
+        grad, before, after = (self.buf[k].numpy()[rows].astype(np.float64)
+                               for k in (GRAD, BEFORE, AFTER))
+        sizes = np.array(self.sizes, dtype=np.float64)
+        full = sizes > 0  # reduceat cannot give an empty segment: those stay NaN
+        starts = np.array([lo for lo, _ in self.spans])[full]
+        a = np.abs(grad)
+        out = np.full((len(rows), len(sizes), 4), np.nan)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out[:, full, 0] = np.sqrt(np.add.reduceat(a * a, starts, axis=1))
+            out[:, full, 1] = np.add.reduceat(a, starts, axis=1) / sizes[full]
+            out[:, full, 2] = np.maximum.reduceat(a, starts, axis=1)
+            # NaN counts as non-zero: a broken gradient is not a dead one
+            out[:, full, 3] = 1.0 - np.add.reduceat(a != 0, starts, axis=1,
+                                                    dtype=np.float64) / sizes[full]
+            moved = np.sqrt(np.add.reduceat(np.square(after - before), starts, axis=1))
+            norm = np.sqrt(np.add.reduceat(before * before, starts, axis=1))
+        ratio = np.full((len(rows), len(sizes)), np.nan)
+        ratio[:, full] = np.divide(moved, norm, out=np.full(norm.shape, np.nan), where=norm > 0)
+        return out, ratio
 
     def settle(self, entries: list[_Entry]) -> None:
         """Reduce the entries still in a row (their grad and ratio set) and free the rows."""
