@@ -150,7 +150,10 @@ class _Pacer:
             factor = 2 ** max(1, math.ceil(math.log2(max(need, 1) / stride)))
         else:
             now = time.perf_counter()
-            if self.spent <= self.budget * (now - self.since - self.spent):
+            # not from the first steps alone: one-off costs, or one preemption in a clocked
+            # stretch, would double the stride of a recorder well within its budget
+            if self._ticks <= 2 * self.WARM or self.spent <= self.budget * (
+                    now - self.since - self.spent):
                 return 1
             factor = 2
         self.since, self.spent = time.perf_counter(), 0.0
