@@ -62,15 +62,15 @@ class _Pacer:
     calling the Python hooks, undoing their registration, and the caches the record evicted,
     which slow the next step too (on a tiny net the clocks inside saw under half of it: +24%
     measured against a budget of 0.1). So the clock is read at every step boundary, and
-    recording is charged all the time above what a "clean" step takes — a low quantile of
-    skipped steps at least two after a kept one — plus the clocked work done on other
-    threads (a page reading the record). The charge is counted from the run's start, so
-    strides that were too narrow are paid back by a stride chosen for `AIM` of the budget.
-    Below stride 4 there are no clean steps: there the clocked time inside the recorder
-    stands in (an under-count) until it alone doubles the stride.
+    recording is charged all the time above what a "clean" step takes — the median of
+    skipped steps in the far half of the stride (at least two after a kept one) — plus the
+    clocked work done on other threads (a page reading the record). The charge is counted
+    from the run's start, so strides that were too narrow are paid back by a stride chosen
+    for `AIM` of the budget. Below stride 4 there are no clean steps: there the clocked time
+    inside the recorder stands in (an under-count) until it alone doubles the stride.
     """
 
-    CLEAN = 8  # clean intervals before their quantile is trusted
+    CLEAN = 8  # clean intervals before their median is trusted
     KEPT = 4  # and kept intervals
     WARM = 2  # the first intervals of a run carry one-off costs (allocation, first hooks)
     AIM = 0.5  # a wider stride is chosen for this share of the budget: see `widen`
@@ -90,7 +90,8 @@ class _Pacer:
         self._ticks = 0
         self.elsewhere = 0.0  # seconds clocked on other threads, in the whole run
         self._run: tuple[float, int] | None = None  # (time, tick) where the run's count starts
-        self._clean: deque[float] = deque(maxlen=self.SAMPLES)  # the latest clean intervals
+        # the latest clean intervals, with their distance from the last kept step
+        self._clean: deque[tuple[int, float]] = deque(maxlen=self.SAMPLES)
         self._window: tuple[float, int] | None = None  # the same, for the stride now
         self._kept = 0  # kept steps in the window
 
@@ -114,7 +115,7 @@ class _Pacer:
         now = time.perf_counter()
         self._ticks += 1
         if self._pos >= 2 and self._last is not None:
-            self._clean.append(now - self._last)
+            self._clean.append((self._pos, now - self._last))
         self._last = now
         if kept:
             self._pos = 0
@@ -133,13 +134,15 @@ class _Pacer:
         if self.budget is None or self.since is None:
             return 1
         if stride >= 4:
-            if (len(self._clean) < self.CLEAN or self._kept < self.KEPT or self._run is None
+            # a step without recording: the median of those in the far half of the stride,
+            # as a record slows the steps after it for a while (caches, ~60 µs over 30 steps
+            # of a tiny net), so the mean of all skipped steps hid part of the recording (+21%
+            # against a 0.1 budget); a low quantile charged the noise of a larger net's steps
+            far = sorted(t for pos, t in self._clean if pos >= max(2, stride // 2))
+            if (len(far) < self.CLEAN or self._kept < self.KEPT or self._run is None
                     or self._window is None or self._last is None):
                 return 1
-            # a step without recording: a low quantile, as a record slows the steps after it
-            # for a while (caches, ~60 µs over 30 steps of a tiny net), so the mean of "clean"
-            # steps carried part of the recording and hid it (+21% against a 0.1 budget)
-            base = sorted(self._clean)[len(self._clean) // 4]
+            base = far[len(far) // 2]
             run_n = self._ticks - self._run[1]
             charged = max(0.0, self._last - self._run[0] - run_n * base) + self.elsewhere
             if base <= 0 or charged <= self.budget * run_n * base:
