@@ -296,7 +296,8 @@ class GradientFlow:
             return  # an evaluation, not a training step
         self._steps += 1
         kept = self._keeper.wants(self._steps)
-        self._pace.step(kept)
+        if self._pace.budget is not None:
+            self._pace.step(kept)
         if kept:
             self._begin(self._steps)
 
