@@ -46,9 +46,10 @@ def quote(text: str) -> str:
     """`text` as one DOT ID whose label meaning is `text` itself: the one quoting of gradviz.
 
     Backslashes are doubled (labels read \\n, \\l, \\N as escapes), quotes escaped and
-    line breaks written as \\n, so any name parses and reads back. Unlike the graphviz
-    package's quoting, "<...>" stays a plain string: a module named "<b>" must not turn
-    into an HTML label.
+    line breaks written as \\n, so any name parses and reads back. Each "\\r" is a break of
+    its own, in "\\r\\n" too: labels are lines joined by "\\n", and a line ending in "\\r"
+    must not swallow the break after it. Unlike the graphviz package's quoting, "<...>"
+    stays a plain string: a module named "<b>" must not turn into an HTML label.
     """
     if _BARE_ID(text) and text.lower() not in _KEYWORDS:
         return text
@@ -56,7 +57,6 @@ def quote(text: str) -> str:
         text = (
             text.replace("\\", "\\\\")
             .replace('"', '\\"')
-            .replace("\r\n", "\n")
             .replace("\r", "\n")
             .replace("\n", "\\n")
             .replace("\0", "")
