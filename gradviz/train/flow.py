@@ -422,10 +422,10 @@ class GradientFlow:
         with self._lock:
             self._ready.append(entry)
             self._keeper.push(entry.step, entry)
+            if len(self._ready) >= MOST_ROWS or self._pace.wants_read(len(self._ready)):
+                self._flush()  # bounded even where rows never run out; timed for the pacer
             # future steps only: the kept records stay on the grid
             self._keeper.stride *= self._pace.widen(self._keeper.stride)
-            if len(self._ready) >= MOST_ROWS:  # bounded even where rows never run out
-                self._flush()
         self._pace.add(start)
 
     def _flush(self) -> None:
@@ -446,7 +446,7 @@ class GradientFlow:
                 ratio = e.ratio if e.ratio is not None else np.full(n, np.nan)
                 e.record = FlowRecord(e.step, e.loss, grad, ratio, act)
                 e.calls, e.grad, e.ratio = [], None, None
-            self._pace.add(start)
+            self._pace.add(start, read=True)
 
     def snapshot(self) -> GradientFlow:
         """A detached copy of the record so far, for reading while the network trains.

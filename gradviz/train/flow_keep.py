@@ -64,7 +64,9 @@ class _Pacer:
     measured against a budget of 0.1). So the clock is read at every step boundary, and
     recording is charged all the time above what a "clean" step takes — the median of
     skipped steps in the far half of the stride (at least two after a kept one) — plus the
-    clocked work done on other threads (a page reading the record). The charge is counted
+    clocked work done on other threads (a page reading the record), the first record's
+    step above a clean one, and the read still to come (as long as the latest one, which is
+    timed early in the run for this). The charge is counted
     from the run's start, so strides that were too narrow are paid back by a stride chosen
     for `AIM` of the budget. Below stride 4 there are no clean steps: there the clocked time
     inside the recorder stands in (an under-count) until it alone doubles the stride.
@@ -94,18 +96,31 @@ class _Pacer:
         self._clean: deque[tuple[int, float]] = deque(maxlen=self.SAMPLES)
         self._window: tuple[float, int] | None = None  # the same, for the stride now
         self._kept = 0  # kept steps in the window
+        # kept steps before the run's count starts (the first record: its one-off costs,
+        # first hooks and buffers, are recording's too): their time and number
+        self._early, self._early_n = 0.0, 0
+        self.read: float | None = None  # seconds the latest reduction of records took
 
     def start(self) -> float:
         now = time.perf_counter()
         if self.since is None:
             self.since = now
+        if self._last is None:  # the first record starts before any step boundary
+            self._last, self._pos = now, 0
         return now
 
-    def add(self, start: float) -> None:
+    def add(self, start: float, read: bool = False) -> None:
+        """Clock recording work begun at ``start``; ``read``: a reduction of records."""
         spent = time.perf_counter() - start
         self.spent += spent
+        if read:
+            self.read = spent
         if self.thread is not None and threading.get_ident() != self.thread:
             self.elsewhere += spent
+
+    def wants_read(self, waiting: int) -> bool:
+        """Whether to reduce the ``waiting`` records now, to time a read before judging."""
+        return self.budget is not None and self.read is None and waiting >= self.KEPT
 
     def step(self, kept: bool) -> None:
         """A step boundary: the previous step's interval ends, the next (``kept``?) starts.
@@ -116,6 +131,9 @@ class _Pacer:
         self._ticks += 1
         if self._pos >= 2 and self._last is not None:
             self._clean.append((self._pos, now - self._last))
+        elif self._pos == 0 and self._run is None and self._last is not None:
+            self._early += now - self._last
+            self._early_n += 1
         self._last = now
         if kept:
             self._pos = 0
@@ -144,7 +162,10 @@ class _Pacer:
                 return 1
             base = far[len(far) // 2]
             run_n = self._ticks - self._run[1]
-            charged = max(0.0, self._last - self._run[0] - run_n * base) + self.elsewhere
+            # the first record and the read still to come (about what the latest one took)
+            # happen outside the run's count; on a tiny net they were a third of the cost
+            charged = (max(0.0, self._last - self._run[0] - run_n * base) + self.elsewhere
+                       + max(0.0, self._early - self._early_n * base) + (self.read or 0.0))
             if base <= 0 or charged <= self.budget * run_n * base:
                 return 1
             n = self._ticks - self._window[1]

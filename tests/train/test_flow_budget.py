@@ -3,6 +3,8 @@ widening the stride instead of slowing every step down."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from test_flow import _fit, _mlp
 from torch import nn
 
 from gradviz.errors import ArgumentError
+from gradviz.train import flow_keep
 from gradviz.train.flow import GradientFlow
 from gradviz.train.flow_keep import _Pacer
 
@@ -65,3 +68,33 @@ def test_a_bad_budget_names_itself(value):
         return
     with pytest.raises(ArgumentError, match=r"budget=.*share of training time in \(0, 1\]"):
         GradientFlow(budget=value)
+
+
+def _paced_stride(monkeypatch, *, first: float, read: float, steps: int = 400) -> int:
+    """The stride a pacer leaves after ``steps`` optimizer steps of 1 s on a fake clock, a
+    record costing 0.2 s (2.5% of a stride of 8), the first one ``first`` s more, and its
+    reduction of records ``read`` s (timed once, as the recorder does)."""
+    clock = [0.0]
+    monkeypatch.setattr(flow_keep, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    pacer, stride = _Pacer(0.1), 8
+    for step in range(1, steps + 1):
+        kept = (step - 1) % stride == 0
+        if kept:
+            start = pacer.start()
+            clock[0] += 0.2 + (first if step == 1 else 0.0)
+            pacer.add(start)
+        clock[0] += 1.0
+        if kept and pacer.read is None:
+            pacer.add(pacer.start() - read, read=True)
+        stride *= pacer.widen(stride) if kept else 1
+        pacer.step(step % stride == 0)
+    return stride
+
+
+def test_the_first_record_and_the_read_to_come_are_charged(monkeypatch):
+    # within budget alone: the stride stays
+    assert _paced_stride(monkeypatch, first=0.0, read=0.0) == 8
+    # a first record, or a final read, dearer than the budget so far widens it, as the
+    # time they take is recording's too (they are outside the steps the pacer compares)
+    assert _paced_stride(monkeypatch, first=30.0, read=0.0) > 8
+    assert _paced_stride(monkeypatch, first=0.0, read=30.0) > 8
