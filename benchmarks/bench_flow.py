@@ -7,8 +7,9 @@ The peer is what TensorBoard/wandb.watch users write by hand: after backward, lo
 parameter's gradient norm (``p.grad.norm().item()``) into a list. Each variant runs the
 same plain loop (forward, loss, zero_grad, backward, optimizer step) on the preset's own
 network, data and optimizer; variants are interleaved within each repetition so machine
-noise hits them alike. Prints the median µs/step of ``--repeat`` runs (after a warm-up
-run) with the spread (min–max) and the slowdown against the plain loop. Report only.
+noise hits them alike (in a shuffled order). Prints the median µs/step of ``--repeat`` runs
+(after a warm-up run) with the spread (min–max), and the slowdown: the median over
+repetitions of each run's time over the plain run's of the same repetition. Report only.
 
 Each run is the Build & Train page's default run of the preset (its step count, or its
 epochs of batches) recorded as the page records it (`gradviz.train.jobs.page_flow`: ~200
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -151,16 +153,22 @@ def main(argv: list[str] | None = None) -> None:
             run()  # warm-up: first-call costs (allocator, hooks) stay out of the table
         times: dict[str, list[float]] = {k: [] for k in variants}
         counts: list[int] = []
+        order = random.Random(0)
         for _ in range(args.repeat):
-            for key, run in variants.items():
-                times[key].append(run())
+            keys = list(variants)
+            order.shuffle(keys)  # no variant always runs right after another
+            for key in keys:
+                times[key].append(variants[key]())
                 if key == "page (budget 0.1)":
                     counts.append(len(kept))
-        base = statistics.median(times["plain"])
         cells = []
         for key, values in times.items():
             med = statistics.median(values)
-            extra = "" if key == "plain" else f" {100 * (med / base - 1):+.0f}%"
+            # against the plain run of the same repetition: the machine's speed drifts
+            # between repetitions (±10% here) far more than within one
+            paired = statistics.median(v / p for v, p in zip(values, times["plain"],
+                                                              strict=True))
+            extra = "" if key == "plain" else f" {100 * (paired - 1):+.0f}%"
             cells.append(f"{med:6.0f} ({min(values):.0f}–{max(values):.0f}){extra}")
         print(f"{name:<24}{steps:>6}{statistics.median(counts):>6.0f}"
               + "".join(f"{c:>24}" for c in cells), flush=True)
