@@ -66,10 +66,10 @@ class _Pacer:
     skipped steps in the far half of the stride (at least two after a kept one) — plus the
     clocked work done on other threads (a page reading the record), the first record's
     step above a clean one, and the read still to come (as long as the latest one, which is
-    timed early in the run for this). The charge is counted
-    from the run's start, so strides that were too narrow are paid back by a stride chosen
-    for `AIM` of the budget. Below stride 4 there are no clean steps: there the clocked time
-    inside the recorder stands in (an under-count) until it alone doubles the stride.
+    timed early in the run for this). The charge is counted from the run's start, so
+    strides that were too narrow are paid back by a stride chosen for `AIM` of the budget.
+    Below stride 4 there are no clean steps: there the clocked time inside the recorder
+    stands in (an under-count) until it alone doubles the stride.
     """
 
     CLEAN = 8  # clean intervals before their median is trusted
@@ -163,7 +163,7 @@ class _Pacer:
             base = far[len(far) // 2]
             run_n = self._ticks - self._run[1]
             # the first record and the read still to come (about what the latest one took)
-            # happen outside the run's count; on a tiny net they were a third of the cost
+            # happen outside the run's count (on single-neuron ~1/5 of recording's cost)
             charged = (max(0.0, self._last - self._run[0] - run_n * base) + self.elsewhere
                        + max(0.0, self._early - self._early_n * base) + (self.read or 0.0))
             if base <= 0 or charged <= self.budget * run_n * base:
