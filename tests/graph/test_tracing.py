@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradviz import GradvizError, Graph, Node, TraceError, capture, trace
-from gradviz.graph.model import gc_paused
+from gradviz.graph.model import PROMOTE_AT, gc_paused
 from gradviz.zoo.presets import MyReLU
 
 # -- random layer stacks: the graph's ops and params equal what the layers must create --
@@ -371,6 +371,33 @@ def test_overlapping_gc_pauses_from_two_threads_end_with_the_last():
         assert not gc.isenabled()  # a GC the caller turned off stays off
     finally:
         gc.enable()
+
+
+def test_what_a_pause_built_goes_to_the_oldest_generation_unscanned():
+    # Survivors of a big pause skip the young collections (and the full one they would
+    # set off); garbage cycles made in the pause are still collected by a full collection.
+    with gc_paused():
+        kept = [[i] for i in range(PROMOTE_AT + 1000)]
+        cycle: list[object] = []
+        cycle.append(cycle)
+        probe = id(cycle)
+        del cycle
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert id(kept[0]) in oldest and id(kept[-1]) in oldest and probe in oldest
+    gc.collect()
+    assert probe not in {id(o) for o in gc.get_objects()}
+
+
+def test_a_pause_leaves_the_programs_own_frozen_objects_frozen():
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused():
+            kept = [[i] for i in range(PROMOTE_AT + 1000)]
+        assert len(kept) > PROMOTE_AT
+        assert gc.get_freeze_count() == frozen  # unfreeze would have thawed them all
+    finally:
+        gc.unfreeze()
 
 
 def test_params_mapping_names_that_are_not_module_paths():
