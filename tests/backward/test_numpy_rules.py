@@ -71,6 +71,24 @@ def test_rule_matches_torch(name, data):
     assert max_rel <= 1e-7 or max_abs <= 1e-10, (name, max_abs, max_rel)
 
 
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 5), k=st.integers(1, 5), m=st.integers(1, 5), bias=st.booleans(),
+       column_major=st.booleans())
+def test_matmul_weight_gradients_come_back_in_torchs_layout(n, k, m, bias, column_major):
+    # Same layout as torch lets the stepper compare in one pass, not tile by tile.
+    x = torch.randn(n, k, dtype=torch.float64)
+    w = torch.randn(m, k, dtype=torch.float64, requires_grad=True)
+    mat2 = w.T if column_major else w.T.contiguous()
+    y = torch.addmm(torch.zeros(m, dtype=torch.float64), x, mat2) if bias else x @ mat2
+    name = "AddmmBackward0" if bias else "MmBackward0"
+    node = _find([y], name)
+    grads = (torch.randn_like(y),)
+    ref = reference_for(context_from_node(node, grads))[-1]
+    got = node(*grads)[-1]
+    np.testing.assert_allclose(ref, got.numpy(), rtol=1e-12, atol=1e-12)
+    assert ref.strides == got.numpy().strides
+
+
 def test_rules_do_not_call_torch():
     # The examples build torch programs; the rules themselves must be NumPy only.
     for name, r in RULES.items():
