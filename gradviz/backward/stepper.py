@@ -24,7 +24,7 @@ from torch import nn
 
 from gradviz.backward._recording import FD_FORMULA, finite_difference, numpy_view, small_pages
 from gradviz.backward.rules import RULES, context_from_node, reference_for, to_numpy
-from gradviz.backward.rules._context import LazySaved, compare_with_scale, largest
+from gradviz.backward.rules._context import LazySaved, compare_many
 from gradviz.errors import ArgumentError, TraceError
 from gradviz.graph.model import Graph, Node, gc_paused
 from gradviz.graph.tracing import is_accumulate, trace_with_ids
@@ -294,6 +294,7 @@ class BackwardStepper(Sequence[Step]):
         its next ids (None for an AccumulateGrad), what it received and sent, and its NumPy
         reference. Everything else is derived from these on first access (`_steps`)."""
         records: list[_Record] = []
+        checks: list[tuple[int, tuple[Any, Any, Any]]] = []
         for i in rec.order:
             fn = fns[i]
             raw_outputs = rec.grad_outputs[i] or ()
@@ -308,17 +309,18 @@ class BackwardStepper(Sequence[Step]):
             reference, kind, formula, saved = (
                 _reference(fn, raw_outputs, raw_inputs) if references else (None, None, None, {})
             )
-            errs: tuple[float | None, float | None] = (None, None)
-            scale = 0.0
             if reference is not None:
                 # The engine drops what a node sends along an absent edge; do not compare those.
                 present = [None if nxt is None else g
                            for (nxt, _), g in zip(edges, raw_inputs, strict=False)]
-                max_abs, max_rel, top = compare_with_scale(reference, present)
-                errs = (max_abs, max_rel)
-                scale = max(top, _largest(raw_outputs))
+                checks.append((len(records), (reference, present, raw_outputs)))
             records.append((ids[fn], next_ids, raw_outputs, raw_inputs, reference, kind, formula,
-                            errs, scale, saved))
+                            (None, None), 0.0, saved))
+        # Compared all at once: most edges of a long chain are a few entries each.
+        for (at, _), (max_abs, max_rel, scale) in zip(
+                checks, compare_many([c for _, c in checks]), strict=True):
+            r = records[at]
+            records[at] = (*r[:7], (max_abs, max_rel), scale, r[9])
         return records
 
     @functools.cached_property
@@ -487,10 +489,6 @@ def _new_step(**fields: Any) -> Step:
     step = object.__new__(Step)
     step.__dict__.update(fields)
     return step
-
-
-def _largest(grads: Sequence[Any]) -> float:
-    return max((largest(g) for g in grads if isinstance(g, torch.Tensor)), default=0.0)
 
 
 def _reference(fn: Any, grad_outputs: Sequence[Any], grad_inputs: Sequence[Any]) -> _Reference:
