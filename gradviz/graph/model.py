@@ -63,7 +63,7 @@ def _promote_young() -> None:
     old objects — set off a full collection of every object of the model too (measured 330
     of the 420 ms of reading that recording's steps). Python has no "promote" call;
     freeze + unfreeze is one (freeze moves all generations to the permanent one and zeroes
-    their counts, unfreeze hands them back to the oldest). Skipped when the program has
+    the young count, unfreeze hands them back to the oldest). Skipped when the program has
     frozen objects of its own (gc.freeze before fork), which unfreeze would thaw. Garbage
     cycles made during the pause wait for the next full collection instead of a young one.
     """

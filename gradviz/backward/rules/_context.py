@@ -254,19 +254,39 @@ def compare_with_scale(
 ) -> tuple[float, float, float]:
     """`compare`, plus the largest magnitude of torch's gradients it read (the stepper's
     scale), so that figure does not cost another pass over every gradient."""
-    max_abs = 0.0
-    max_rel = 0.0
-    top = 0.0
+    edges: list[tuple[str, Any]] = []
     for ref, act in zip(reference, actual, strict=False):
         if act is None:
             continue
-        a = _readable(act) if isinstance(act, torch.Tensor) else np.asarray(act)
-        r = np.zeros(a.shape) if ref is None else np.asarray(ref)
-        if r.shape != a.shape:
-            return float("inf"), float("inf"), max(top, largest(a))
-        if a.size == 0:
-            continue
-        diff, scale = _max_diff(r, a)
+        figures = _edge_figures(ref, act)
+        if figures is not None:
+            edges.append(figures)
+            if figures[0] == "bad":  # the rest cannot change an infinite error
+                break
+    return _fold(edges, [], [])
+
+
+def _edge_figures(ref: Any, act: Any) -> tuple[str, Any] | None:
+    """One edge compared on its own: ("d!", (max |r − a|, max |a|)), ("bad", max |a|) for
+    a shape mismatch, None for an empty edge."""
+    a = _readable(act) if isinstance(act, torch.Tensor) else np.asarray(act)
+    r = np.zeros(a.shape) if ref is None else np.asarray(ref)
+    if r.shape != a.shape:
+        return "bad", largest(a)
+    return ("d!", _max_diff(r, a)) if a.size else None
+
+
+def _fold(
+    edges: Sequence[tuple[str, Any]], diffs: Sequence[float], tops: Sequence[float]
+) -> tuple[float, float, float]:
+    """Max absolute and relative error and max |a| over a node's edges, in edge order
+    (Python's max keeps the first of a NaN pair, as the stepper always has); an edge
+    ("d", i) reads its figures from `diffs[i]`, `tops[i]`."""
+    max_abs = max_rel = top = 0.0
+    for kind, value in edges:
+        if kind == "bad":
+            return float("inf"), float("inf"), max(top, value)
+        diff, scale = (diffs[value], tops[value]) if kind == "d" else value
         top = max(top, scale)
         max_abs = max(max_abs, diff)
         max_rel = max(max_rel, _relative(diff, scale))
@@ -319,13 +339,11 @@ def compare_many(
                     refs.append(r.ravel())
                     acts.append(a.ravel())
                 continue
-            a = _readable(act) if isinstance(act, torch.Tensor) else np.asarray(act)
-            r = np.zeros(a.shape) if ref is None else np.asarray(ref)
-            if r.shape != a.shape:
-                edges.append(("bad", largest(a)))
-                break
-            if a.size:
-                edges.append(("d!", _max_diff(r, a)))
+            figures = _edge_figures(ref, act)
+            if figures is not None:
+                edges.append(figures)
+                if figures[0] == "bad":
+                    break
         outs: list[tuple[str, Any]] = []
         for g in outputs:
             if not isinstance(g, torch.Tensor):
@@ -343,15 +361,7 @@ def compare_many(
     diffs, tops = _segment_maxima(refs, acts)
     results = []
     for edges, outs in plans:
-        max_abs = max_rel = top = 0.0
-        for kind, value in edges:
-            if kind == "bad":
-                max_abs, max_rel, top = float("inf"), float("inf"), max(top, value)
-                break
-            diff, scale = (diffs[value], tops[value]) if kind == "d" else value
-            top = max(top, scale)
-            max_abs = max(max_abs, diff)
-            max_rel = max(max_rel, _relative(diff, scale))
+        max_abs, max_rel, top = _fold(edges, diffs, tops)
         biggest = max((tops[v] if k == "o" else v for k, v in outs), default=0.0)
         results.append((max_abs, max_rel, max(top, biggest)))
     return results
